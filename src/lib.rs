@@ -1,0 +1,3 @@
+//! ringmq: a thread-per-core message broker. See `docs/` and `protocol/SPEC.md`.
+
+pub mod log;

@@ -1,0 +1,1 @@
+//! The partition log: append-only, memory-mapped segment files.
