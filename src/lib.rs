@@ -1,3 +1,16 @@
-//! ringmq: a thread-per-core message broker. See `docs/` and `protocol/SPEC.md`.
+//! ringmq: a thread-per-core message broker for task and event streams.
+//!
+//! Rooms (see `docs/architecture.md` in the shared folder): `log` stores
+//! partitions, `shard` owns them per core, `net` turns frames into calls on a
+//! shard, `server` and `service` start and stop a node, `client` talks to
+//! one, `cli` is the `ringmq` command.
 
+pub mod cli;
+pub mod config;
 pub mod log;
+pub mod net;
+pub mod ring;
+pub mod server;
+pub mod service;
+pub mod shard;
+pub mod topics;

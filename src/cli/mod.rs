@@ -1,0 +1,48 @@
+//! The command line: `ringmq serve` runs a broker; the other subcommands are
+//! a client of one. Errors are printed as one sentence and end in a non-zero
+//! exit code.
+
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "ringmq", version, about = "A thread-per-core message broker")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a broker.
+    Serve(serve::ServeArgs),
+}
+
+/// Parses the command line, runs the command and returns the exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("ringmq: {e}");
+            1
+        }
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`). glommio's own
+/// `log` records come through too, so its warnings are not lost.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_thread_names(true)
+        .try_init();
+}

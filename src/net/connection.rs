@@ -1,0 +1,209 @@
+//! One client connection: read frames, hand each to the dispatcher as its
+//! own task, write the answers back in request order.
+//!
+//! Two limits keep a connection from growing without bound: at most
+//! `max_in_flight_per_connection` requests are queued for an answer, and each
+//! frame's bytes are taken from the shard's memory budget before its body is
+//! read. When either is exhausted the socket is simply not read, and TCP
+//! pushes back on the client.
+//!
+//! Writes are gathered: every answer that is ready is appended to one buffer
+//! and the buffer goes out in one `write_all` (glommio's socket writes are
+//! not buffered, and frame-by-frame writes cost an order of magnitude).
+
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
+use glommio::channels::local_channel;
+use glommio::net::TcpStream;
+use glommio::sync::StaticPermit;
+use glommio::task::JoinHandle;
+
+use super::dispatch;
+use super::stop::Stop;
+use crate::shard::Shard;
+use ringmq_protocol::frame::{FrameError, RequestHeader, REQUEST_HEADER_LEN};
+use ringmq_protocol::limits::MAX_REQUEST_FRAME;
+
+/// Socket read size: large enough to take many small frames per syscall.
+const READ_CHUNK: usize = 64 << 10;
+/// Answers gathered before a write is forced even if more are ready.
+const WRITE_GATHER: usize = 256 << 10;
+/// An answer's payload larger than this is written from where it lies
+/// (e.g. the segment mapping) instead of being copied into the write buffer.
+const COPY_LIMIT: usize = 64 << 10;
+
+/// An encoded response: a frame head and, for fetches, the records that
+/// follow it, kept apart so they need not be copied.
+#[derive(Debug, Default)]
+pub struct Encoded {
+    pub head: BytesMut,
+    pub tail: Option<Bytes>,
+}
+
+/// What the writer receives for each request, in request order. `None` for
+/// requests that get no answer (produce with acks=0).
+type Pending = JoinHandle<Option<Encoded>>;
+
+/// Serves one connection until the client closes it, the framing breaks,
+/// or the broker stops.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, stop: Rc<Stop>) {
+    let peer = stream.peer_addr().ok();
+    let (reader, writer) = futures_lite::io::split(stream);
+    let cap = shard.config.max_in_flight_per_connection;
+    let (tx, rx) = local_channel::new_bounded::<(Pending, Option<StaticPermit>)>(cap);
+    let write = glommio::spawn_local(write_loop(writer, rx));
+    let read = read_loop(shard, reader, tx);
+    if let Err(e) = read.or(stopped(stop)).await {
+        tracing::debug!(?peer, error = %e, "connection closed");
+    }
+    // The sender is gone: the writer drains what is queued, then returns.
+    write.await;
+}
+
+async fn stopped(stop: Rc<Stop>) -> Result<(), ReadEnd> {
+    stop.wait().await;
+    Ok(())
+}
+
+/// Why reading stopped.
+#[derive(Debug, thiserror::Error)]
+enum ReadEnd {
+    #[error("client closed the connection")]
+    Closed,
+    #[error("socket error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("bad frame: {0}")]
+    Frame(FrameError),
+}
+
+/// Reads frames and queues one task per request until the stream ends.
+async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
+    shard: Rc<Shard>,
+    mut reader: R,
+    tx: local_channel::LocalSender<(Pending, Option<StaticPermit>)>,
+) -> Result<(), ReadEnd> {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        fill(&mut reader, &mut buf, REQUEST_HEADER_LEN).await?;
+        let header = RequestHeader::parse(&buf).map_err(ReadEnd::Frame)?;
+        let api = match header.validate() {
+            Ok(api) => Ok(api),
+            Err(e) if e.closes_connection() => {
+                // The length cannot be trusted, so neither can anything after it.
+                let answer = dispatch::refuse(header.correlation_id, &e);
+                let _ = tx.send((ready(Some(answer)), None)).await;
+                return Err(ReadEnd::Frame(e));
+            }
+            Err(e) => Err(e),
+        };
+        let frame_len = REQUEST_HEADER_LEN + header.body_len();
+        debug_assert!(frame_len <= MAX_REQUEST_FRAME + REQUEST_HEADER_LEN);
+        // Take the frame's bytes from the shard budget before reading its body.
+        let permit = shard
+            .memory
+            .acquire_static_permit(frame_len as u64)
+            .await
+            .ok();
+        fill(&mut reader, &mut buf, frame_len).await?;
+        let frame = buf.split_to(frame_len).freeze();
+        let body = frame.slice(REQUEST_HEADER_LEN..);
+        let task = match api {
+            Ok(api) => {
+                let shard = shard.clone();
+                glommio::spawn_local(dispatch::handle(shard, header, api, body)).detach()
+            }
+            Err(e) => ready(Some(dispatch::refuse(header.correlation_id, &e))),
+        };
+        if tx.send((task, permit)).await.is_err() {
+            return Ok(()); // writer gone: the socket is dead
+        }
+        if buf.capacity() - buf.len() < REQUEST_HEADER_LEN {
+            buf.reserve(READ_CHUNK);
+        }
+    }
+}
+
+/// A task that is already finished, for answers known without dispatching.
+fn ready(answer: Option<Encoded>) -> Pending {
+    glommio::spawn_local(async move { answer }).detach()
+}
+
+/// Reads until `buf` holds at least `n` bytes.
+async fn fill<R: futures_lite::AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    n: usize,
+) -> Result<(), ReadEnd> {
+    while buf.len() < n {
+        buf.reserve((n - buf.len()).max(READ_CHUNK));
+        let len = buf.len();
+        let cap = buf.capacity();
+        buf.resize(cap, 0);
+        let got = reader.read(&mut buf[len..]).await;
+        buf.truncate(len + got.as_ref().map_or(0, |g| *g));
+        match got? {
+            0 if len == 0 => return Err(ReadEnd::Closed),
+            0 => return Err(ReadEnd::Frame(FrameError::Truncated)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Writes answers in request order, gathering every one that is ready into
+/// a single write.
+async fn write_loop<W: futures_lite::AsyncWrite + Unpin>(
+    mut writer: W,
+    rx: local_channel::LocalReceiver<(Pending, Option<StaticPermit>)>,
+) {
+    let mut out = BytesMut::with_capacity(WRITE_GATHER);
+    let mut held: Vec<StaticPermit> = Vec::new();
+    let result: std::io::Result<()> = async {
+        while let Some((mut task, permit)) = rx.recv().await {
+            let answer = match futures_lite::future::poll_once(&mut task).await {
+                Some(a) => a,
+                None => {
+                    // Not ready: send what is gathered before waiting on it.
+                    flush(&mut writer, &mut out, &mut held).await?;
+                    task.await
+                }
+            };
+            held.extend(permit);
+            if let Some(Some(enc)) = answer {
+                out.extend_from_slice(&enc.head);
+                if let Some(tail) = enc.tail {
+                    if tail.len() > COPY_LIMIT {
+                        flush(&mut writer, &mut out, &mut held).await?;
+                        writer.write_all(&tail).await?;
+                    } else {
+                        out.extend_from_slice(&tail);
+                    }
+                }
+            }
+            if out.len() >= WRITE_GATHER || rx.is_empty() {
+                flush(&mut writer, &mut out, &mut held).await?;
+            }
+        }
+        flush(&mut writer, &mut out, &mut held).await?;
+        writer.close().await
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "writing to client failed");
+    }
+}
+
+async fn flush<W: futures_lite::AsyncWrite + Unpin>(
+    writer: &mut W,
+    out: &mut BytesMut,
+    held: &mut Vec<StaticPermit>,
+) -> std::io::Result<()> {
+    if !out.is_empty() {
+        writer.write_all(out).await?;
+        out.clear();
+    }
+    held.clear(); // answers are out: their bytes go back to the budget
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! Starting and stopping a node: checks before anything runs, one executor
+//! per core, and an orderly shutdown in which every core stops taking
+//! requests before any core closes its partitions.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
+
+use crate::config::{Config, ConfigError};
+use crate::service::{self, StartError};
+use crate::shard::{Shard, ShardMsg};
+use crate::{net, topics};
+
+/// Messages a core may have queued towards another before a sender waits.
+/// Large, because a small mesh channel can deadlock under load (architecture.md).
+const MESH_CAPACITY: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Catalogue(#[from] topics::CatalogError),
+    #[error("cannot start executors: {0}")]
+    Executors(String),
+    #[error("core {core} failed to start: {reason}")]
+    Shard { core: usize, reason: String },
+    #[error("core {core} stopped with an error: {reason}")]
+    ShardFailed { core: usize, reason: String },
+}
+
+/// Runs a broker until it is asked to stop. Blocks the calling thread.
+pub fn serve(config: Config) -> Result<(), ServeError> {
+    config.validate()?;
+    service::raise_memlock(config.cores as u64 * (config.io_memory as u64 + (1 << 20)))?;
+    let _lock = service::lock_data_dir(&config.data_dir)?;
+    let listen = service::claim_port(config.listen)?;
+    let catalogue = topics::load(&config.data_dir)?;
+    service::install_signal_handler()?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        cores = config.cores,
+        data_dir = %config.data_dir.display(),
+        topics = catalogue.len(),
+        "starting ringmq"
+    );
+
+    let cores = config.cores;
+    let config = Arc::new(Config { listen, ..config });
+    let mesh = MeshBuilder::<ShardMsg, _>::full(cores, MESH_CAPACITY);
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), (usize, String)>>();
+    let drained = Arc::new(AtomicUsize::new(0));
+    let pool = {
+        let config = config.clone();
+        LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(cores, None))
+            .name("shard")
+            .io_memory(config.io_memory)
+            .ring_depth(256)
+            .preempt_timer(Duration::from_millis(5))
+            .on_all_shards(move || {
+                let config = config.clone();
+                let mesh = mesh.clone();
+                let catalogue = catalogue.clone();
+                let ready = ready_tx.clone();
+                let drained = drained.clone();
+                async move { run_shard(config, mesh, catalogue, ready, drained).await }
+            })
+            .map_err(|e| ServeError::Executors(e.to_string()))?
+    };
+
+    for _ in 0..cores {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err((core, reason))) => {
+                service::request_stop();
+                let _ = pool.join_all();
+                return Err(ServeError::Shard { core, reason });
+            }
+            Err(_) => break, // a shard died before reporting; join_all says why
+        }
+    }
+    tracing::info!(addr = %listen, "listening on {listen}");
+
+    let mut failure = None;
+    for (core, result) in pool.join_all().into_iter().enumerate() {
+        let reason = match result {
+            Ok(Ok(())) => continue,
+            Ok(Err(reason)) => reason,
+            Err(e) => e.to_string(),
+        };
+        failure.get_or_insert(ServeError::ShardFailed { core, reason });
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => {
+            tracing::info!("stopped cleanly");
+            Ok(())
+        }
+    }
+}
+
+/// The life of one core: open its partitions, serve until stopped, drain,
+/// wait for every other core to drain, close.
+async fn run_shard(
+    config: Arc<Config>,
+    mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
+    catalogue: topics::Catalogue,
+    ready: mpsc::Sender<Result<(), (usize, String)>>,
+    drained: Arc<AtomicUsize>,
+) -> Result<(), String> {
+    let (senders, mut receivers) = mesh
+        .join()
+        .await
+        .map_err(|()| "joining the core mesh failed".to_string())?;
+    let id = senders.peer_id();
+    let cores = senders.nr_consumers();
+    let fail = |reason: String| {
+        let _ = ready.send(Err((id, reason.clone())));
+        reason
+    };
+    let shard = Shard::open(config.clone(), senders, catalogue)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    for (_, stream) in receivers.streams() {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            while let Some(msg) = stream.recv().await {
+                let shard = shard.clone();
+                glommio::spawn_local(async move { shard.handle(msg).await }).detach();
+            }
+        })
+        .detach();
+    }
+    let listener = bind(config.listen).map_err(|e| fail(e.to_string()))?;
+    let _ = ready.send(Ok(()));
+    let retention = spawn_retention(shard.clone(), config.retention_check_interval);
+
+    net::serve(shard.clone(), listener, config.shutdown_timeout).await;
+
+    // Every core keeps answering the mesh until all have drained their clients,
+    // so a request forwarded during the drain still finds its partition open.
+    drained.fetch_add(1, Ordering::SeqCst);
+    while drained.load(Ordering::SeqCst) < cores {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    retention.cancel().await;
+    shard.close().await;
+    Ok(())
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<glommio::net::TcpListener> {
+    glommio::net::TcpListener::bind(addr).map_err(std::io::Error::other)
+}
+
+fn spawn_retention(shard: Rc<Shard>, every: Duration) -> glommio::timer::TimerActionRepeat {
+    glommio::timer::TimerActionRepeat::repeat(move || {
+        let shard = shard.clone();
+        async move {
+            shard.apply_retention().await;
+            Some(every)
+        }
+    })
+}

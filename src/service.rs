@@ -1,0 +1,197 @@
+//! The broker as an operating-system process: locked memory for io_uring,
+//! one broker per data directory and per port, and shutdown on SIGTERM or
+//! SIGINT (a second signal exits at once).
+
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// glommio refuses to start an executor below this much lockable memory.
+const GLOMMIO_MIN_MEMLOCK: u64 = 512 << 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "the locked-memory limit is {have} bytes; io_uring needs at least {need}. \
+         Raise it: `ulimit -l unlimited` in the shell, LimitMEMLOCK=infinity in the systemd unit, \
+         or `--ulimit memlock=-1` for a container"
+    )]
+    MemlockTooLow { have: u64, need: u64 },
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("data directory {path} is in use by another ringmq process{holder}; stop it or pick another --data-dir")]
+    DataDirLocked { path: PathBuf, holder: String },
+    #[error("cannot listen on {addr}: {source}{hint}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+        hint: &'static str,
+    },
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Raises the soft RLIMIT_MEMLOCK to the hard limit, and refuses to go on
+/// where io_uring cannot work. Where the limit is low but workable, warns
+/// that registered buffers will be skipped (slower I/O, still correct).
+pub fn raise_memlock(wanted: u64) -> Result<(), StartError> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
+        return Ok(()); // cannot tell; glommio will report a failure itself
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: plain syscall on a struct we own.
+        if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised) } == 0 {
+            lim.rlim_cur = lim.rlim_max;
+        }
+    }
+    let have = lim.rlim_cur;
+    if have == libc::RLIM_INFINITY || has_cap_ipc_lock() {
+        return Ok(());
+    }
+    if have < GLOMMIO_MIN_MEMLOCK {
+        return Err(StartError::MemlockTooLow {
+            have,
+            need: GLOMMIO_MIN_MEMLOCK,
+        });
+    }
+    if have < wanted {
+        tracing::warn!(
+            limit = have,
+            wanted,
+            "locked-memory limit is below what the executors register; io_uring will run \
+             without registered buffers. Raise it with LimitMEMLOCK=infinity or `ulimit -l`"
+        );
+    }
+    Ok(())
+}
+
+/// CAP_IPC_LOCK exempts io_uring from the memlock limit.
+fn has_cap_ipc_lock() -> bool {
+    const CAP_IPC_LOCK: u32 = 14;
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
+}
+
+/// An exclusive lock on the data directory, held for the life of the process.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: File,
+}
+
+/// Creates the data directory if needed and locks it, so two brokers never
+/// share one. The lock file names the holder's PID for the error message.
+pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, StartError> {
+    let dir_err = |source| StartError::DataDir {
+        path: dir.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(dir_err)?;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join("LOCK"))
+        .map_err(dir_err)?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut pid = String::new();
+        let _ = file.read_to_string(&mut pid);
+        let holder = match pid.trim() {
+            "" => String::new(),
+            p => format!(" (pid {p})"),
+        };
+        return Err(StartError::DataDirLocked {
+            path: dir.to_owned(),
+            holder,
+        });
+    }
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = write!(file, "{}", std::process::id());
+    Ok(DataDirLock { _file: file })
+}
+
+/// Binds the address once without SO_REUSEPORT, so a port another process
+/// holds is an error here rather than silently shared (glommio's listeners
+/// always set SO_REUSEPORT). Returns the address with the port resolved,
+/// for `--listen 127.0.0.1:0`.
+pub fn claim_port(addr: SocketAddr) -> Result<SocketAddr, StartError> {
+    match std::net::TcpListener::bind(addr) {
+        Ok(l) => l.local_addr().map_err(|source| StartError::Listen {
+            addr,
+            source,
+            hint: "",
+        }),
+        Err(source) => {
+            let hint = if source.kind() == std::io::ErrorKind::AddrInUse {
+                " (another process holds the port: stop it or choose another --listen)"
+            } else {
+                ""
+            };
+            Err(StartError::Listen { addr, source, hint })
+        }
+    }
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Installs the SIGTERM/SIGINT handler: the first signal asks every shard to
+/// stop (see [`stop_requested`]); a second one exits the process at once.
+pub fn install_signal_handler() -> Result<(), StartError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).map_err(StartError::Signals)?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if STOP.swap(true, Ordering::SeqCst) {
+                    eprintln!("second signal: exiting now");
+                    std::process::exit(130);
+                }
+                tracing::info!(signal = sig, "shutting down");
+            }
+        })
+        .map_err(StartError::Signals)?;
+    Ok(())
+}
+
+/// Asks every shard to stop, as a signal would.
+pub fn request_stop() {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// Resolves when a stop has been requested. Polls a flag the signal thread
+/// sets: cheap, and it needs no channel per shard.
+pub async fn stopped() {
+    while !stop_requested() {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,65 @@
+//! What crosses cores. Every value here is `Send` and travels over the
+//! channel mesh from the shard that holds a connection to the shard that owns
+//! a partition; the answer comes back on a oneshot channel.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+
+use super::failure::Failure;
+use crate::topics::TopicMeta;
+
+/// The answer to a request, sent back to the shard that asked.
+pub type Reply<T> = oneshot::Sender<Result<T, Failure>>;
+
+/// A request for work on another core.
+pub enum ShardMsg {
+    /// Append a batch to a partition this shard owns.
+    Produce {
+        topic: String,
+        partition: u32,
+        batch: Bytes,
+        reply: Reply<Produced>,
+    },
+    /// Read from a partition this shard owns, waiting up to `max_wait` for `min_bytes`.
+    Fetch {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        max_bytes: u32,
+        min_bytes: u32,
+        max_wait: Duration,
+        reply: Reply<Fetched>,
+    },
+    /// Look up an offset of a partition this shard owns.
+    ListOffsets {
+        topic: String,
+        partition: u32,
+        spec: i64,
+        reply: Reply<u64>,
+    },
+    /// To shard 0, which owns the catalogue: create a topic everywhere.
+    CreateTopic { meta: TopicMeta, reply: Reply<()> },
+    /// To shard 0: delete a topic everywhere.
+    DeleteTopic { name: String, reply: Reply<()> },
+    /// From shard 0 to every shard: a topic now exists; open its local partitions.
+    TopicAdded { meta: TopicMeta, reply: Reply<()> },
+    /// From shard 0 to every shard: a topic is gone; close and remove its local partitions.
+    TopicRemoved { name: String, reply: Reply<()> },
+}
+
+/// Outcome of an append.
+#[derive(Debug, Clone, Copy)]
+pub struct Produced {
+    pub base_offset: u64,
+    pub log_start_offset: u64,
+}
+
+/// Outcome of a read: whole batches, and where the log stands.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub records: Bytes,
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+}

@@ -1,0 +1,449 @@
+//! One shard per core: the partitions this core owns, its copy of the topic
+//! catalogue, and the mesh to the other cores. Nothing here is shared between
+//! threads; another core's partition is reached by a [`ShardMsg`] and a reply.
+//!
+//! Shard 0 also owns the catalogue file: topic creation and deletion go
+//! through it, so the changes are serialised in one place and then applied
+//! by every shard.
+
+mod failure;
+mod messages;
+mod partition;
+mod placement;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+use glommio::channels::channel_mesh::Senders;
+use glommio::sync::Semaphore;
+
+pub use failure::Failure;
+pub use messages::{Fetched, Produced, Reply, ShardMsg};
+pub use partition::Partition;
+pub use placement::place_partitions;
+
+use crate::config::Config;
+use crate::log::LogConfig;
+use crate::topics::{self, Catalogue, TopicMeta};
+use ringmq_protocol::ErrorCode;
+
+/// The shard that owns the catalogue.
+const CATALOGUE_SHARD: usize = 0;
+
+/// A topic as one shard sees it: its definition, which core owns each
+/// partition, and the partitions this core owns.
+struct LocalTopic {
+    meta: TopicMeta,
+    /// Owning core of each partition, by partition number.
+    owners: Vec<usize>,
+    /// Open logs of the partitions this core owns, by partition number.
+    local: Vec<Option<Rc<Partition>>>,
+}
+
+/// Where a partition lives, from the point of view of one shard.
+enum Location {
+    Here(Rc<Partition>),
+    Core(usize),
+}
+
+/// The state of one core.
+pub struct Shard {
+    /// Index of this shard, 0..cores.
+    pub id: usize,
+    pub config: Arc<Config>,
+    topics: RefCell<HashMap<String, LocalTopic>>,
+    mesh: Senders<ShardMsg>,
+    /// Bytes of buffered requests and responses this shard may still take.
+    pub memory: Rc<Semaphore>,
+    /// Serialises catalogue changes on the catalogue shard.
+    catalogue_lock: Semaphore,
+}
+
+impl Shard {
+    /// Builds the shard and opens the partitions it owns.
+    pub async fn open(
+        config: Arc<Config>,
+        mesh: Senders<ShardMsg>,
+        catalogue: Catalogue,
+    ) -> Result<Rc<Shard>, Failure> {
+        let shard = Rc::new(Shard {
+            id: mesh.peer_id(),
+            memory: Rc::new(Semaphore::new(config.shard_memory_budget)),
+            config,
+            topics: RefCell::new(HashMap::new()),
+            mesh,
+            catalogue_lock: Semaphore::new(1),
+        });
+        for meta in catalogue.into_values() {
+            shard.add_topic(meta).await?;
+        }
+        Ok(shard)
+    }
+
+    pub fn cores(&self) -> usize {
+        self.mesh.nr_consumers()
+    }
+
+    fn log_config(&self) -> LogConfig {
+        self.config.log.clone()
+    }
+
+    fn partition_dir(&self, topic: &str, partition: u32) -> PathBuf {
+        topics::partition_dir(&self.config.data_dir, topic, partition)
+    }
+
+    /// The catalogue as this shard knows it.
+    pub fn topics(&self) -> Vec<TopicMeta> {
+        let mut v: Vec<TopicMeta> = self
+            .topics
+            .borrow()
+            .values()
+            .map(|t| t.meta.clone())
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    pub fn topic(&self, name: &str) -> Option<TopicMeta> {
+        self.topics.borrow().get(name).map(|t| t.meta.clone())
+    }
+
+    fn locate(&self, topic: &str, partition: u32) -> Result<Location, Failure> {
+        let topics = self.topics.borrow();
+        let t = topics
+            .get(topic)
+            .ok_or_else(|| Failure::unknown_topic(topic))?;
+        let i = partition as usize;
+        let owner = *t
+            .owners
+            .get(i)
+            .ok_or_else(|| Failure::unknown_partition(topic, partition, t.meta.partitions))?;
+        if owner != self.id {
+            return Ok(Location::Core(owner));
+        }
+        t.local[i]
+            .clone()
+            .map(Location::Here)
+            .ok_or_else(|| Failure::internal(format!("{topic}/{partition} is not open here")))
+    }
+
+    /// Sends `msg` (built around a reply channel) to `core` and waits for the answer.
+    async fn ask<T>(
+        &self,
+        core: usize,
+        msg: impl FnOnce(Reply<T>) -> ShardMsg,
+    ) -> Result<T, Failure> {
+        let (tx, rx) = oneshot::channel();
+        if self.mesh.send_to(core, msg(tx)).await.is_err() {
+            return Err(Failure::new(
+                ErrorCode::ShuttingDown,
+                format!("core {core} is shutting down"),
+            ));
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(Failure::new(
+                ErrorCode::ShuttingDown,
+                format!("core {core} dropped the request"),
+            ))
+        })
+    }
+
+    /// Appends a batch to a partition, wherever on this node it lives.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        partition: u32,
+        batch: Bytes,
+    ) -> Result<Produced, Failure> {
+        match self.locate(topic, partition)? {
+            Location::Here(p) => p.produce(batch).await,
+            Location::Core(c) => {
+                let topic = topic.to_owned();
+                self.ask(c, |reply| ShardMsg::Produce {
+                    topic,
+                    partition,
+                    batch,
+                    reply,
+                })
+                .await
+            }
+        }
+    }
+
+    /// Reads from a partition, wherever on this node it lives.
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: u32,
+        min_bytes: u32,
+        max_wait: Duration,
+    ) -> Result<Fetched, Failure> {
+        match self.locate(topic, partition)? {
+            Location::Here(p) => p.fetch(offset, max_bytes, min_bytes, max_wait).await,
+            Location::Core(c) => {
+                let topic = topic.to_owned();
+                self.ask(c, |reply| ShardMsg::Fetch {
+                    topic,
+                    partition,
+                    offset,
+                    max_bytes,
+                    min_bytes,
+                    max_wait,
+                    reply,
+                })
+                .await
+            }
+        }
+    }
+
+    /// Resolves an offset spec (-2 earliest, -1 latest) for a partition.
+    pub async fn list_offsets(&self, topic: &str, partition: u32, spec: i64) -> Result<u64, Failure> {
+        match self.locate(topic, partition)? {
+            Location::Here(p) => p.list_offsets(spec),
+            Location::Core(c) => {
+                let topic = topic.to_owned();
+                self.ask(c, |reply| ShardMsg::ListOffsets {
+                    topic,
+                    partition,
+                    spec,
+                    reply,
+                })
+                .await
+            }
+        }
+    }
+
+    /// Creates a topic on every core of this node and records it in the catalogue.
+    pub async fn create_topic(&self, meta: TopicMeta) -> Result<(), Failure> {
+        if self.id != CATALOGUE_SHARD {
+            return self
+                .ask(CATALOGUE_SHARD, |reply| ShardMsg::CreateTopic { meta, reply })
+                .await;
+        }
+        let _guard = self
+            .catalogue_lock
+            .acquire_permit(1)
+            .await
+            .map_err(Failure::internal)?;
+        if self.topics.borrow().contains_key(&meta.name) {
+            return Err(Failure::new(
+                ErrorCode::TopicAlreadyExists,
+                format!("topic {:?} already exists", meta.name),
+            ));
+        }
+        let mut catalogue = self.catalogue();
+        catalogue.insert(meta.name.clone(), meta.clone());
+        self.store_catalogue(catalogue).await?;
+        self.add_topic(meta.clone()).await?;
+        for core in self.other_cores() {
+            let meta = meta.clone();
+            self.ask(core, |reply| ShardMsg::TopicAdded { meta, reply })
+                .await?;
+        }
+        tracing::info!(topic = %meta.name, partitions = meta.partitions, "topic created");
+        Ok(())
+    }
+
+    /// Deletes a topic and its data on every core of this node.
+    pub async fn delete_topic(&self, name: String) -> Result<(), Failure> {
+        if self.id != CATALOGUE_SHARD {
+            return self
+                .ask(CATALOGUE_SHARD, |reply| ShardMsg::DeleteTopic { name, reply })
+                .await;
+        }
+        let _guard = self
+            .catalogue_lock
+            .acquire_permit(1)
+            .await
+            .map_err(Failure::internal)?;
+        if !self.topics.borrow().contains_key(&name) {
+            return Err(Failure::unknown_topic(&name));
+        }
+        let mut catalogue = self.catalogue();
+        catalogue.remove(&name);
+        self.store_catalogue(catalogue).await?;
+        self.remove_topic(&name).await?;
+        for core in self.other_cores() {
+            let name = name.clone();
+            self.ask(core, |reply| ShardMsg::TopicRemoved { name, reply })
+                .await?;
+        }
+        let dir = self.config.data_dir.join(&name);
+        blocking(move || match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        })
+        .await
+        .map_err(|e| Failure::internal(format!("removing the data of topic {name:?}: {e}")))?;
+        tracing::info!(topic = %name, "topic deleted");
+        Ok(())
+    }
+
+    fn other_cores(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.cores()).filter(move |c| *c != self.id)
+    }
+
+    fn catalogue(&self) -> Catalogue {
+        self.topics
+            .borrow()
+            .values()
+            .map(|t| (t.meta.name.clone(), t.meta.clone()))
+            .collect()
+    }
+
+    async fn store_catalogue(&self, catalogue: Catalogue) -> Result<(), Failure> {
+        let dir = self.config.data_dir.clone();
+        blocking(move || topics::store(&dir, &catalogue))
+            .await
+            .map_err(Failure::internal)
+    }
+
+    /// Opens this core's partitions of a topic.
+    async fn add_topic(&self, meta: TopicMeta) -> Result<(), Failure> {
+        let owners = place_partitions(&meta.name, meta.partitions, self.cores());
+        let mut local = Vec::with_capacity(owners.len());
+        for (p, owner) in owners.iter().enumerate() {
+            if *owner != self.id {
+                local.push(None);
+                continue;
+            }
+            let dir = self.partition_dir(&meta.name, p as u32);
+            let part = Partition::open(&dir, self.log_config()).await?;
+            local.push(Some(Rc::new(part)));
+        }
+        self.topics.borrow_mut().insert(
+            meta.name.clone(),
+            LocalTopic {
+                meta,
+                owners,
+                local,
+            },
+        );
+        Ok(())
+    }
+
+    /// Closes this core's partitions of a topic and removes their data.
+    async fn remove_topic(&self, name: &str) -> Result<(), Failure> {
+        let Some(topic) = self.topics.borrow_mut().remove(name) else {
+            return Ok(());
+        };
+        for (p, part) in topic.local.into_iter().enumerate() {
+            if let Some(part) = part {
+                part.shut_down();
+                let dir = self.partition_dir(name, p as u32);
+                blocking(move || std::fs::remove_dir_all(dir))
+                    .await
+                    .map_err(|e| Failure::internal(format!("removing {name}/{p}: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Serves one message from another core.
+    pub async fn handle(&self, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Produce {
+                topic,
+                partition,
+                batch,
+                reply,
+            } => {
+                let _ = reply.send(self.produce(&topic, partition, batch).await);
+            }
+            ShardMsg::Fetch {
+                topic,
+                partition,
+                offset,
+                max_bytes,
+                min_bytes,
+                max_wait,
+                reply,
+            } => {
+                let r = self
+                    .fetch(&topic, partition, offset, max_bytes, min_bytes, max_wait)
+                    .await;
+                let _ = reply.send(r);
+            }
+            ShardMsg::ListOffsets {
+                topic,
+                partition,
+                spec,
+                reply,
+            } => {
+                let _ = reply.send(self.list_offsets(&topic, partition, spec).await);
+            }
+            ShardMsg::CreateTopic { meta, reply } => {
+                let _ = reply.send(self.create_topic(meta).await);
+            }
+            ShardMsg::DeleteTopic { name, reply } => {
+                let _ = reply.send(self.delete_topic(name).await);
+            }
+            ShardMsg::TopicAdded { meta, reply } => {
+                let _ = reply.send(self.add_topic(meta).await);
+            }
+            ShardMsg::TopicRemoved { name, reply } => {
+                let _ = reply.send(self.remove_topic(&name).await);
+            }
+        }
+    }
+
+    /// Applies retention to every partition this core owns.
+    pub async fn apply_retention(&self) {
+        let now_ms = now_ms();
+        for part in self.local_partitions() {
+            if let Err(e) = part.apply_retention(now_ms).await {
+                tracing::warn!(error = %e, "retention failed");
+            }
+        }
+    }
+
+    /// Wakes every long poll so it answers now (used at shutdown).
+    pub fn wake_all(&self) {
+        for part in self.local_partitions() {
+            part.shut_down();
+        }
+    }
+
+    /// Syncs and closes every partition this core owns; a clean close lets the
+    /// next start skip recovery.
+    pub async fn close(&self) {
+        let topics: Vec<LocalTopic> = self.topics.borrow_mut().drain().map(|(_, t)| t).collect();
+        for t in topics {
+            for (p, part) in t.local.into_iter().enumerate() {
+                let Some(part) = part else { continue };
+                if let Err(e) = part.close().await {
+                    tracing::error!(topic = %t.meta.name, partition = p, error = %e, "closing partition failed");
+                }
+            }
+        }
+    }
+
+    fn local_partitions(&self) -> Vec<Rc<Partition>> {
+        self.topics
+            .borrow()
+            .values()
+            .flat_map(|t| t.local.iter().flatten().cloned())
+            .collect()
+    }
+}
+
+/// Runs blocking file-system work on the executor's blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    glommio::executor().spawn_blocking(f).await
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
