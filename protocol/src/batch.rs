@@ -67,6 +67,8 @@ pub enum BatchError {
     UnsupportedAttributes(u8),
     #[error("batch has no records")]
     Empty,
+    #[error("{0} bytes after the batch where exactly one batch was expected")]
+    TrailingBytes(usize),
     #[error("malformed record {index}: {reason}")]
     BadRecord { index: u32, reason: &'static str },
 }
@@ -185,6 +187,16 @@ pub fn verify(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         });
     }
     Ok(h)
+}
+
+/// Like [`verify`], for a buffer that must hold exactly one batch (a Produce
+/// request's `batch` field): bytes after the batch are an error.
+pub fn verify_one(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    let h = verify(buf)?;
+    match buf.len() - h.total_len() {
+        0 => Ok(h),
+        extra => Err(BatchError::TrailingBytes(extra)),
+    }
 }
 
 /// Writes the broker-assigned fields. Neither is covered by the CRC, so the
@@ -516,6 +528,14 @@ mod tests {
             raw[i] ^= 0x10;
             assert!(verify(&raw).is_err(), "flip at {i} not detected");
         }
+    }
+
+    #[test]
+    fn verify_one_refuses_trailing_bytes() {
+        let mut raw = sample().to_vec();
+        assert!(verify_one(&raw).is_ok());
+        raw.push(0);
+        assert_eq!(verify_one(&raw), Err(BatchError::TrailingBytes(1)));
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub const MAX_RESPONSE_FRAME: usize = 16 << 20;
 /// clamped to this.
 pub const MAX_FETCH_BYTES: u32 = 8 << 20;
 
+/// Longest a Fetch may long-poll; a larger `max_wait_ms` is clamped to this.
+pub const MAX_FETCH_WAIT_MS: u32 = 30_000;
+
 /// Longest topic name, in bytes.
 pub const MAX_NAME_LEN: usize = 249;
 

@@ -278,3 +278,6 @@ impl Response {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod spec_example;

@@ -62,6 +62,13 @@ impl ProduceRequest {
         end_frame(buf, start, self.batch.len());
     }
 
+    /// Checks that `batch` is exactly one well-formed batch with a matching
+    /// CRC (see [`crate::batch::verify_one`]); on error answer
+    /// `ErrorCode::from(&err)`, which is `CORRUPT_BATCH` or `MESSAGE_TOO_LARGE`.
+    pub fn verify_batch(&self) -> Result<crate::batch::BatchHeader, crate::batch::BatchError> {
+        crate::batch::verify_one(&self.batch)
+    }
+
     fn encode_fields(&self, buf: &mut BytesMut) {
         put_str(buf, &self.topic);
         buf.put_u32_le(self.partition);
