@@ -67,6 +67,8 @@ pub enum BatchError {
     UnsupportedAttributes(u8),
     #[error("batch has no records")]
     Empty,
+    #[error("{0} bytes after the batch where exactly one batch was expected")]
+    TrailingBytes(usize),
     #[error("malformed record {index}: {reason}")]
     BadRecord { index: u32, reason: &'static str },
 }
@@ -112,7 +114,7 @@ impl BatchHeader {
         }
         let batch_length = u32_at(buf, OFF_BATCH_LENGTH);
         let total = 12 + batch_length as usize;
-        if total < BATCH_HEADER_LEN || total > MAX_BATCH_BYTES {
+        if !(BATCH_HEADER_LEN..=MAX_BATCH_BYTES).contains(&total) {
             return Err(BatchError::BadLength(batch_length));
         }
         let h = BatchHeader {
@@ -185,6 +187,16 @@ pub fn verify(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         });
     }
     Ok(h)
+}
+
+/// Like [`verify`], for a buffer that must hold exactly one batch (a Produce
+/// request's `batch` field): bytes after the batch are an error.
+pub fn verify_one(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    let h = verify(buf)?;
+    match buf.len() - h.total_len() {
+        0 => Ok(h),
+        extra => Err(BatchError::TrailingBytes(extra)),
+    }
 }
 
 /// Writes the broker-assigned fields. Neither is covered by the CRC, so the
@@ -351,8 +363,7 @@ impl BatchBuilder {
         h[OFF_PRODUCER_EPOCH..OFF_PRODUCER_EPOCH + 2]
             .copy_from_slice(&p.producer_epoch.to_le_bytes());
         h[OFF_RECORD_COUNT..OFF_RECORD_COUNT + 4].copy_from_slice(&self.count.to_le_bytes());
-        h[OFF_BASE_SEQUENCE..OFF_BASE_SEQUENCE + 4]
-            .copy_from_slice(&p.base_sequence.to_le_bytes());
+        h[OFF_BASE_SEQUENCE..OFF_BASE_SEQUENCE + 4].copy_from_slice(&p.base_sequence.to_le_bytes());
         h[OFF_FIRST_TIMESTAMP..OFF_FIRST_TIMESTAMP + 8]
             .copy_from_slice(&self.first_timestamp.to_le_bytes());
         h[OFF_MAX_TIMESTAMP..OFF_MAX_TIMESTAMP + 8]
@@ -520,6 +531,14 @@ mod tests {
     }
 
     #[test]
+    fn verify_one_refuses_trailing_bytes() {
+        let mut raw = sample().to_vec();
+        assert!(verify_one(&raw).is_ok());
+        raw.push(0);
+        assert_eq!(verify_one(&raw), Err(BatchError::TrailingBytes(1)));
+    }
+
+    #[test]
     fn truncated_is_an_error() {
         let batch = sample();
         for n in 0..batch.len() {
@@ -537,7 +556,10 @@ mod tests {
             base_sequence: 100,
         }));
         let h = verify(&batch).unwrap();
-        assert_eq!((h.producer_id, h.producer_epoch, h.base_sequence), (9, 2, 100));
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence),
+            (9, 2, 100)
+        );
     }
 
     proptest::proptest! {
