@@ -308,7 +308,7 @@ impl Shard {
 
     /// Opens this core's partitions of a topic.
     async fn add_topic(&self, meta: TopicMeta) -> Result<(), Failure> {
-        let owners = place_partitions(&meta.name, meta.partitions, self.cores());
+        let owners = place_partitions(&meta.name, meta.partitions, self.cores())?;
         let mut local = Vec::with_capacity(owners.len());
         for (p, owner) in owners.iter().enumerate() {
             if *owner != self.id {

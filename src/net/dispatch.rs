@@ -1,0 +1,74 @@
+//! From a request frame to an encoded answer: decode the body, call the
+//! api's handler, encode what it returns (or the failure).
+
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::connection::Encoded;
+use super::handlers::{self, Answer};
+use crate::shard::{Failure, Shard};
+use ringmq_protocol::{encode_error_response, ApiKey, FrameError, Request, RequestHeader};
+
+/// Answers a request. `None` when the request wants no answer (produce with acks=0).
+pub async fn handle(
+    shard: Rc<Shard>,
+    header: RequestHeader,
+    api: ApiKey,
+    body: Bytes,
+) -> Option<Encoded> {
+    let corr = header.correlation_id;
+    let request = match Request::decode(&header, body) {
+        Ok(r) => r,
+        Err(e) => return Some(refuse(corr, &e)),
+    };
+    let wants_answer = request.expects_response();
+    let result = match request {
+        Request::ApiVersions(_) => Ok(handlers::api_versions()),
+        Request::Metadata(r) => handlers::metadata(&shard, r),
+        Request::CreateTopic(r) => handlers::create_topic(&shard, r).await,
+        Request::DeleteTopic(r) => handlers::delete_topic(&shard, r).await,
+        Request::ListTopics(_) => Ok(handlers::list_topics(&shard)),
+        Request::Produce(r) => handlers::produce(&shard, r).await,
+        Request::Fetch(r) => handlers::fetch(&shard, r).await,
+        Request::ListOffsets(r) => handlers::list_offsets(&shard, r).await,
+    };
+    if !wants_answer {
+        if let Err(f) = &result {
+            tracing::debug!(api = %api, error = %f, "acks=0 request failed; the client is not told");
+        }
+        return None;
+    }
+    Some(match result {
+        Ok(answer) => encode(corr, answer),
+        Err(f) => failure(corr, &f),
+    })
+}
+
+fn encode(corr: u32, answer: Answer) -> Encoded {
+    let mut head = BytesMut::with_capacity(64);
+    match answer {
+        Answer::Body(body) => {
+            body.encode(corr, &mut head);
+            Encoded { head, tail: None }
+        }
+        Answer::Fetch(f) => {
+            f.encode_head(corr, &mut head);
+            Encoded {
+                head,
+                tail: Some(f.records),
+            }
+        }
+    }
+}
+
+/// The answer to a frame that could not be decoded.
+pub fn refuse(corr: u32, e: &FrameError) -> Encoded {
+    failure(corr, &Failure::new(e.error_code(), e.to_string()))
+}
+
+fn failure(corr: u32, f: &Failure) -> Encoded {
+    let mut head = BytesMut::with_capacity(32 + f.message.len());
+    encode_error_response(corr, f.code, &f.message, &mut head);
+    Encoded { head, tail: None }
+}

@@ -1,0 +1,187 @@
+//! Test harness: real `ringmq serve` processes on 127.0.0.1, each on a port
+//! the kernel picks (`--listen 127.0.0.1:0`, read back from the broker's
+//! "listening on" log line) and a temporary data dir. A broker is killed by
+//! the PID this harness started, at the latest when it is dropped.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ringmq");
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A broker process and the data dir it owns.
+pub struct Broker {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    dir: tempfile::TempDir,
+    extra_args: Vec<String>,
+    /// Everything the broker logged, for assertions and failure output.
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Broker {
+    /// Starts a broker with 2 cores on a fresh data dir.
+    pub fn start(extra_args: &[&str]) -> Broker {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (child, addr) = spawn(dir.path(), "127.0.0.1:0", &extra_args, &log);
+        Broker {
+            child: Some(child),
+            addr,
+            dir,
+            extra_args,
+            log,
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("broker is running").id()
+    }
+
+    /// Sends a signal to the broker and waits for it to exit; returns its exit status.
+    pub fn stop_with(&mut self, signal: i32) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("broker is running");
+        // SAFETY: kill(2) on the PID of a child we started and have not reaped.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for broker") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("broker did not exit within 30 s of signal {signal}\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Starts the broker again on the same data dir and the same port.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the broker first");
+        let (child, addr) = spawn(
+            self.dir.path(),
+            &self.addr.to_string(),
+            &self.extra_args,
+            &self.log,
+        );
+        assert_eq!(addr, self.addr);
+        self.child = Some(child);
+    }
+
+    pub fn logs(&self) -> String {
+        self.log.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn spawn(
+    dir: &Path,
+    listen: &str,
+    extra: &[String],
+    log: &Arc<Mutex<Vec<String>>>,
+) -> (Child, SocketAddr) {
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .arg("--listen")
+        .arg(listen)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--cores", "2"])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ringmq");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel();
+    let log = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(addr) = line
+                .split("listening on ")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|a| a.parse::<SocketAddr>().ok())
+            {
+                let _ = tx.send(addr);
+            }
+            log.lock().unwrap().push(line);
+        }
+    });
+    match rx.recv_timeout(START_TIMEOUT) {
+        Ok(addr) => (child, addr),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            let logs = log.lock().unwrap().join("\n");
+            panic!("broker did not start listening within {START_TIMEOUT:?}\n{logs}");
+        }
+    }
+}
+
+/// Runs the `ringmq` CLI with the given args and stdin; returns (status, stdout, stderr).
+pub fn cli(args: &[&str], stdin: &str) -> (std::process::ExitStatus, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ringmq cli");
+    {
+        let mut input = child.stdin.take().expect("stdin");
+        input.write_all(stdin.as_bytes()).expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("cli output");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn temp_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
