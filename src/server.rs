@@ -118,7 +118,7 @@ async fn run_shard(
     let (senders, mut receivers) = mesh
         .join()
         .await
-        .map_err(|()| "joining the core mesh failed".to_string())?;
+        .map_err(|e| format!("joining the core mesh failed: {e}"))?;
     let id = senders.peer_id();
     let cores = senders.nr_consumers();
     let fail = |reason: String| {
@@ -156,7 +156,7 @@ async fn run_shard(
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<glommio::net::TcpListener> {
-    glommio::net::TcpListener::bind(addr).map_err(std::io::Error::other)
+    glommio::net::TcpListener::bind(addr).map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 fn spawn_retention(shard: Rc<Shard>, every: Duration) -> glommio::timer::TimerActionRepeat {

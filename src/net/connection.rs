@@ -11,6 +11,7 @@
 //! and the buffer goes out in one `write_all` (glommio's socket writes are
 //! not buffered, and frame-by-frame writes cost an order of magnitude).
 
+use std::cell::Cell;
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
@@ -53,8 +54,9 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, stop: Rc<Stop>) {
     let (reader, writer) = futures_lite::io::split(stream);
     let cap = shard.config.max_in_flight_per_connection;
     let (tx, rx) = local_channel::new_bounded::<(Pending, Option<StaticPermit>)>(cap);
-    let write = glommio::spawn_local(write_loop(writer, rx));
-    let read = read_loop(shard, reader, tx);
+    let queued = Rc::new(Cell::new(0usize));
+    let write = glommio::spawn_local(write_loop(writer, rx, queued.clone()));
+    let read = read_loop(shard, reader, Queue { tx, queued });
     if let Err(e) = read.or(stopped(stop)).await {
         tracing::debug!(?peer, error = %e, "connection closed");
     }
@@ -78,11 +80,26 @@ enum ReadEnd {
     Frame(FrameError),
 }
 
+/// The reader's end of the answer queue. `queued` counts what the writer has
+/// not taken yet, so it knows when to stop gathering and write.
+struct Queue {
+    tx: local_channel::LocalSender<(Pending, Option<StaticPermit>)>,
+    queued: Rc<Cell<usize>>,
+}
+
+impl Queue {
+    /// Queues an answer; false when the writer is gone (the socket is dead).
+    async fn push(&self, task: Pending, permit: Option<StaticPermit>) -> bool {
+        self.queued.set(self.queued.get() + 1);
+        self.tx.send((task, permit)).await.is_ok()
+    }
+}
+
 /// Reads frames and queues one task per request until the stream ends.
 async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
     shard: Rc<Shard>,
     mut reader: R,
-    tx: local_channel::LocalSender<(Pending, Option<StaticPermit>)>,
+    queue: Queue,
 ) -> Result<(), ReadEnd> {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     loop {
@@ -93,7 +110,7 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
             Err(e) if e.closes_connection() => {
                 // The length cannot be trusted, so neither can anything after it.
                 let answer = dispatch::refuse(header.correlation_id, &e);
-                let _ = tx.send((ready(Some(answer)), None)).await;
+                queue.push(ready(Some(answer)), None).await;
                 return Err(ReadEnd::Frame(e));
             }
             Err(e) => Err(e),
@@ -116,8 +133,8 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
             }
             Err(e) => ready(Some(dispatch::refuse(header.correlation_id, &e))),
         };
-        if tx.send((task, permit)).await.is_err() {
-            return Ok(()); // writer gone: the socket is dead
+        if !queue.push(task, permit).await {
+            return Ok(());
         }
         if buf.capacity() - buf.len() < REQUEST_HEADER_LEN {
             buf.reserve(READ_CHUNK);
@@ -157,11 +174,13 @@ async fn fill<R: futures_lite::AsyncRead + Unpin>(
 async fn write_loop<W: futures_lite::AsyncWrite + Unpin>(
     mut writer: W,
     rx: local_channel::LocalReceiver<(Pending, Option<StaticPermit>)>,
+    queued: Rc<Cell<usize>>,
 ) {
     let mut out = BytesMut::with_capacity(WRITE_GATHER);
     let mut held: Vec<StaticPermit> = Vec::new();
     let result: std::io::Result<()> = async {
         while let Some((mut task, permit)) = rx.recv().await {
+            queued.set(queued.get() - 1);
             let answer = match futures_lite::future::poll_once(&mut task).await {
                 Some(a) => a,
                 None => {
@@ -182,7 +201,7 @@ async fn write_loop<W: futures_lite::AsyncWrite + Unpin>(
                     }
                 }
             }
-            if out.len() >= WRITE_GATHER || rx.is_empty() {
+            if out.len() >= WRITE_GATHER || queued.get() == 0 {
                 flush(&mut writer, &mut out, &mut held).await?;
             }
         }

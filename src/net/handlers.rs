@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use ringmq_protocol::batch::MAX_BATCH_BYTES;
-use ringmq_protocol::limits::{self, MAX_FETCH_BYTES, MAX_PARTITIONS};
+use ringmq_protocol::limits::{self, MAX_FETCH_BYTES, MAX_FETCH_WAIT_MS, MAX_PARTITIONS};
 use ringmq_protocol::{
     ApiVersionsResponse, BrokerMetadata, CreateTopicRequest, CreateTopicResponse,
     DeleteTopicRequest, DeleteTopicResponse, ErrorCode, FetchRequest, FetchResponse,
@@ -18,8 +18,6 @@ use crate::topics::TopicMeta;
 
 /// The node id a single broker reports for itself.
 pub const NODE_ID: u32 = 1;
-/// Longest a fetch may wait for data, whatever it asks.
-const MAX_FETCH_WAIT: Duration = Duration::from_secs(60);
 
 /// What a handler answers: a response body, or a fetch whose records are
 /// written to the socket from where they lie.
@@ -144,7 +142,7 @@ pub async fn produce(shard: &Shard, req: ProduceRequest) -> Result<Answer, Failu
 
 pub async fn fetch(shard: &Shard, req: FetchRequest) -> Result<Answer, Failure> {
     let max_bytes = req.max_bytes.clamp(1, MAX_FETCH_BYTES);
-    let max_wait = Duration::from_millis(u64::from(req.max_wait_ms)).min(MAX_FETCH_WAIT);
+    let max_wait = Duration::from_millis(u64::from(req.max_wait_ms.min(MAX_FETCH_WAIT_MS)));
     let min_bytes = req.min_bytes.min(max_bytes);
     let f = shard
         .fetch(

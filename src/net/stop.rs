@@ -21,10 +21,6 @@ impl Stop {
         self.event.notify(usize::MAX);
     }
 
-    pub fn is_stopped(&self) -> bool {
-        self.stopped.get()
-    }
-
     /// Resolves once [`trigger`](Self::trigger) has been called.
     pub async fn wait(&self) {
         loop {

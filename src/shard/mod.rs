@@ -419,7 +419,16 @@ impl Shard {
         for t in topics {
             for (p, part) in t.local.into_iter().enumerate() {
                 let Some(part) = part else { continue };
-                if let Err(e) = part.close().await {
+                let closed = match Rc::try_unwrap(part) {
+                    Ok(part) => part.close().await,
+                    Err(shared) => {
+                        // A request outlived the drain: sync, but leave no clean
+                        // marker, so the next start verifies the tail.
+                        tracing::warn!(topic = %t.meta.name, partition = p, "partition still in use at shutdown");
+                        shared.sync().await
+                    }
+                };
+                if let Err(e) = closed {
                     tracing::error!(topic = %t.meta.name, partition = p, error = %e, "closing partition failed");
                 }
             }

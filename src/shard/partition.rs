@@ -106,8 +106,13 @@ impl Partition {
         self.appended.notify(usize::MAX);
     }
 
+    /// Syncs everything appended so far (for a partition still in use at shutdown).
+    pub async fn sync(&self) -> Result<(), LogError> {
+        self.log.sync().await
+    }
+
     /// Syncs the log and marks it cleanly closed.
-    pub async fn close(&self) -> Result<(), LogError> {
+    pub async fn close(self) -> Result<(), LogError> {
         self.shut_down();
         self.log.close().await
     }
