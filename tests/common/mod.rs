@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -134,7 +136,7 @@ fn spawn(
         .expect("start ringmq");
     let stderr = child.stderr.take().expect("piped stderr");
     let (tx, rx) = mpsc::channel();
-    let log = log.clone();
+    let sink = log.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
@@ -146,7 +148,7 @@ fn spawn(
             {
                 let _ = tx.send(addr);
             }
-            log.lock().unwrap().push(line);
+            sink.lock().unwrap().push(line);
         }
     });
     match rx.recv_timeout(START_TIMEOUT) {
