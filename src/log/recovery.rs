@@ -97,6 +97,21 @@ fn trusted(file: &File, len: u64, base: u64, ix: &(Vec<IndexEntry>, Trailer)) ->
     matches!(BatchHeader::parse(&hdr), Ok(h) if h.base_offset == base + rel)
 }
 
+/// Even after a clean shutdown the tail of the last segment (from its last
+/// index entry, at most one interval and a batch) is CRC-checked: damage
+/// there sends the segment through the scan, which truncates it.
+fn tail_intact(file: &File, base: u64, ix: &(Vec<IndexEntry>, Trailer), interval: u32) -> bool {
+    let (entries, t) = ix;
+    let e = entries.last().copied().unwrap_or(IndexEntry { rel: 0, pos: 0 });
+    let mut buf = vec![0u8; (t.size - u64::from(e.pos)) as usize];
+    if file.read_exact_at(&mut buf, u64::from(e.pos)).is_err() {
+        return false;
+    }
+    let mut scratch = Index::new(interval);
+    let end = scan_valid(&buf, base, 0, base + u64::from(e.rel), &mut scratch, i64::MIN);
+    end.pos == buf.len() as u64 && end.next_offset == t.next_offset
+}
+
 fn remove_segment(dir: &Path, base: u64) -> Result<()> {
     for p in [log_path(dir, base), index_path(dir, base)] {
         disk::remove_if_exists(&p).map_err(|e| LogError::io(ctx("remove", &p), e))?;
@@ -196,7 +211,10 @@ pub(crate) fn recover(dir: &Path, interval: u32) -> Result<Recovery> {
             .map_err(|e| LogError::io(ctx("open", &path), e))?;
         let len = file.metadata().map_err(|e| LogError::io(ctx("stat", &path), e))?.len();
         let ix = read_index(&index_path(dir, base));
-        if let Some(ix) = ix.as_ref().filter(|ix| (!is_last || clean) && trusted(&file, len, base, ix)) {
+        let trust = ix.as_ref().filter(|ix| {
+            (!is_last || clean) && trusted(&file, len, base, ix) && (!is_last || tail_intact(&file, base, ix, interval))
+        });
+        if let Some(ix) = trust {
             out.segments.push(RecoveredSegment {
                 base,
                 size: ix.1.size,
