@@ -1,1 +1,36 @@
 //! The partition log: append-only, memory-mapped segment files.
+//!
+//! A partition directory holds segments named by the offset of their first
+//! batch (`00000000000000000000.log` and its sparse `.index`). Batches are
+//! stored exactly as received, with `base_offset` and `leader_epoch` stamped
+//! in (outside the CRC). Modules:
+//!
+//! - [`config`]: `LogConfig`, `FlushPolicy`.
+//! - [`error`]: `LogError`, mapped by callers to protocol error codes.
+//! - `partition`: [`PartitionLog`], the API the broker calls.
+//! - `segment`: one data file (preallocation, mapping, append, reads); the
+//!   only place a glommio file handle appears.
+//! - `index`: the sparse offset index and its file format.
+//! - `scan`: walking chains of batches in a buffer (reads, recovery).
+//! - `recovery`: what `open` does to a directory a crash left behind.
+//! - `retention`: which old segments go.
+//! - `flush`: group commit and the interval flusher.
+//! - `disk`: blocking file-system helpers, run on the blocking pool.
+
+pub mod config;
+mod disk;
+pub mod error;
+mod flush;
+mod index;
+mod partition;
+mod recovery;
+mod retention;
+mod scan;
+mod segment;
+
+pub use config::{FlushPolicy, LogConfig};
+pub use error::{BatchLocation, LogError};
+pub use partition::{Appended, PartitionLog};
+
+/// Name of the file whose presence marks a clean shutdown.
+pub const CLEAN_SHUTDOWN_MARKER: &str = recovery::CLEAN_MARKER;

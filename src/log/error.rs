@@ -1,0 +1,96 @@
+//! Errors of the partition log. Each variant is something a caller can act on
+//! and maps to one protocol error code (see the `protocol_hint` comments).
+
+use std::fmt;
+
+use ringmq_protocol::batch::BatchError;
+
+/// Where a bad batch was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchLocation {
+    /// A batch handed to `append`; nothing of it was written.
+    Incoming,
+    /// A batch on disk: the segment (named by its base offset) and the byte
+    /// position of the batch inside that segment file.
+    Stored { segment: u64, position: u64 },
+}
+
+impl fmt::Display for BatchLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BatchLocation::Incoming => f.write_str("incoming batch"),
+            BatchLocation::Stored { segment, position } => {
+                write!(f, "segment {segment:020} at byte {position}")
+            }
+        }
+    }
+}
+
+/// Everything that can go wrong in the partition log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// CRC mismatch, or a batch whose framing or offset does not fit where it
+    /// lies (protocol: `CORRUPT_BATCH`). Never served as data.
+    #[error("corrupt batch ({location}): {reason}")]
+    CorruptBatch {
+        location: BatchLocation,
+        reason: String,
+    },
+    /// A batch handed to `append` that is malformed in a way other than its
+    /// CRC (protocol: `INVALID_BATCH`).
+    #[error("invalid batch: {0}")]
+    InvalidBatch(BatchError),
+    /// `append` takes exactly one whole batch.
+    #[error("append takes exactly one batch: got {given} bytes, the batch is {batch} bytes")]
+    NotOneBatch { given: usize, batch: usize },
+    /// The batch is larger than a whole segment (protocol: `MESSAGE_TOO_LARGE`).
+    #[error("batch of {size} bytes does not fit a segment of {segment_bytes} bytes")]
+    BatchTooLarge { size: usize, segment_bytes: u64 },
+    /// `requested` is below the log start or above its end (protocol:
+    /// `OFFSET_OUT_OF_RANGE`).
+    #[error("offset {requested} is out of range [{start}, {end}]")]
+    OffsetOutOfRange { requested: u64, start: u64, end: u64 },
+    /// Disk blocks for the append could not be reserved (protocol:
+    /// `STORAGE_FULL`). Nothing was written; reads go on.
+    #[error("no disk space left for the partition log")]
+    StorageFull,
+    /// The `LogConfig` cannot work.
+    #[error("invalid log configuration: {0}")]
+    Config(String),
+    /// The log was closed (or every handle dropped).
+    #[error("the partition log is closed")]
+    Closed,
+    /// An append raced a `truncate_to` in progress; retry once it returns.
+    #[error("the partition log is being truncated")]
+    Truncating,
+    /// An earlier fdatasync failed. The kernel may have dropped the dirty
+    /// pages, so the log cannot promise durability any more: every write
+    /// fails until it is reopened (and recovered).
+    #[error("an earlier fdatasync failed ({0}); reopen the log")]
+    Poisoned(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl LogError {
+    pub(crate) fn io(context: impl Into<String>, source: impl Into<std::io::Error>) -> Self {
+        LogError::Io {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+
+    pub(crate) fn corrupt(segment: u64, position: u64, reason: impl Into<String>) -> Self {
+        LogError::CorruptBatch {
+            location: BatchLocation::Stored { segment, position },
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Shorthand used throughout the log.
+pub type Result<T, E = LogError> = std::result::Result<T, E>;

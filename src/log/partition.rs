@@ -1,0 +1,507 @@
+//! `PartitionLog`: the append-only log of one partition, a chain of segments
+//! in one directory. Lives on one glommio executor and is shared by that
+//! executor's tasks (`Clone` is an `Rc` clone). Appends are synchronous; the
+//! methods that touch the disk beyond a memcpy are async. No method holds a
+//! `RefCell` borrow across an `.await`.
+
+use std::cell::{Cell, RefCell};
+use std::path::{Path, PathBuf};
+use std::rc::{Rc, Weak};
+
+use bytes::Bytes;
+use ringmq_protocol::batch::{verify, BatchError};
+
+use super::config::{FlushPolicy, LogConfig};
+use super::disk;
+use super::error::{BatchLocation, LogError, Result};
+use super::flush::{spawn_interval_flusher, Flushable, GroupCommit};
+use super::recovery;
+use super::retention::{self, SegmentInfo};
+use super::segment::{SegState, Segment};
+
+/// Where an appended batch went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Offset of the batch's first record (stamped into the stored batch).
+    pub base_offset: u64,
+    /// Offset the next batch will get; pass it to `wait_durable`.
+    pub next_offset: u64,
+    /// Size of the batch in bytes.
+    pub bytes: usize,
+}
+
+/// Whether handles may still use the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Life {
+    Open,
+    /// `close` ran (or is running).
+    Closed,
+    /// Every handle was dropped without `close`: background work must not
+    /// touch the files any more (a new `open` may be recovering them).
+    Abandoned,
+}
+
+struct Inner {
+    dir: PathBuf,
+    cfg: LogConfig,
+    /// Oldest first; the last one is the active segment. Never empty.
+    segments: RefCell<Vec<Rc<Segment>>>,
+    next_offset: Cell<u64>,
+    commit: GroupCommit,
+    life: Cell<Life>,
+    truncating: Cell<bool>,
+    poisoned: RefCell<Option<String>>,
+}
+
+/// Marks the log abandoned when the last user handle goes away.
+struct HandleGuard(Weak<Inner>);
+
+impl Drop for HandleGuard {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.upgrade() {
+            if inner.life.get() == Life::Open {
+                inner.life.set(Life::Abandoned);
+            }
+        }
+    }
+}
+
+/// The log of one partition. See the module documentation.
+#[derive(Clone)]
+pub struct PartitionLog {
+    inner: Rc<Inner>,
+    _guard: Rc<HandleGuard>,
+}
+
+impl std::fmt::Debug for PartitionLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionLog")
+            .field("dir", &self.inner.dir)
+            .field("start_offset", &self.start_offset())
+            .field("next_offset", &self.next_offset())
+            .finish()
+    }
+}
+
+fn incoming(e: BatchError) -> LogError {
+    match e {
+        BatchError::CrcMismatch { .. } => LogError::CorruptBatch {
+            location: BatchLocation::Incoming,
+            reason: e.to_string(),
+        },
+        other => LogError::InvalidBatch(other),
+    }
+}
+
+impl PartitionLog {
+    /// Opens the log in `dir`, creating it or recovering it (see
+    /// `recovery`). Recovery runs on the blocking pool.
+    pub async fn open(dir: &Path, cfg: LogConfig) -> Result<Self> {
+        cfg.validate()?;
+        let d = dir.to_path_buf();
+        let interval = cfg.index_interval_bytes;
+        let started = std::time::Instant::now();
+        let rec = glommio::executor()
+            .spawn_blocking(move || recovery::recover(&d, interval))
+            .await?;
+        let mut segments = Vec::with_capacity(rec.segments.len().max(1));
+        for r in rec.segments {
+            segments.push(Segment::open_recovered(dir, r, interval)?);
+        }
+        match segments.last() {
+            Some(last) => last.activate(cfg.segment_bytes)?,
+            None => segments.push(Segment::create(dir, 0, cfg.segment_bytes, interval)?),
+        }
+        let active = segments.last().cloned().ok_or(LogError::Closed)?;
+        let next = active.next_offset();
+        let start = segments.first().map_or(0, |s| s.base);
+        tracing::info!(
+            dir = %dir.display(),
+            clean = rec.clean,
+            truncated_bytes = rec.truncated_bytes,
+            scanned_segments = rec.scanned_segments,
+            removed_segments = rec.removed_segments,
+            segments = segments.len(),
+            start_offset = start,
+            next_offset = next,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "{}",
+            if rec.clean { "partition log opened after a clean shutdown" } else { "partition log recovered" }
+        );
+        active.reserve_ahead(cfg.reserve_ahead_bytes);
+        let flush = cfg.flush;
+        let inner = Rc::new(Inner {
+            dir: dir.to_path_buf(),
+            cfg,
+            segments: RefCell::new(segments),
+            next_offset: Cell::new(next),
+            commit: GroupCommit::new(next),
+            life: Cell::new(Life::Open),
+            truncating: Cell::new(false),
+            poisoned: RefCell::new(None),
+        });
+        if let FlushPolicy::Interval(every) = flush {
+            spawn_interval_flusher(Rc::downgrade(&inner), every);
+        }
+        let guard = Rc::new(HandleGuard(Rc::downgrade(&inner)));
+        Ok(PartitionLog { inner, _guard: guard })
+    }
+
+    /// Verifies the batch (header and CRC; nothing is written if it is bad),
+    /// assigns its base offset, copies it into the active segment and stamps
+    /// base offset and leader epoch in place. Rolls to a new segment when the
+    /// active one is full. Synchronous: no await on the hot path.
+    pub fn append(&self, batch: &[u8], leader_epoch: u32) -> Result<Appended> {
+        let inner = &*self.inner;
+        inner.check_writable()?;
+        let h = verify(batch).map_err(incoming)?;
+        let len = h.total_len();
+        if len != batch.len() {
+            return Err(LogError::NotOneBatch {
+                given: batch.len(),
+                batch: len,
+            });
+        }
+        if len as u64 > inner.cfg.segment_bytes {
+            return Err(LogError::BatchTooLarge {
+                size: len,
+                segment_bytes: inner.cfg.segment_bytes,
+            });
+        }
+        let base = inner.next_offset.get();
+        let mut active = inner.active();
+        if !active.has_room(len as u64, h.record_count) {
+            active = inner.roll()?;
+        }
+        active.append(batch, &h, base, leader_epoch)?;
+        let next = base + u64::from(h.record_count);
+        inner.next_offset.set(next);
+        active.reserve_ahead(inner.cfg.reserve_ahead_bytes);
+        Ok(Appended {
+            base_offset: base,
+            next_offset: next,
+            bytes: len,
+        })
+    }
+
+    /// Under `EveryBatch`, returns once everything below `next_offset` is on
+    /// disk; concurrent waiters share one fdatasync. Under `Interval`,
+    /// returns at once (the background flusher syncs).
+    pub async fn wait_durable(&self, next_offset: u64) -> Result<()> {
+        match self.inner.cfg.flush {
+            FlushPolicy::Interval(_) => self.inner.check_poison(),
+            FlushPolicy::EveryBatch => self.inner.sync_upto(next_offset).await,
+        }
+    }
+
+    /// Makes everything appended so far durable, whatever the policy.
+    pub async fn sync(&self) -> Result<()> {
+        self.inner.sync_upto(self.inner.next_offset.get()).await
+    }
+
+    /// Whole batches starting with the one containing `from` and ending at or
+    /// below `upper` (exclusive bound, e.g. the high watermark), at most
+    /// `max_bytes` but always one whole batch if any is available; empty at
+    /// the end. Every batch served is CRC-checked. The active segment is
+    /// served zero-copy from the mapping; sealed segments through io_uring
+    /// reads. A read never spans two segments.
+    pub async fn read(&self, from: u64, max_bytes: usize, upper: u64) -> Result<Bytes> {
+        let inner = &*self.inner;
+        if inner.life.get() != Life::Open {
+            return Err(LogError::Closed);
+        }
+        let (start, end) = (self.start_offset(), self.next_offset());
+        if from < start || from > end {
+            return Err(LogError::OffsetOutOfRange {
+                requested: from,
+                start,
+                end,
+            });
+        }
+        let upper = upper.min(end);
+        if from >= upper {
+            return Ok(Bytes::new());
+        }
+        let seg = inner.segment_for(from);
+        if seg.state() == SegState::Active {
+            if let Some(b) = seg.read_hot(from, upper, max_bytes)? {
+                return Ok(b);
+            }
+        }
+        seg.read_cold(from, upper, max_bytes, inner.cfg.index_interval_bytes)
+            .await
+    }
+
+    /// Offset of the oldest batch still kept.
+    pub fn start_offset(&self) -> u64 {
+        self.inner.segments.borrow().first().map_or(0, |s| s.base)
+    }
+
+    /// Offset the next appended batch gets (the log end).
+    pub fn next_offset(&self) -> u64 {
+        self.inner.next_offset.get()
+    }
+
+    /// Bytes of batches kept, over all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.inner.segments.borrow().iter().map(|s| s.size()).sum()
+    }
+
+    /// Everything below this offset is known to be on disk.
+    pub fn durable_offset(&self) -> u64 {
+        self.inner.commit.durable()
+    }
+
+    /// Number of segment files.
+    pub fn segment_count(&self) -> usize {
+        self.inner.segments.borrow().len()
+    }
+
+    /// fdatasync rounds run so far (group commit makes this smaller than the
+    /// number of `wait_durable` calls).
+    pub fn sync_rounds(&self) -> u64 {
+        self.inner.commit.rounds()
+    }
+
+    /// Drops every batch at or after the batch containing `offset` (for
+    /// replication). The stale bytes are zeroed on disk and synced before
+    /// this returns, so recovery can never resurrect them; files a live
+    /// mapping covers are never shrunk. Appends fail with `Truncating`
+    /// meanwhile. At or below the log start, the log becomes empty and
+    /// restarts at `offset`.
+    pub async fn truncate_to(&self, offset: u64) -> Result<()> {
+        let inner = &*self.inner;
+        inner.check_writable()?;
+        let _permit = inner.commit.lock().await?;
+        inner.check_writable()?;
+        if offset >= inner.next_offset.get() {
+            return Ok(());
+        }
+        inner.truncating.set(true);
+        let r = inner.truncate_locked(offset).await;
+        inner.truncating.set(false);
+        if let Err(e) = &r {
+            inner.poison(e);
+        }
+        r
+    }
+
+    /// Deletes whole oldest segments (never the active one) beyond
+    /// `retention_bytes` or older than `retention_ms`. Returns how many.
+    pub async fn apply_retention(&self, now_ms: i64) -> Result<usize> {
+        let inner = &*self.inner;
+        inner.check_writable()?;
+        if inner.cfg.retention_bytes.is_none() && inner.cfg.retention_ms.is_none() {
+            return Ok(0);
+        }
+        let _permit = inner.commit.lock().await?;
+        // Finalize sealed segments first: only those may be deleted.
+        inner.sync_locked().await?;
+        let doomed: Vec<Rc<Segment>> = {
+            let mut segs = inner.segments.borrow_mut();
+            let infos: Vec<SegmentInfo> = segs
+                .iter()
+                .enumerate()
+                .map(|(i, s)| SegmentInfo {
+                    size: s.size(),
+                    max_timestamp: s.max_timestamp(),
+                    deletable: i + 1 < segs.len() && s.state() == SegState::Finalized,
+                })
+                .collect();
+            let n = retention::plan(&infos, inner.cfg.retention_bytes, inner.cfg.retention_ms, now_ms);
+            segs.drain(..n).collect()
+        };
+        let n = doomed.len();
+        if n > 0 {
+            tracing::info!(dir = %inner.dir.display(), segments = n, start_offset = self.start_offset(), "retention deleted segments");
+            inner.delete_files(doomed).await?;
+        }
+        Ok(n)
+    }
+
+    /// Syncs everything, trims the active segment, persists its index and
+    /// writes the clean-shutdown marker, so the next open skips the scan.
+    pub async fn close(self) -> Result<()> {
+        let inner = &*self.inner;
+        if inner.life.get() != Life::Open {
+            return Err(LogError::Closed);
+        }
+        inner.life.set(Life::Closed);
+        let _permit = inner.commit.lock().await?;
+        inner.sync_locked().await?;
+        let active = inner.active();
+        active.seal();
+        active.finalize().await?;
+        let dir = inner.dir.clone();
+        glommio::executor()
+            .spawn_blocking(move || recovery::write_clean_marker(&dir))
+            .await
+            .map_err(|e| LogError::io("write clean-shutdown marker", e))?;
+        tracing::info!(dir = %inner.dir.display(), next_offset = inner.next_offset.get(), "partition log closed");
+        Ok(())
+    }
+}
+
+impl Inner {
+    fn active(&self) -> Rc<Segment> {
+        // The chain is never empty (open creates a segment; truncation and
+        // retention keep or recreate the active one).
+        self.segments.borrow().last().cloned().expect("a partition log always has an active segment")
+    }
+
+    fn segment_for(&self, offset: u64) -> Rc<Segment> {
+        let segs = self.segments.borrow();
+        let i = segs.partition_point(|s| s.base <= offset).saturating_sub(1);
+        segs[i].clone()
+    }
+
+    fn check_poison(&self) -> Result<()> {
+        match &*self.poisoned.borrow() {
+            Some(reason) => Err(LogError::Poisoned(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.life.get() != Life::Open {
+            return Err(LogError::Closed);
+        }
+        if self.truncating.get() {
+            return Err(LogError::Truncating);
+        }
+        self.check_poison()
+    }
+
+    fn poison(&self, e: &LogError) {
+        tracing::error!(dir = %self.dir.display(), error = %e, "partition log failed a write to disk; refusing writes until reopened");
+        self.poisoned.borrow_mut().get_or_insert_with(|| e.to_string());
+    }
+
+    /// Seals the full active segment and starts a new one at the log end.
+    fn roll(&self) -> Result<Rc<Segment>> {
+        let old = self.active();
+        if old.size() == 0 {
+            // A fresh segment that cannot take the batch: no roll helps.
+            return Err(LogError::BatchTooLarge {
+                size: usize::MAX,
+                segment_bytes: self.cfg.segment_bytes,
+            });
+        }
+        let new = Segment::create(
+            &self.dir,
+            self.next_offset.get(),
+            self.cfg.segment_bytes,
+            self.cfg.index_interval_bytes,
+        )?;
+        old.seal();
+        self.segments.borrow_mut().push(new.clone());
+        tracing::debug!(dir = %self.dir.display(), segment = new.base, "rolled to a new segment");
+        Ok(new)
+    }
+
+    async fn sync_upto(&self, upto: u64) -> Result<()> {
+        self.check_poison()?;
+        let upto = upto.min(self.next_offset.get());
+        if self.commit.durable() >= upto {
+            return Ok(());
+        }
+        let _permit = self.commit.lock().await?;
+        if self.commit.durable() >= upto {
+            return Ok(());
+        }
+        self.sync_locked().await
+    }
+
+    /// One group-commit round; the caller holds the commit permit.
+    async fn sync_locked(&self) -> Result<()> {
+        self.check_poison()?;
+        let target = self.next_offset.get();
+        let dirty: Vec<Rc<Segment>> = self
+            .segments
+            .borrow()
+            .iter()
+            .filter(|s| s.needs_sync())
+            .cloned()
+            .collect();
+        for seg in dirty {
+            if let Err(e) = seg.fdatasync().await {
+                self.poison(&e);
+                return Err(e);
+            }
+            if seg.state() == SegState::Sealed {
+                if self.life.get() == Life::Abandoned {
+                    return Err(LogError::Closed);
+                }
+                if let Err(e) = seg.finalize().await {
+                    self.poison(&e);
+                    return Err(e);
+                }
+            }
+        }
+        self.commit.advance(target);
+        Ok(())
+    }
+
+    async fn truncate_locked(&self, offset: u64) -> Result<()> {
+        let start = self.segments.borrow().first().map_or(0, |s| s.base);
+        if offset <= start {
+            let all: Vec<Rc<Segment>> = self.segments.borrow_mut().drain(..).collect();
+            let res = self.delete_files(all).await;
+            let new = Segment::create(&self.dir, offset, self.cfg.segment_bytes, self.cfg.index_interval_bytes)?;
+            self.segments.borrow_mut().push(new.clone());
+            res?;
+            self.next_offset.set(offset);
+            self.commit.lower(offset);
+            new.reserve_ahead(self.cfg.reserve_ahead_bytes);
+            return Ok(());
+        }
+        let (later, target) = {
+            let mut segs = self.segments.borrow_mut();
+            let i = segs.partition_point(|s| s.base <= offset).saturating_sub(1);
+            let later: Vec<Rc<Segment>> = segs.drain(i + 1..).collect();
+            (later, segs[i].clone())
+        };
+        self.delete_files(later).await?;
+        if target.state() != SegState::Active {
+            target.activate(self.cfg.segment_bytes)?;
+        }
+        target.truncate(offset).await?;
+        self.next_offset.set(target.next_offset());
+        self.commit.lower(target.next_offset());
+        target.reserve_ahead(self.cfg.reserve_ahead_bytes);
+        Ok(())
+    }
+
+    /// Deletes the files of segments already removed from the chain.
+    async fn delete_files(&self, segs: Vec<Rc<Segment>>) -> Result<()> {
+        let mut paths = Vec::with_capacity(segs.len() * 2);
+        for s in &segs {
+            s.quiesce().await;
+            let (log, idx) = s.paths();
+            paths.push(log);
+            paths.push(idx);
+        }
+        let dir = self.dir.clone();
+        glommio::executor()
+            .spawn_blocking(move || -> std::io::Result<()> {
+                // Index first: a log file without its index is rebuilt by
+                // scanning, an index without its log is ignored.
+                for p in paths.iter().rev() {
+                    disk::remove_if_exists(p)?;
+                }
+                disk::fsync_dir(&dir)
+            })
+            .await
+            .map_err(|e| LogError::io("delete segment files", e))
+    }
+}
+
+impl Flushable for Inner {
+    fn is_open(&self) -> bool {
+        self.life.get() == Life::Open
+    }
+
+    async fn flush_now(&self) -> Result<()> {
+        self.sync_upto(self.next_offset.get()).await
+    }
+}

@@ -1,0 +1,537 @@
+//! One segment: a data file named by the offset of its first batch, sized to
+//! `segment_bytes` while it is active so the whole mapping is valid, with
+//! disk blocks reserved and pages pre-faulted in a window ahead of the write
+//! position. Appends copy batches into the shared mapping. Reads of the
+//! active segment are `Bytes` over the mapping (zero copy); reads of a sealed
+//! segment go through io_uring file reads, so a cold page never stalls the
+//! executor. This file is the log's only glommio file handle.
+
+use std::cell::{Cell, RefCell};
+use std::fs::{File, OpenOptions};
+use std::os::unix::io::{FromRawFd, IntoRawFd};
+use std::path::{Path, PathBuf};
+use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use glommio::io::BufferedFile;
+use glommio::task::JoinHandle;
+use memmap2::{Advice, MmapOptions, MmapRaw};
+use ringmq_protocol::batch::{stamp, BatchHeader};
+
+use super::disk;
+use super::error::{LogError, Result};
+use super::index::{Index, IndexEntry, IndexState, Trailer};
+use super::scan::{pick, Pick, PickArgs};
+
+pub(crate) fn log_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{base:020}.log"))
+}
+
+pub(crate) fn index_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{base:020}.index"))
+}
+
+/// Life of a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SegState {
+    /// Takes appends; mapped, file sized to its capacity.
+    Active,
+    /// Full, no more appends; not yet synced and trimmed.
+    Sealed,
+    /// Synced, file trimmed to its data, Sealed index written. Only these
+    /// may be deleted by retention.
+    Finalized,
+}
+
+/// A slice of a mapping that keeps the mapping alive: the owner behind the
+/// zero-copy `Bytes` of hot reads.
+struct MapSlice {
+    map: Arc<MmapRaw>,
+    start: usize,
+    len: usize,
+}
+
+impl AsRef<[u8]> for MapSlice {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: start + len lies within the mapping (checked when built) and
+        // the bytes are whole batches already written; the mapping lives as
+        // long as `self`.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(self.start), self.len) }
+    }
+}
+
+/// One segment file and what is known about its contents.
+pub(crate) struct Segment {
+    pub base: u64,
+    dir: PathBuf,
+    /// For blocking-pool work: fallocate, set_len, punching holes.
+    file: Arc<File>,
+    /// The same file through io_uring: fdatasync and cold reads.
+    gfile: BufferedFile,
+    /// Present while active (and until finalized).
+    map: RefCell<Option<Arc<MmapRaw>>>,
+    /// Bytes the file (and mapping) may hold.
+    capacity: Cell<u64>,
+    /// Bytes of whole batches; the write position.
+    size: Cell<u64>,
+    next_offset: Cell<u64>,
+    max_timestamp: Cell<i64>,
+    index: RefCell<Index>,
+    state: Cell<SegState>,
+    /// Bytes known to be on disk.
+    synced: Cell<u64>,
+    /// The directory entry of this file is known to be on disk.
+    dir_synced: Cell<bool>,
+    /// Disk blocks are reserved for `[0, reserved)`. Written by the blocking
+    /// pool, hence atomic.
+    reserved: Arc<AtomicU64>,
+    reserve_task: RefCell<Option<JoinHandle<()>>>,
+    reserving: Cell<bool>,
+}
+
+/// What recovery found out about a segment.
+#[derive(Debug, Clone)]
+pub(crate) struct RecoveredSegment {
+    pub base: u64,
+    pub size: u64,
+    pub next_offset: u64,
+    pub max_timestamp: i64,
+    pub index: Vec<IndexEntry>,
+}
+
+fn io_ctx(what: &str, path: &Path) -> String {
+    format!("{what} {}", path.display())
+}
+
+fn glommio_handle(file: &File, path: &Path) -> Result<BufferedFile> {
+    let dup = file
+        .try_clone()
+        .map_err(|e| LogError::io(io_ctx("dup fd of", path), e))?;
+    // SAFETY: `dup` is a fresh fd that we hand over to glommio for good.
+    Ok(unsafe { BufferedFile::from_raw_fd(dup.into_raw_fd()) })
+}
+
+fn map_file(file: &File, len: u64, path: &Path) -> Result<Arc<MmapRaw>> {
+    let map = MmapOptions::new()
+        .len(len as usize)
+        .map_raw(file)
+        .map_err(|e| LogError::io(io_ctx("mmap", path), e))?;
+    Ok(Arc::new(map))
+}
+
+impl Segment {
+    /// Creates an empty active segment (blocking syscalls: create, set_len,
+    /// mmap; a few tens of µs on the executor thread, once per roll).
+    pub fn create(dir: &Path, base: u64, segment_bytes: u64, interval: u32) -> Result<Rc<Segment>> {
+        let path = log_path(dir, base);
+        disk::remove_if_exists(&index_path(dir, base))
+            .map_err(|e| LogError::io(io_ctx("remove stale index of", &path), e))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|e| LogError::io(io_ctx("create", &path), e))?;
+        file.set_len(segment_bytes)
+            .map_err(|e| LogError::io(io_ctx("size", &path), e))?;
+        let map = map_file(&file, segment_bytes, &path)?;
+        let gfile = glommio_handle(&file, &path)?;
+        Ok(Rc::new(Segment {
+            base,
+            dir: dir.to_path_buf(),
+            file: Arc::new(file),
+            gfile,
+            map: RefCell::new(Some(map)),
+            capacity: Cell::new(segment_bytes),
+            size: Cell::new(0),
+            next_offset: Cell::new(base),
+            max_timestamp: Cell::new(i64::MIN),
+            index: RefCell::new(Index::new(interval)),
+            state: Cell::new(SegState::Active),
+            synced: Cell::new(0),
+            dir_synced: Cell::new(false),
+            reserved: Arc::new(AtomicU64::new(0)),
+            reserve_task: RefCell::new(None),
+            reserving: Cell::new(false),
+        }))
+    }
+
+    /// Wraps a segment recovery validated. It starts finalized; the last
+    /// segment is then made active with [`Segment::activate`].
+    pub fn open_recovered(dir: &Path, r: RecoveredSegment, interval: u32) -> Result<Rc<Segment>> {
+        let path = log_path(dir, r.base);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| LogError::io(io_ctx("open", &path), e))?;
+        let gfile = glommio_handle(&file, &path)?;
+        Ok(Rc::new(Segment {
+            base: r.base,
+            dir: dir.to_path_buf(),
+            file: Arc::new(file),
+            gfile,
+            map: RefCell::new(None),
+            capacity: Cell::new(r.size),
+            size: Cell::new(r.size),
+            next_offset: Cell::new(r.next_offset),
+            max_timestamp: Cell::new(r.max_timestamp),
+            index: RefCell::new(Index::from_entries(interval, r.index)),
+            state: Cell::new(SegState::Finalized),
+            synced: Cell::new(r.size),
+            dir_synced: Cell::new(true),
+            reserved: Arc::new(AtomicU64::new(r.size)),
+            reserve_task: RefCell::new(None),
+            reserving: Cell::new(false),
+        }))
+    }
+
+    /// Makes this segment take appends again: grows the file to
+    /// `segment_bytes` (never shrinks it: a live mapping may cover it) and
+    /// maps it.
+    pub fn activate(&self, segment_bytes: u64) -> Result<()> {
+        let path = log_path(&self.dir, self.base);
+        let len = self
+            .file
+            .metadata()
+            .map_err(|e| LogError::io(io_ctx("stat", &path), e))?
+            .len();
+        let cap = segment_bytes.max(len).max(self.size.get());
+        if len < cap {
+            self.file
+                .set_len(cap)
+                .map_err(|e| LogError::io(io_ctx("grow", &path), e))?;
+        }
+        if self.map.borrow().as_ref().is_none_or(|m| (m.len() as u64) < cap) {
+            let map = map_file(&self.file, cap, &path)?;
+            *self.map.borrow_mut() = Some(map);
+        }
+        self.capacity.set(cap);
+        self.state.set(SegState::Active);
+        Ok(())
+    }
+
+    pub fn state(&self) -> SegState {
+        self.state.get()
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size.get()
+    }
+
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset.get()
+    }
+
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp.get()
+    }
+
+    pub fn paths(&self) -> (PathBuf, PathBuf) {
+        (log_path(&self.dir, self.base), index_path(&self.dir, self.base))
+    }
+
+    /// Whether a batch of `len` bytes and `records` records fits (bytes, and
+    /// relative offsets within u32).
+    pub fn has_room(&self, len: u64, records: u32) -> bool {
+        self.size.get() + len <= self.capacity.get()
+            && self.next_offset.get() - self.base + u64::from(records) <= u64::from(u32::MAX)
+    }
+
+    /// Marks a full active segment sealed. It stays mapped until finalized.
+    pub fn seal(&self) {
+        self.state.set(SegState::Sealed);
+    }
+
+    /// Whether a sync has something to do for this segment.
+    pub fn needs_sync(&self) -> bool {
+        self.synced.get() < self.size.get()
+            || self.state.get() == SegState::Sealed
+            || !self.dir_synced.get()
+    }
+
+    /// Copies a verified batch to the write position and stamps it with its
+    /// base offset and leader epoch. Synchronous: the pages are reserved and
+    /// pre-faulted ahead, so this is a memcpy.
+    pub fn append(&self, batch: &[u8], h: &BatchHeader, base_offset: u64, epoch: u32) -> Result<()> {
+        let pos = self.size.get();
+        let len = batch.len() as u64;
+        self.ensure_reserved(pos + len)?;
+        let map = self.map.borrow();
+        let Some(map) = map.as_ref() else {
+            return Err(LogError::Closed);
+        };
+        // SAFETY: pos + len <= capacity <= mapping length (has_room was
+        // checked by the caller); only this thread writes the mapping and no
+        // reader was handed bytes at or after `pos`.
+        unsafe {
+            let dst = map.as_mut_ptr().add(pos as usize);
+            std::ptr::copy_nonoverlapping(batch.as_ptr(), dst, batch.len());
+            stamp(std::slice::from_raw_parts_mut(dst, batch.len()), base_offset, epoch);
+        }
+        self.index
+            .borrow_mut()
+            .on_append((base_offset - self.base) as u32, pos as u32);
+        self.size.set(pos + len);
+        self.next_offset.set(base_offset + u64::from(h.record_count));
+        self.max_timestamp
+            .set(self.max_timestamp.get().max(h.max_timestamp));
+        Ok(())
+    }
+
+    /// Fallback when the background reservation did not keep up: fallocate
+    /// on the executor thread. ENOSPC becomes `StorageFull`.
+    fn ensure_reserved(&self, end: u64) -> Result<()> {
+        let reserved = self.reserved.load(Ordering::Acquire);
+        if end <= reserved {
+            return Ok(());
+        }
+        match disk::fallocate(&self.file, reserved, end - reserved) {
+            Ok(()) => {
+                self.reserved.fetch_max(end, Ordering::AcqRel);
+                Ok(())
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => Err(LogError::StorageFull),
+            Err(e) => Err(LogError::io(io_ctx("fallocate", &self.paths().0), e)),
+        }
+    }
+
+    /// Keeps `window` bytes reserved and pre-faulted ahead of the write
+    /// position: when less than half of it is left, a blocking-pool job
+    /// fallocates the next stretch and populates its pages writable
+    /// (MADV_POPULATE_WRITE), so the memcpy of later appends does not fault.
+    pub fn reserve_ahead(self: &Rc<Self>, window: u64) {
+        if self.reserving.get() || self.state.get() != SegState::Active {
+            return;
+        }
+        let reserved = self.reserved.load(Ordering::Acquire);
+        let cap = self.capacity.get();
+        let size = self.size.get();
+        if reserved >= cap || reserved.saturating_sub(size) >= window / 2 {
+            return;
+        }
+        let Some(map) = self.map.borrow().clone() else {
+            return;
+        };
+        let from = reserved.max(size);
+        let to = (size + window).min(cap);
+        let file = self.file.clone();
+        let shared = self.reserved.clone();
+        let me: Weak<Segment> = Rc::downgrade(self);
+        self.reserving.set(true);
+        let task = glommio::spawn_local(async move {
+            let job = glommio::executor().spawn_blocking(move || -> std::io::Result<()> {
+                disk::fallocate(&file, from, to - from)?;
+                shared.fetch_max(to, Ordering::AcqRel);
+                // Older kernels lack MADV_POPULATE_WRITE; then appends fault.
+                let _ = map.advise_range(Advice::PopulateWrite, from as usize, (to - from) as usize);
+                Ok(())
+            });
+            if let Err(e) = job.await {
+                tracing::debug!(error = %e, "reserving segment space ahead failed; appends will retry");
+            }
+            if let Some(me) = me.upgrade() {
+                me.reserving.set(false);
+            }
+        })
+        .detach();
+        *self.reserve_task.borrow_mut() = Some(task);
+    }
+
+    /// Waits until no reservation job touches this segment.
+    pub async fn quiesce(&self) {
+        let task = self.reserve_task.borrow_mut().take();
+        if let Some(t) = task {
+            t.await;
+        }
+    }
+
+    /// fdatasync through io_uring. Covers the pages written through the
+    /// shared mapping. Returns the size it made durable.
+    pub async fn fdatasync(&self) -> Result<u64> {
+        let size = self.size.get();
+        self.gfile
+            .fdatasync()
+            .await
+            .map_err(|e| LogError::io(io_ctx("fdatasync", &self.paths().0), e))?;
+        self.synced.set(self.synced.get().max(size));
+        if !self.dir_synced.get() {
+            let dir = self.dir.clone();
+            glommio::executor()
+                .spawn_blocking(move || disk::fsync_dir(&dir))
+                .await
+                .map_err(|e| LogError::io(io_ctx("fsync dir", &self.dir), e))?;
+            self.dir_synced.set(true);
+        }
+        Ok(size)
+    }
+
+    fn trailer(&self, state: IndexState) -> Trailer {
+        Trailer {
+            state,
+            size: self.size.get(),
+            next_offset: self.next_offset.get(),
+            max_timestamp: self.max_timestamp.get(),
+        }
+    }
+
+    /// Trims a sealed (or, at close, the active) segment to its data and
+    /// writes its Sealed index, after which recovery trusts it without a
+    /// scan. The caller synced it first. The file shrinks under a mapping
+    /// that readers may still hold, but they only hold bytes below `size`.
+    pub async fn finalize(&self) -> Result<()> {
+        self.quiesce().await;
+        let size = self.size.get();
+        let file = self.file.clone();
+        let entries = self.index.borrow().entries().to_vec();
+        let trailer = self.trailer(IndexState::Sealed);
+        let (log, idx) = self.paths();
+        glommio::executor()
+            .spawn_blocking(move || -> std::io::Result<()> {
+                if file.metadata()?.len() != size {
+                    file.set_len(size)?;
+                }
+                file.sync_all()?;
+                disk::write_index(&idx, &entries, &trailer)
+            })
+            .await
+            .map_err(|e| LogError::io(io_ctx("finalize", &log), e))?;
+        *self.map.borrow_mut() = None;
+        self.capacity.set(size);
+        self.reserved.store(size, Ordering::Release);
+        self.state.set(SegState::Finalized);
+        Ok(())
+    }
+
+    /// Drops every batch at or after the one containing `offset` (which
+    /// must lie in this segment): the stale bytes are zeroed on disk (hole
+    /// punched) and synced, and the index file is rewritten, so a later
+    /// recovery cannot resurrect them. The segment must be active.
+    pub async fn truncate(&self, offset: u64) -> Result<()> {
+        self.quiesce().await;
+        let (pos, new_next) = self.locate(offset)?;
+        let old_size = self.size.get();
+        self.index.borrow_mut().truncate_pos(pos);
+        self.size.set(pos);
+        self.next_offset.set(new_next);
+        self.synced.set(self.synced.get().min(pos));
+        let file = self.file.clone();
+        let entries = self.index.borrow().entries().to_vec();
+        let trailer = self.trailer(IndexState::Open);
+        let (log, idx) = self.paths();
+        glommio::executor()
+            .spawn_blocking(move || -> std::io::Result<()> {
+                disk::zero_range(&file, pos, old_size)?;
+                file.sync_all()?;
+                disk::write_index(&idx, &entries, &trailer)
+            })
+            .await
+            .map_err(|e| LogError::io(io_ctx("truncate", &log), e))?;
+        self.synced.set(pos);
+        Ok(())
+    }
+
+    /// Position and offset of the batch containing `offset`, walking headers
+    /// through the mapping from the index entry.
+    fn locate(&self, offset: u64) -> Result<(u64, u64)> {
+        let map = self.map.borrow();
+        let Some(map) = map.as_ref() else {
+            return Err(LogError::Closed);
+        };
+        let e = self.index.borrow().lookup(offset - self.base);
+        let mut pos = u64::from(e.pos);
+        let mut off = self.base + u64::from(e.rel);
+        let size = self.size.get();
+        // SAFETY: [0, size) lies within the mapping and holds written batches.
+        let data = unsafe { std::slice::from_raw_parts(map.as_ptr(), size as usize) };
+        while pos < size {
+            let h = BatchHeader::parse(&data[pos as usize..])
+                .map_err(|e| LogError::corrupt(self.base, pos, e.to_string()))?;
+            if h.base_offset != off {
+                return Err(LogError::corrupt(self.base, pos, "offset chain broken"));
+            }
+            if h.next_offset() > offset {
+                break;
+            }
+            pos += h.total_len() as u64;
+            off = h.next_offset();
+        }
+        Ok((pos, off))
+    }
+
+    /// Read from the active segment: zero-copy `Bytes` over the mapping.
+    pub fn read_hot(&self, from: u64, upper: u64, max_bytes: usize) -> Result<Option<Bytes>> {
+        let map = self.map.borrow();
+        let Some(map) = map.as_ref() else {
+            return Ok(None); // finalized meanwhile: the caller reads cold
+        };
+        let e = self.index.borrow().lookup(from - self.base);
+        let size = self.size.get() as usize;
+        let start = e.pos as usize;
+        // SAFETY: [0, size) lies within the mapping and holds written batches.
+        let data = unsafe { std::slice::from_raw_parts(map.as_ptr().add(start), size - start) };
+        let args = PickArgs {
+            segment: self.base,
+            buf_pos: start as u64,
+            buf_offset: self.base + u64::from(e.rel),
+            complete: true,
+            from,
+            upper,
+            max_bytes,
+        };
+        match pick(data, &args)? {
+            Pick::Batches { start: a, end: b } => Ok(Some(Bytes::from_owner(MapSlice {
+                map: map.clone(),
+                start: start + a,
+                len: b - a,
+            }))),
+            Pick::Empty => Ok(Some(Bytes::new())),
+            Pick::NeedMore { at, .. } => Err(LogError::corrupt(
+                self.base,
+                (start + at) as u64,
+                "segment data ends inside a batch",
+            )),
+        }
+    }
+
+    /// Read from a sealed segment through io_uring file reads (a copy, but
+    /// never a page fault on the executor thread).
+    pub async fn read_cold(&self, from: u64, upper: u64, max_bytes: usize, interval: u32) -> Result<Bytes> {
+        let e = self.index.borrow().lookup(from - self.base);
+        let size = self.size.get();
+        let mut pos = u64::from(e.pos);
+        let mut off = self.base + u64::from(e.rel);
+        let mut want = max_bytes.max(4096) + interval as usize + 4096;
+        for _ in 0..64 {
+            let len = (want as u64).min(size.saturating_sub(pos)) as usize;
+            let buf = self
+                .gfile
+                .read_at(pos, len)
+                .await
+                .map_err(|e| LogError::io(io_ctx("read", &self.paths().0), e))?;
+            let args = PickArgs {
+                segment: self.base,
+                buf_pos: pos,
+                buf_offset: off,
+                complete: pos + buf.len() as u64 >= size,
+                from,
+                upper,
+                max_bytes,
+            };
+            match pick(&buf, &args)? {
+                Pick::Batches { start, end } => return Ok(Bytes::copy_from_slice(&buf[start..end])),
+                Pick::Empty => return Ok(Bytes::new()),
+                Pick::NeedMore { at, offset, len } => {
+                    // at == 0: a short read, or a batch larger than the read.
+                    want = if at == 0 { want.saturating_mul(2) } else { want.max(len) };
+                    pos += at as u64;
+                    off = offset;
+                }
+            }
+        }
+        Err(LogError::corrupt(self.base, pos, "read did not converge on a batch boundary"))
+    }
+}
