@@ -337,7 +337,10 @@ impl Shard {
         };
         for (p, part) in topic.local.into_iter().enumerate() {
             if let Some(part) = part {
-                part.shut_down();
+                // Closing stops the log's background flusher before its files go.
+                if let Err(e) = part.close().await {
+                    tracing::debug!(topic = name, partition = p, error = %e, "closing a deleted partition");
+                }
                 let dir = self.partition_dir(name, p as u32);
                 blocking(move || std::fs::remove_dir_all(dir))
                     .await
@@ -419,16 +422,7 @@ impl Shard {
         for t in topics {
             for (p, part) in t.local.into_iter().enumerate() {
                 let Some(part) = part else { continue };
-                let closed = match Rc::try_unwrap(part) {
-                    Ok(part) => part.close().await,
-                    Err(shared) => {
-                        // A request outlived the drain: sync, but leave no clean
-                        // marker, so the next start verifies the tail.
-                        tracing::warn!(topic = %t.meta.name, partition = p, "partition still in use at shutdown");
-                        shared.sync().await
-                    }
-                };
-                if let Err(e) = closed {
+                if let Err(e) = part.close().await {
                     tracing::error!(topic = %t.meta.name, partition = p, error = %e, "closing partition failed");
                 }
             }

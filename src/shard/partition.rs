@@ -106,15 +106,10 @@ impl Partition {
         self.appended.notify(usize::MAX);
     }
 
-    /// Syncs everything appended so far (for a partition still in use at shutdown).
-    pub async fn sync(&self) -> Result<(), LogError> {
-        self.log.sync().await
-    }
-
-    /// Syncs the log and marks it cleanly closed.
-    pub async fn close(self) -> Result<(), LogError> {
+    /// Syncs the log and marks it cleanly closed; later appends are refused.
+    pub async fn close(&self) -> Result<(), LogError> {
         self.shut_down();
-        self.log.close().await
+        self.log.clone().close().await
     }
 }
 
