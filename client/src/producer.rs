@@ -144,6 +144,15 @@ pub struct Delivery {
     index: u32,
 }
 
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("partition", &self.partition)
+            .field("index", &self.index)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Delivery {
     /// The partition the record went to.
     pub fn partition(&self) -> u32 {
