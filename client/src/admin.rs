@@ -1,0 +1,136 @@
+//! [`Admin`]: topic administration and lookups, one request each.
+
+use ringmq_protocol::{
+    ApiVersionsRequest, ApiVersionsResponse, CreateTopicRequest, DeleteTopicRequest, ErrorCode,
+    FrameError, ListOffsetsRequest, ListTopicsRequest, MetadataRequest, MetadataResponse,
+    OffsetSpec, Request, ResponseBody, TopicInfo, TopicMetadata,
+};
+
+use crate::client::Client;
+use crate::error::ClientError;
+
+/// Admin calls on the client's shared connection. Errors from the broker
+/// come back as [`ClientError::Broker`] with the code of SPEC.md section 6.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    client: Client,
+}
+
+/// Unwraps the expected response variant; the decoder picked it from the
+/// api we sent, so another one is a client bug reported as a protocol error.
+macro_rules! expect {
+    ($body:expr, $variant:ident) => {
+        match $body {
+            ResponseBody::$variant(b) => Ok(b),
+            other => Err(ClientError::Protocol(FrameError::Malformed(
+                format!(
+                    "expected a {} response, got {}",
+                    stringify!($variant),
+                    other.api_key()
+                )
+                .into(),
+            ))),
+        }
+    };
+}
+
+impl Admin {
+    pub fn new(client: Client) -> Admin {
+        Admin { client }
+    }
+
+    /// Creates a topic. `TOPIC_ALREADY_EXISTS`, `INVALID_TOPIC_NAME`,
+    /// `INVALID_PARTITIONS`, `INVALID_REPLICATION_FACTOR` come back as
+    /// [`ClientError::Broker`].
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication: u16,
+    ) -> Result<(), ClientError> {
+        let req = Request::CreateTopic(CreateTopicRequest {
+            name: name.to_owned(),
+            partitions,
+            replication,
+        });
+        expect!(self.client.request(&req).await?, CreateTopic).map(drop)
+    }
+
+    /// Deletes a topic and its data.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
+        let req = Request::DeleteTopic(DeleteTopicRequest {
+            name: name.to_owned(),
+        });
+        expect!(self.client.request(&req).await?, DeleteTopic).map(drop)
+    }
+
+    /// Every topic, sorted by name.
+    pub async fn list_topics(&self) -> Result<Vec<TopicInfo>, ClientError> {
+        let req = Request::ListTopics(ListTopicsRequest {});
+        Ok(expect!(self.client.request(&req).await?, ListTopics)?.topics)
+    }
+
+    /// Brokers and partition leaders; `None` asks for every topic.
+    pub async fn metadata(&self, topics: Option<&[&str]>) -> Result<MetadataResponse, ClientError> {
+        let req = Request::Metadata(MetadataRequest {
+            topics: topics.map(|t| t.iter().map(|s| (*s).to_owned()).collect()),
+        });
+        expect!(self.client.request(&req).await?, Metadata)
+    }
+
+    /// The metadata of one topic; a topic the broker reports with an error
+    /// (`UNKNOWN_TOPIC`) is returned as that error.
+    pub async fn topic_metadata(&self, topic: &str) -> Result<TopicMetadata, ClientError> {
+        let meta = self.metadata(Some(&[topic])).await?;
+        let t = meta
+            .topics
+            .into_iter()
+            .find(|t| t.name == topic)
+            .ok_or_else(|| ClientError::Broker {
+                code: ErrorCode::UnknownTopic,
+                message: format!("topic {topic} does not exist"),
+            })?;
+        if t.error_code != ErrorCode::None {
+            return Err(ClientError::Broker {
+                code: t.error_code,
+                message: format!("topic {topic}: {}", t.error_code),
+            });
+        }
+        Ok(t)
+    }
+
+    /// The topic's partition count (from its metadata).
+    pub async fn partition_count(&self, topic: &str) -> Result<u32, ClientError> {
+        let t = self.topic_metadata(topic).await?;
+        let n = u32::try_from(t.partitions.len()).unwrap_or(u32::MAX);
+        if n == 0 {
+            return Err(ClientError::Broker {
+                code: ErrorCode::UnknownTopic,
+                message: format!("topic {topic} has no partitions"),
+            });
+        }
+        Ok(n)
+    }
+
+    /// The offset `spec` names in one partition: `Earliest` is the log start,
+    /// `Latest` the high watermark (the offset of the next record).
+    pub async fn list_offsets(
+        &self,
+        topic: &str,
+        partition: u32,
+        spec: OffsetSpec,
+    ) -> Result<u64, ClientError> {
+        let req = Request::ListOffsets(ListOffsetsRequest {
+            topic: topic.to_owned(),
+            partition,
+            spec,
+        });
+        Ok(expect!(self.client.request(&req).await?, ListOffsets)?.offset)
+    }
+
+    /// The apis and versions the broker speaks.
+    pub async fn api_versions(&self) -> Result<ApiVersionsResponse, ClientError> {
+        let req = Request::ApiVersions(ApiVersionsRequest {});
+        expect!(self.client.request(&req).await?, ApiVersions)
+    }
+}

@@ -1,0 +1,31 @@
+//! The Rust client of ringmq: what the `ringmq` CLI and the bench use.
+//!
+//! Everything here runs on a glommio executor (the current thread's, through
+//! local tasks), and is therefore `!Send`: create a client per executor.
+//!
+//! - [`Client`] ([`client`]): the bootstrap list, tried in turn, and a shared
+//!   [`Connection`] ([`connection`]) with pipelined requests.
+//! - [`Admin`] ([`admin`]): create, delete, list topics; metadata; offsets.
+//! - [`Producer`] ([`producer`]): per-partition batching, keyed partitioning,
+//!   pipelined and bounded sends, retries that keep per-partition order.
+//! - [`Consumer`] ([`consumer`]): a long-polling fetch loop over partitions.
+//! - [`ClientError`] ([`error`]): every failure, printable as one sentence.
+//!
+//! The bytes on the wire all come from `ringmq-protocol`; nothing is encoded
+//! here.
+
+pub mod admin;
+pub mod client;
+pub mod connection;
+pub mod consumer;
+pub mod error;
+pub mod producer;
+mod wait;
+
+pub use admin::Admin;
+pub use client::{Client, ClientConfig};
+pub use connection::{Connection, ConnectionConfig, PendingResponse};
+pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, StartOffset};
+pub use error::ClientError;
+pub use producer::{Delivery, Producer, ProducerConfig, ProducerStats, RecordMetadata};
+pub use ringmq_protocol::{Acks, OffsetSpec};
