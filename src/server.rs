@@ -115,19 +115,17 @@ async fn run_shard(
     ready: mpsc::Sender<Result<(), (usize, String)>>,
     drained: Arc<AtomicUsize>,
 ) -> Result<(), String> {
+    let mut ready = Ready(Some(ready), usize::MAX);
     let (senders, mut receivers) = mesh
         .join()
         .await
-        .map_err(|e| format!("joining the core mesh failed: {e}"))?;
+        .map_err(|e| ready.fail(format!("joining the core mesh failed: {e}")))?;
     let id = senders.peer_id();
+    ready.1 = id;
     let cores = senders.nr_consumers();
-    let fail = |reason: String| {
-        let _ = ready.send(Err((id, reason.clone())));
-        reason
-    };
     let shard = Shard::open(config.clone(), senders, catalogue)
         .await
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| ready.fail(e.to_string()))?;
     for (_, stream) in receivers.streams() {
         let shard = shard.clone();
         glommio::spawn_local(async move {
@@ -138,8 +136,9 @@ async fn run_shard(
         })
         .detach();
     }
-    let listener = bind(config.listen).map_err(|e| fail(e.to_string()))?;
-    let _ = ready.send(Ok(()));
+    let listener = bind(config.listen).map_err(|e| ready.fail(e.to_string()))?;
+    ready.done();
+    tracing::debug!(core = id, "core ready");
     let retention = spawn_retention(shard.clone(), config.retention_check_interval);
 
     net::serve(shard.clone(), listener, config.shutdown_timeout).await;
@@ -153,6 +152,32 @@ async fn run_shard(
     retention.cancel().await;
     shard.close().await;
     Ok(())
+}
+
+/// A core's promise to report whether it started. If the core's future is
+/// dropped or panics before it reports, the drop reports a failure, so the
+/// main thread never waits forever.
+struct Ready(Option<mpsc::Sender<Result<(), (usize, String)>>>, usize);
+
+impl Ready {
+    fn done(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(Ok(()));
+        }
+    }
+
+    fn fail(&mut self, reason: String) -> String {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(Err((self.1, reason.clone())));
+        }
+        reason
+    }
+}
+
+impl Drop for Ready {
+    fn drop(&mut self) {
+        self.fail("the core stopped while starting".into());
+    }
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<glommio::net::TcpListener> {
