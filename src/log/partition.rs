@@ -399,17 +399,26 @@ impl Inner {
         Ok(new)
     }
 
+    /// Group commit (see `flush`): returns once everything below `upto` is
+    /// durable, leading a sync round if none is in flight.
     async fn sync_upto(&self, upto: u64) -> Result<()> {
-        self.check_poison()?;
         let upto = upto.min(self.next_offset.get());
-        if self.commit.durable() >= upto {
-            return Ok(());
+        loop {
+            self.check_poison()?;
+            if self.commit.durable() >= upto {
+                return Ok(());
+            }
+            match self.commit.try_lead() {
+                None => self.commit.round_end().await,
+                Some(_leader) => {
+                    // Let the tasks the previous round just released append
+                    // their next batches first, so this round covers them.
+                    glommio::executor().yield_now().await;
+                    let _permit = self.commit.lock().await?;
+                    return self.sync_locked().await;
+                }
+            }
         }
-        let _permit = self.commit.lock().await?;
-        if self.commit.durable() >= upto {
-            return Ok(());
-        }
-        self.sync_locked().await
     }
 
     /// One group-commit round; the caller holds the commit permit.
