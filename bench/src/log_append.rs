@@ -41,6 +41,10 @@ pub struct Args {
     /// CPU the executor is pinned to.
     #[arg(long, default_value_t = 0)]
     cpu: usize,
+    /// Run only the log runs of one policy (`interval` or `every-batch`) and
+    /// skip dd.
+    #[arg(long)]
+    only: Option<String>,
 }
 
 /// One line of the report.
@@ -199,9 +203,13 @@ pub fn run(a: Args) -> Result<(), String> {
     let scratch = a.dir.join(format!("ringmq-bench-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).map_err(|e| format!("create {}: {e}", scratch.display()))?;
     let mut rows = Vec::new();
-    rows.push(dd(&scratch, (a.interval_mib << 20) / 16384, "conv=fdatasync")?);
-    rows.push(dd(&scratch, a.dd_dsync_blocks, "oflag=dsync")?);
-    let dsync = rows[1].mb_s();
+    let mut dsync = f64::NAN;
+    if a.only.is_none() {
+        rows.push(dd(&scratch, (a.interval_mib << 20) / 16384, "conv=fdatasync")?);
+        rows.push(dd(&scratch, a.dd_dsync_blocks, "oflag=dsync")?);
+        dsync = rows[1].mb_s();
+    }
+    let want = |p: &str| a.only.as_deref().is_none_or(|o| o == p);
 
     let ex = LocalExecutorBuilder::new(Placement::Fixed(a.cpu))
         .name("bench")
@@ -213,12 +221,16 @@ pub fn run(a: Args) -> Result<(), String> {
         let mut rows = Vec::new();
         for (record, label) in [(100usize, "100 B records"), (1024, "1 KiB records")] {
             let batches = make_batches(record, a.batch_bytes);
-            let d = scratch.join(format!("interval-{record}"));
-            rows.extend(run_interval(&d, &a, &batches, label).await?);
-            let _ = std::fs::remove_dir_all(&d);
-            let d = scratch.join(format!("every-{record}"));
-            rows.push(run_every_batch(&d, &a, &batches, label).await?);
-            let _ = std::fs::remove_dir_all(&d);
+            if want("interval") {
+                let d = scratch.join(format!("interval-{record}"));
+                rows.extend(run_interval(&d, &a, &batches, label).await?);
+                let _ = std::fs::remove_dir_all(&d);
+            }
+            if want("every-batch") {
+                let d = scratch.join(format!("every-{record}"));
+                rows.push(run_every_batch(&d, &a, &batches, label).await?);
+                let _ = std::fs::remove_dir_all(&d);
+            }
         }
         Ok::<_, String>(rows)
     });
