@@ -21,13 +21,17 @@ fn concurrent_waiters_share_fdatasyncs() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     common::small_executor().run(async move {
-        let log = PartitionLog::open(&path, cfg(FlushPolicy::EveryBatch)).await.unwrap();
+        let log = PartitionLog::open(&path, cfg(FlushPolicy::EveryBatch))
+            .await
+            .unwrap();
         let mut tasks = Vec::new();
         for t in 0..8u64 {
             let log = log.clone();
             tasks.push(glommio::spawn_local(async move {
                 for i in 0..40 {
-                    let a = log.append(&common::batch(t * 1000 + i, 2, 100, 0), 0).unwrap();
+                    let a = log
+                        .append(&common::batch(t * 1000 + i, 2, 100, 0), 0)
+                        .unwrap();
                     log.wait_durable(a.next_offset).await.unwrap();
                     assert!(log.durable_offset() >= a.next_offset);
                 }
@@ -38,7 +42,10 @@ fn concurrent_waiters_share_fdatasyncs() {
         }
         let rounds = log.sync_rounds();
         eprintln!("320 acks took {rounds} fdatasync rounds");
-        assert!(rounds <= 320 / 4, "group commit did not group: {rounds} rounds for 320 acks");
+        assert!(
+            rounds <= 320 / 4,
+            "group commit did not group: {rounds} rounds for 320 acks"
+        );
         log.close().await.unwrap();
     });
 }
@@ -55,7 +62,10 @@ fn interval_flusher_syncs_in_the_background() {
         log.wait_durable(a.next_offset).await.unwrap(); // returns at once
         let deadline = Instant::now() + Duration::from_secs(10);
         while log.durable_offset() < a.next_offset {
-            assert!(Instant::now() < deadline, "the interval flusher never synced");
+            assert!(
+                Instant::now() < deadline,
+                "the interval flusher never synced"
+            );
             glommio::timer::sleep(Duration::from_millis(1)).await;
         }
         log.close().await.unwrap();

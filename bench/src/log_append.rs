@@ -68,7 +68,8 @@ fn make_batches(record_bytes: usize, batch_bytes: usize) -> Vec<Bytes> {
         .map(|k| {
             let mut b = BatchBuilder::with_capacity(0, batch_bytes);
             let value = vec![k; record_bytes];
-            while b.size_bytes() + BatchBuilder::record_size(None, Some(&value), &[]) <= batch_bytes {
+            while b.size_bytes() + BatchBuilder::record_size(None, Some(&value), &[]) <= batch_bytes
+            {
                 b.push(1_700_000_000_000, None, Some(&value), &[]);
             }
             b.finish(None)
@@ -91,7 +92,10 @@ fn dd(dir: &Path, count: u64, flag: &str) -> Result<Row, String> {
     let elapsed = t.elapsed();
     let _ = std::fs::remove_file(&file);
     if !out.status.success() {
-        return Err(format!("dd failed: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "dd failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     Ok(Row {
         what: format!("dd bs=16k {flag}"),
@@ -111,10 +115,18 @@ fn log_cfg(a: &Args, flush: FlushPolicy) -> LogConfig {
 }
 
 /// `interval` policy: one task appends as fast as it can.
-async fn run_interval(dir: &Path, a: &Args, batches: &[Bytes], label: &str) -> Result<Vec<Row>, String> {
-    let log = PartitionLog::open(dir, log_cfg(a, FlushPolicy::Interval(Duration::from_millis(100))))
-        .await
-        .map_err(|e| e.to_string())?;
+async fn run_interval(
+    dir: &Path,
+    a: &Args,
+    batches: &[Bytes],
+    label: &str,
+) -> Result<Vec<Row>, String> {
+    let log = PartitionLog::open(
+        dir,
+        log_cfg(a, FlushPolicy::Interval(Duration::from_millis(100))),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let total = a.interval_mib << 20;
     let mut bytes = 0u64;
     let mut n = 0usize;
@@ -150,7 +162,12 @@ async fn run_interval(dir: &Path, a: &Args, batches: &[Bytes], label: &str) -> R
 }
 
 /// `every-batch` policy: N tasks each append then wait for durability.
-async fn run_every_batch(dir: &Path, a: &Args, batches: &[Bytes], label: &str) -> Result<Row, String> {
+async fn run_every_batch(
+    dir: &Path,
+    a: &Args,
+    batches: &[Bytes],
+    label: &str,
+) -> Result<Row, String> {
     let log = PartitionLog::open(dir, log_cfg(a, FlushPolicy::EveryBatch))
         .await
         .map_err(|e| e.to_string())?;
@@ -170,7 +187,9 @@ async fn run_every_batch(dir: &Path, a: &Args, batches: &[Bytes], label: &str) -
                 let b = &batches[n % batches.len()];
                 n += 1;
                 let ap = log.append(b, 1).map_err(|e| e.to_string())?;
-                log.wait_durable(ap.next_offset).await.map_err(|e| e.to_string())?;
+                log.wait_durable(ap.next_offset)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 bytes += b.len() as u64;
                 acks += 1;
             }
@@ -205,11 +224,15 @@ pub fn run(a: Args) -> Result<(), String> {
     let mut rows = Vec::new();
     let mut dsync = f64::NAN;
     if a.only.is_none() {
-        rows.push(dd(&scratch, (a.interval_mib << 20) / 16384, "conv=fdatasync")?);
+        rows.push(dd(
+            &scratch,
+            (a.interval_mib << 20) / 16384,
+            "conv=fdatasync",
+        )?);
         rows.push(dd(&scratch, a.dd_dsync_blocks, "oflag=dsync")?);
         dsync = rows[1].mb_s();
     }
-    let want = |p: &str| a.only.as_deref().is_none_or(|o| o == p);
+    let want = |p: &str| a.only.as_deref().map_or(true, |o| o == p);
 
     let ex = LocalExecutorBuilder::new(Placement::Fixed(a.cpu))
         .name("bench")
@@ -237,8 +260,16 @@ pub fn run(a: Args) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(&scratch);
     rows.extend(log_rows?);
 
-    println!("log-append: {} B batches, {} MiB segments, dir {}", a.batch_bytes, a.segment_mib, a.dir.display());
-    println!("{:<48} {:>10} {:>9} {:>10}  {}", "run", "MiB", "secs", "MB/s", "notes");
+    println!(
+        "log-append: {} B batches, {} MiB segments, dir {}",
+        a.batch_bytes,
+        a.segment_mib,
+        a.dir.display()
+    );
+    println!(
+        "{:<48} {:>10} {:>9} {:>10}  {}",
+        "run", "MiB", "secs", "MB/s", "notes"
+    );
     for r in &rows {
         let vs = if r.what.contains("every-batch") {
             format!("  = {:.1}x dd oflag=dsync", r.mb_s() / dsync)

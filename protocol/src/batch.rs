@@ -112,7 +112,7 @@ impl BatchHeader {
         }
         let batch_length = u32_at(buf, OFF_BATCH_LENGTH);
         let total = 12 + batch_length as usize;
-        if total < BATCH_HEADER_LEN || total > MAX_BATCH_BYTES {
+        if !(BATCH_HEADER_LEN..=MAX_BATCH_BYTES).contains(&total) {
             return Err(BatchError::BadLength(batch_length));
         }
         let h = BatchHeader {
@@ -351,8 +351,7 @@ impl BatchBuilder {
         h[OFF_PRODUCER_EPOCH..OFF_PRODUCER_EPOCH + 2]
             .copy_from_slice(&p.producer_epoch.to_le_bytes());
         h[OFF_RECORD_COUNT..OFF_RECORD_COUNT + 4].copy_from_slice(&self.count.to_le_bytes());
-        h[OFF_BASE_SEQUENCE..OFF_BASE_SEQUENCE + 4]
-            .copy_from_slice(&p.base_sequence.to_le_bytes());
+        h[OFF_BASE_SEQUENCE..OFF_BASE_SEQUENCE + 4].copy_from_slice(&p.base_sequence.to_le_bytes());
         h[OFF_FIRST_TIMESTAMP..OFF_FIRST_TIMESTAMP + 8]
             .copy_from_slice(&self.first_timestamp.to_le_bytes());
         h[OFF_MAX_TIMESTAMP..OFF_MAX_TIMESTAMP + 8]
@@ -537,7 +536,10 @@ mod tests {
             base_sequence: 100,
         }));
         let h = verify(&batch).unwrap();
-        assert_eq!((h.producer_id, h.producer_epoch, h.base_sequence), (9, 2, 100));
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence),
+            (9, 2, 100)
+        );
     }
 
     proptest::proptest! {

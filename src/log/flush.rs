@@ -107,7 +107,10 @@ impl GroupCommit {
 
     /// Exclusive right to sync or rewrite files.
     pub async fn lock(&self) -> Result<Permit<'_>> {
-        self.lock.acquire_permit(1).await.map_err(|_| LogError::Closed)
+        self.lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| LogError::Closed)
     }
 
     pub fn durable(&self) -> u64 {

@@ -144,7 +144,10 @@ impl PartitionLog {
             spawn_interval_flusher(Rc::downgrade(&inner), every);
         }
         let guard = Rc::new(HandleGuard(Rc::downgrade(&inner)));
-        Ok(PartitionLog { inner, _guard: guard })
+        Ok(PartitionLog {
+            inner,
+            _guard: guard,
+        })
     }
 
     /// Verifies the batch (header and CRC; nothing is written if it is bad),
@@ -308,7 +311,12 @@ impl PartitionLog {
                     deletable: i + 1 < segs.len() && s.state() == SegState::Finalized,
                 })
                 .collect();
-            let n = retention::plan(&infos, inner.cfg.retention_bytes, inner.cfg.retention_ms, now_ms);
+            let n = retention::plan(
+                &infos,
+                inner.cfg.retention_bytes,
+                inner.cfg.retention_ms,
+                now_ms,
+            );
             segs.drain(..n).collect()
         };
         let n = doomed.len();
@@ -346,7 +354,11 @@ impl Inner {
     fn active(&self) -> Rc<Segment> {
         // The chain is never empty (open creates a segment; truncation and
         // retention keep or recreate the active one).
-        self.segments.borrow().last().cloned().expect("a partition log always has an active segment")
+        self.segments
+            .borrow()
+            .last()
+            .cloned()
+            .expect("a partition log always has an active segment")
     }
 
     fn segment_for(&self, offset: u64) -> Rc<Segment> {
@@ -374,7 +386,9 @@ impl Inner {
 
     fn poison(&self, e: &LogError) {
         tracing::error!(dir = %self.dir.display(), error = %e, "partition log failed a write to disk; refusing writes until reopened");
-        self.poisoned.borrow_mut().get_or_insert_with(|| e.to_string());
+        self.poisoned
+            .borrow_mut()
+            .get_or_insert_with(|| e.to_string());
     }
 
     /// Seals the full active segment and starts a new one at the log end.
@@ -456,7 +470,12 @@ impl Inner {
         if offset <= start {
             let all: Vec<Rc<Segment>> = self.segments.borrow_mut().drain(..).collect();
             let res = self.delete_files(all).await;
-            let new = Segment::create(&self.dir, offset, self.cfg.segment_bytes, self.cfg.index_interval_bytes)?;
+            let new = Segment::create(
+                &self.dir,
+                offset,
+                self.cfg.segment_bytes,
+                self.cfg.index_interval_bytes,
+            )?;
             self.segments.borrow_mut().push(new.clone());
             res?;
             self.next_offset.set(offset);
