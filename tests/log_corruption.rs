@@ -38,7 +38,11 @@ fn layout(path: &Path) -> Vec<(usize, u64, usize)> {
 }
 
 fn flip(path: &Path, pos: u64) {
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, pos).unwrap();
     b[0] ^= 0x5a;
@@ -77,7 +81,11 @@ fn tail_case(clean_close: bool, back: usize) {
         flip(&file, (pos + BATCH_HEADER_LEN + len / 3) as u64);
 
         let log = PartitionLog::open(&path, cfg(1 << 20)).await.unwrap();
-        assert_eq!(log.next_offset(), base, "the damaged batch and all after it are gone");
+        assert_eq!(
+            log.next_offset(),
+            base,
+            "the damaged batch and all after it are gone"
+        );
         for &(b, n) in &offs[..offs.len() - back] {
             let got = log.read(b, 0, u64::MAX).await.unwrap();
             assert_eq!(verify(&got).unwrap().next_offset(), n);
@@ -85,7 +93,10 @@ fn tail_case(clean_close: bool, back: usize) {
         assert!(log.read(base, 0, u64::MAX).await.unwrap().is_empty());
         // The truncated tail is zero on disk, and appends continue there.
         let data = std::fs::read(&file).unwrap();
-        assert!(data[pos..].iter().all(|b| *b == 0), "stale bytes after the truncation point");
+        assert!(
+            data[pos..].iter().all(|b| *b == 0),
+            "stale bytes after the truncation point"
+        );
         let a = log.append(&common::batch(99, 1, 10, 0), 1).unwrap();
         assert_eq!(a.base_offset, base);
         log.close().await.unwrap();
@@ -114,7 +125,11 @@ fn flipped_sealed_batch_is_an_error_for_its_range_only() {
         log.close().await.unwrap();
 
         // Damage a batch in the middle of the second segment (sealed).
-        let second = offs.iter().map(|o| o.0).find(|b| seg_file(&path, *b).exists() && *b > 0).unwrap();
+        let second = offs
+            .iter()
+            .map(|o| o.0)
+            .find(|b| seg_file(&path, *b).exists() && *b > 0)
+            .unwrap();
         let file = seg_file(&path, second);
         let lay = layout(&file);
         let k = lay.len() / 2;
@@ -122,32 +137,51 @@ fn flipped_sealed_batch_is_an_error_for_its_range_only() {
         flip(&file, (pos + BATCH_HEADER_LEN + len / 2) as u64);
 
         let log = PartitionLog::open(&path, cfg(16 << 10)).await.unwrap();
-        assert_eq!(log.next_offset(), offs.last().unwrap().1, "a sealed segment is not truncated");
+        assert_eq!(
+            log.next_offset(),
+            offs.last().unwrap().1,
+            "a sealed segment is not truncated"
+        );
         match log.read(bad_base, 1 << 20, u64::MAX).await {
-            Err(LogError::CorruptBatch { location: BatchLocation::Stored { segment, position }, reason }) => {
+            Err(LogError::CorruptBatch {
+                location: BatchLocation::Stored { segment, position },
+                reason,
+            }) => {
                 assert_eq!((segment, position), (second, pos as u64));
                 assert!(reason.contains("CRC"), "{reason}");
             }
             other => panic!("expected CorruptBatch, got {other:?}"),
         }
         // Offsets inside the damaged batch fail too.
-        assert!(matches!(log.read(bad_base + 1, 0, u64::MAX).await, Err(LogError::CorruptBatch { .. })) || {
-            let (_, n) = offs.iter().copied().find(|o| o.0 == bad_base).unwrap();
-            n == bad_base + 1
-        });
+        assert!(
+            matches!(
+                log.read(bad_base + 1, 0, u64::MAX).await,
+                Err(LogError::CorruptBatch { .. })
+            ) || {
+                let (_, n) = offs.iter().copied().find(|o| o.0 == bad_base).unwrap();
+                n == bad_base + 1
+            }
+        );
         // Every other batch still reads, in this segment and the others.
         for &(b, n) in &offs {
             if b == bad_base {
                 continue;
             }
-            let got = log.read(b, 0, u64::MAX).await.unwrap_or_else(|e| panic!("read {b}: {e}"));
+            let got = log
+                .read(b, 0, u64::MAX)
+                .await
+                .unwrap_or_else(|e| panic!("read {b}: {e}"));
             assert_eq!(verify(&got).unwrap().next_offset(), n);
         }
         // A read that starts before the damage stops in front of it.
         let seg_start = lay[0].1;
         let got = log.read(seg_start, 1 << 20, u64::MAX).await.unwrap();
         let parts = common::split_batches(&got);
-        assert_eq!(parts.len(), k, "served exactly the batches before the damaged one");
+        assert_eq!(
+            parts.len(),
+            k,
+            "served exactly the batches before the damaged one"
+        );
         log.close().await.unwrap();
     });
 }

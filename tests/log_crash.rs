@@ -42,7 +42,9 @@ fn batch_for(seed: u64) -> bytes::Bytes {
 #[test]
 #[ignore = "run by log_crash::sigkill_rounds as a child process"]
 fn crash_child() {
-    let Ok(dir) = std::env::var(ENV_DIR) else { return };
+    let Ok(dir) = std::env::var(ENV_DIR) else {
+        return;
+    };
     let dir = PathBuf::from(dir);
     let ex = common::small_executor();
     ex.run(async move {
@@ -86,17 +88,26 @@ fn verify_dir(dir: &Path, acked: &BTreeMap<u64, (u64, u64)>, clean_close: bool) 
     let dir = dir.to_path_buf();
     let acked = acked.clone();
     common::small_executor().run(async move {
-        let log = PartitionLog::open(&dir, cfg()).await.expect("reopen after kill");
+        let log = PartitionLog::open(&dir, cfg())
+            .await
+            .expect("reopen after kill");
         let next = log.next_offset();
         if let Some((&last_base, &(last_next, _))) = acked.iter().next_back() {
-            assert!(next >= last_next, "log ends at {next}, acked batch {last_base}..{last_next} lost");
+            assert!(
+                next >= last_next,
+                "log ends at {next}, acked batch {last_base}..{last_next} lost"
+            );
         }
         for (&base, &(next_off, seed)) in &acked {
             let got = log.read(base, 0, u64::MAX).await.expect("read acked batch");
             let parts = common::split_batches(&got);
             let mut want = batch_for(seed).to_vec();
             stamp(&mut want, base, EPOCH);
-            assert_eq!(parts.first().map(|p| &p[..]), Some(&want[..]), "acked batch {base} differs");
+            assert_eq!(
+                parts.first().map(|p| &p[..]),
+                Some(&want[..]),
+                "acked batch {base} differs"
+            );
             assert_eq!(verify(&parts[0]).unwrap().next_offset(), next_off);
         }
         // Nothing but zeros after the last whole batch of the active segment.
@@ -111,7 +122,10 @@ fn verify_dir(dir: &Path, acked: &BTreeMap<u64, (u64, u64)>, clean_close: bool) 
         while let Ok(h) = verify(&active[pos..]) {
             pos += h.total_len();
         }
-        assert!(active[pos..].iter().all(|b| *b == 0), "non-zero bytes after the last whole batch at {pos}");
+        assert!(
+            active[pos..].iter().all(|b| *b == 0),
+            "non-zero bytes after the last whole batch at {pos}"
+        );
         // Every offset from start to end reads as a chain of whole batches.
         let mut at = log.start_offset();
         while at < next {
@@ -142,7 +156,13 @@ fn sigkill_rounds() {
     let mut killed_with_acks = 0;
     for round in 0..rounds {
         let mut child = Command::new(&exe)
-            .args(["--exact", "crash_child", "--nocapture", "--ignored", "--test-threads=1"])
+            .args([
+                "--exact",
+                "crash_child",
+                "--nocapture",
+                "--ignored",
+                "--test-threads=1",
+            ])
             .env(ENV_DIR, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -169,7 +189,11 @@ fn sigkill_rounds() {
             let _: (u64, u64, u64) = a;
             acked.insert(a.0, (a.1, a.2));
         }
-        std::thread::sleep(Duration::from_millis(if early { rng.next() % 5 } else { 5 + rng.next() % 150 }));
+        std::thread::sleep(Duration::from_millis(if early {
+            rng.next() % 5
+        } else {
+            5 + rng.next() % 150
+        }));
         child.kill().expect("SIGKILL the child"); // kill(2) of exactly this PID
         child.wait().unwrap();
         reader.join().unwrap();
@@ -181,8 +205,14 @@ fn sigkill_rounds() {
             killed_with_acks += 1;
         }
         let next = verify_dir(dir.path(), &acked, round % 4 == 3);
-        eprintln!("round {round}: {} acked batches, log end {next}", acked.len());
+        eprintln!(
+            "round {round}: {} acked batches, log end {next}",
+            acked.len()
+        );
     }
-    assert!(acked.len() > 100, "the child acknowledged too little to mean anything");
+    assert!(
+        acked.len() > 100,
+        "the child acknowledged too little to mean anything"
+    );
     assert!(killed_with_acks >= rounds / 2);
 }

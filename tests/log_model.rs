@@ -12,10 +12,22 @@ use ringmq_protocol::batch::{stamp, verify};
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append { records: u32, value_len: usize, epoch: u32 },
-    Read { from: u16, max_bytes: usize, upper: u16 },
-    Reopen { clean: bool },
-    Truncate { at: u16 },
+    Append {
+        records: u32,
+        value_len: usize,
+        epoch: u32,
+    },
+    Read {
+        from: u16,
+        max_bytes: usize,
+        upper: u16,
+    },
+    Reopen {
+        clean: bool,
+    },
+    Truncate {
+        at: u16,
+    },
     Retention,
     Sync,
 }
@@ -48,13 +60,21 @@ fn setup() -> impl Strategy<Value = Setup> {
         proptest::option::of(0u64..300),
         any::<bool>(),
     )
-        .prop_map(|(segment_bytes, index_interval_bytes, retention_bytes, retention_ms, interval_flush)| Setup {
-            segment_bytes,
-            index_interval_bytes,
-            retention_bytes,
-            retention_ms,
-            interval_flush,
-        })
+        .prop_map(
+            |(
+                segment_bytes,
+                index_interval_bytes,
+                retention_bytes,
+                retention_ms,
+                interval_flush,
+            )| Setup {
+                segment_bytes,
+                index_interval_bytes,
+                retention_bytes,
+                retention_ms,
+                interval_flush,
+            },
+        )
 }
 
 /// The model: the batches kept, as stored (stamped), and the log bounds.
@@ -82,7 +102,12 @@ fn pick_offset(m: &Model, x: u16) -> u64 {
 async fn check_read(log: &PartitionLog, m: &Model, from: u64, max_bytes: usize, upper: u64) {
     let r = log.read(from, max_bytes, upper).await;
     if from < m.start || from > m.next {
-        assert!(matches!(r, Err(LogError::OffsetOutOfRange { .. })), "read {from} outside [{}, {}]: {r:?}", m.start, m.next);
+        assert!(
+            matches!(r, Err(LogError::OffsetOutOfRange { .. })),
+            "read {from} outside [{}, {}]: {r:?}",
+            m.start,
+            m.next
+        );
         return;
     }
     let got = r.unwrap_or_else(|e| panic!("read {from} failed: {e}"));
@@ -98,8 +123,14 @@ async fn check_read(log: &PartitionLog, m: &Model, from: u64, max_bytes: usize, 
         return;
     }
     let parts = common::split_batches(&got);
-    assert!(!parts.is_empty(), "read {from} (upper {upper}) returned nothing");
-    assert!(parts.len() == 1 || got.len() <= max_bytes, "read exceeded max_bytes");
+    assert!(
+        !parts.is_empty(),
+        "read {from} (upper {upper}) returned nothing"
+    );
+    assert!(
+        parts.len() == 1 || got.len() <= max_bytes,
+        "read exceeded max_bytes"
+    );
     for (k, part) in parts.iter().enumerate() {
         let want = &m.batches[i + k];
         assert!(want.1 <= upper, "served a batch ending past upper");
@@ -138,21 +169,34 @@ fn run_case(s: Setup, ops: Vec<Op>) {
             let l = log.as_ref().unwrap();
             clock += 10;
             match op {
-                Op::Append { records, value_len, epoch } => {
+                Op::Append {
+                    records,
+                    value_len,
+                    epoch,
+                } => {
                     let b = common::batch(n as u64, records, value_len, clock);
                     let a = l.append(&b, epoch).unwrap();
                     assert_eq!(a.base_offset, m.next);
                     let mut stored = b.to_vec();
                     stamp(&mut stored, a.base_offset, epoch);
-                    m.batches.push((a.base_offset, a.next_offset, Bytes::from(stored)));
+                    m.batches
+                        .push((a.base_offset, a.next_offset, Bytes::from(stored)));
                     m.next = a.next_offset;
                     if n % 3 == 0 {
                         l.wait_durable(a.next_offset).await.unwrap();
                     }
                 }
-                Op::Read { from, max_bytes, upper } => {
+                Op::Read {
+                    from,
+                    max_bytes,
+                    upper,
+                } => {
                     let from = pick_offset(&m, from);
-                    let upper = if upper % 4 == 0 { u64::MAX } else { pick_offset(&m, upper) };
+                    let upper = if upper % 4 == 0 {
+                        u64::MAX
+                    } else {
+                        pick_offset(&m, upper)
+                    };
                     check_read(l, &m, from, max_bytes, upper).await;
                 }
                 Op::Reopen { clean } => {
@@ -163,7 +207,7 @@ fn run_case(s: Setup, ops: Vec<Op>) {
                         drop(l);
                     }
                     let l = PartitionLog::open(&path, cfg.clone()).await.unwrap();
-                    assert_eq!(path.join(ringmq::log::CLEAN_SHUTDOWN_MARKER).exists(), false);
+                    assert!(!path.join(ringmq::log::CLEAN_SHUTDOWN_MARKER).exists());
                     log = Some(l);
                 }
                 Op::Truncate { at } => {
@@ -187,12 +231,18 @@ fn run_case(s: Setup, ops: Vec<Op>) {
                     assert!(start >= before);
                     if start > before {
                         let i = m.batches.partition_point(|b| b.0 < start);
-                        assert!(i == m.batches.len() || m.batches[i].0 == start, "retention start {start} not a batch boundary");
+                        assert!(
+                            i == m.batches.len() || m.batches[i].0 == start,
+                            "retention start {start} not a batch boundary"
+                        );
                         m.batches.drain(..i);
                         m.start = start;
                         if let Some(r) = cfg.retention_bytes {
                             let by_age = cfg.retention_ms.is_some();
-                            assert!(by_age || l.size_bytes() >= r, "retention went below retention_bytes");
+                            assert!(
+                                by_age || l.size_bytes() >= r,
+                                "retention went below retention_bytes"
+                            );
                         }
                     }
                 }

@@ -65,7 +65,9 @@ impl LogConfig {
             )));
         }
         if self.segment_bytes < BATCH_HEADER_LEN as u64 {
-            return Err(LogError::Config("segment_bytes below one batch header".into()));
+            return Err(LogError::Config(
+                "segment_bytes below one batch header".into(),
+            ));
         }
         if self.index_interval_bytes == 0 {
             return Err(LogError::Config("index_interval_bytes must be > 0".into()));

@@ -49,7 +49,11 @@ pub enum LogError {
     /// `requested` is below the log start or above its end (protocol:
     /// `OFFSET_OUT_OF_RANGE`).
     #[error("offset {requested} is out of range [{start}, {end}]")]
-    OffsetOutOfRange { requested: u64, start: u64, end: u64 },
+    OffsetOutOfRange {
+        requested: u64,
+        start: u64,
+        end: u64,
+    },
     /// Disk blocks for the append could not be reserved (protocol:
     /// `STORAGE_FULL`). Nothing was written; reads go on.
     #[error("no disk space left for the partition log")]

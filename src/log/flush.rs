@@ -1,17 +1,25 @@
 //! Durability: group commit for `FlushPolicy::EveryBatch` and the background
 //! flusher for `FlushPolicy::Interval`.
 //!
-//! Group commit is a one-permit semaphore plus a durable watermark. A waiter
-//! takes the permit; if a sync that finished meanwhile already covers its
-//! offset it leaves at once, otherwise it syncs everything appended so far
-//! (capturing the end offset *before* the fdatasync) and raises the
-//! watermark. So one fdatasync is in flight at a time, every waiter it covers
-//! completes when it ends, and later arrivals are covered by the next one,
-//! which starts as soon as the previous ends. The same permit serializes the
-//! other operations that rewrite files (truncate, retention, close).
+//! Group commit: a durable watermark, at most one sync round in flight, and
+//! a notification when a round ends. A waiter whose offset is below the
+//! watermark returns at once. Otherwise, if a round is in flight it waits for
+//! that round to end and looks again; if none is, it leads one: it syncs
+//! everything appended so far (capturing the end offset *before* the
+//! fdatasync) and raises the watermark. So every waiter a round covers
+//! completes when it ends, and the waiters it does not cover (they appended
+//! after it started) are all covered by the next round, led by the first of
+//! them to run. Waiters must not queue on a lock instead: each would then
+//! take its turn alone and every round would cover one batch.
+//!
+//! A one-permit semaphore serializes sync rounds with the other operations
+//! that rewrite files (truncate, retention, close).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Weak;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use glommio::sync::{Permit, Semaphore};
@@ -25,6 +33,47 @@ pub(crate) struct GroupCommit {
     durable: Cell<u64>,
     /// fdatasync rounds run so far (for stats and tests).
     rounds: Cell<u64>,
+    /// A round is in flight (its leader holds a `Leader`).
+    in_flight: Cell<bool>,
+    /// Bumped whenever a round ends.
+    round_ends: Cell<u64>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+/// Held by the leader of a sync round; ends the round (and wakes the
+/// waiters) when dropped, also if the leader's future is cancelled.
+pub(crate) struct Leader<'a>(&'a GroupCommit);
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        let gc = self.0;
+        gc.in_flight.set(false);
+        gc.round_ends.set(gc.round_ends.get() + 1);
+        let waiters = std::mem::take(&mut *gc.waiters.borrow_mut());
+        for w in waiters {
+            w.wake();
+        }
+    }
+}
+
+/// Resolves when the sync round in flight at creation ends.
+struct RoundEnd<'a> {
+    gc: &'a GroupCommit,
+    seen: u64,
+}
+
+impl Future for RoundEnd<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.gc.round_ends.get() != self.seen {
+            return Poll::Ready(());
+        }
+        let mut w = self.gc.waiters.borrow_mut();
+        if !w.iter().any(|x| x.will_wake(cx.waker())) {
+            w.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
 }
 
 impl GroupCommit {
@@ -33,12 +82,35 @@ impl GroupCommit {
             lock: Semaphore::new(1),
             durable: Cell::new(durable),
             rounds: Cell::new(0),
+            in_flight: Cell::new(false),
+            round_ends: Cell::new(0),
+            waiters: RefCell::new(Vec::new()),
         }
+    }
+
+    /// Becomes the leader of a new round, unless one is in flight.
+    pub fn try_lead(&self) -> Option<Leader<'_>> {
+        if self.in_flight.replace(true) {
+            return None;
+        }
+        Some(Leader(self))
+    }
+
+    /// Waits until the round in flight ends.
+    pub async fn round_end(&self) {
+        RoundEnd {
+            gc: self,
+            seen: self.round_ends.get(),
+        }
+        .await
     }
 
     /// Exclusive right to sync or rewrite files.
     pub async fn lock(&self) -> Result<Permit<'_>> {
-        self.lock.acquire_permit(1).await.map_err(|_| LogError::Closed)
+        self.lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| LogError::Closed)
     }
 
     pub fn durable(&self) -> u64 {

@@ -191,7 +191,10 @@ mod tests {
 
     #[test]
     fn file_round_trip_and_damage() {
-        let e = vec![IndexEntry { rel: 4, pos: 4096 }, IndexEntry { rel: 9, pos: 9000 }];
+        let e = vec![
+            IndexEntry { rel: 4, pos: 4096 },
+            IndexEntry { rel: 9, pos: 9000 },
+        ];
         let t = Trailer {
             state: IndexState::Sealed,
             size: 10_000,

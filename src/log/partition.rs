@@ -144,7 +144,10 @@ impl PartitionLog {
             spawn_interval_flusher(Rc::downgrade(&inner), every);
         }
         let guard = Rc::new(HandleGuard(Rc::downgrade(&inner)));
-        Ok(PartitionLog { inner, _guard: guard })
+        Ok(PartitionLog {
+            inner,
+            _guard: guard,
+        })
     }
 
     /// Verifies the batch (header and CRC; nothing is written if it is bad),
@@ -308,7 +311,12 @@ impl PartitionLog {
                     deletable: i + 1 < segs.len() && s.state() == SegState::Finalized,
                 })
                 .collect();
-            let n = retention::plan(&infos, inner.cfg.retention_bytes, inner.cfg.retention_ms, now_ms);
+            let n = retention::plan(
+                &infos,
+                inner.cfg.retention_bytes,
+                inner.cfg.retention_ms,
+                now_ms,
+            );
             segs.drain(..n).collect()
         };
         let n = doomed.len();
@@ -346,7 +354,11 @@ impl Inner {
     fn active(&self) -> Rc<Segment> {
         // The chain is never empty (open creates a segment; truncation and
         // retention keep or recreate the active one).
-        self.segments.borrow().last().cloned().expect("a partition log always has an active segment")
+        self.segments
+            .borrow()
+            .last()
+            .cloned()
+            .expect("a partition log always has an active segment")
     }
 
     fn segment_for(&self, offset: u64) -> Rc<Segment> {
@@ -374,7 +386,9 @@ impl Inner {
 
     fn poison(&self, e: &LogError) {
         tracing::error!(dir = %self.dir.display(), error = %e, "partition log failed a write to disk; refusing writes until reopened");
-        self.poisoned.borrow_mut().get_or_insert_with(|| e.to_string());
+        self.poisoned
+            .borrow_mut()
+            .get_or_insert_with(|| e.to_string());
     }
 
     /// Seals the full active segment and starts a new one at the log end.
@@ -399,17 +413,26 @@ impl Inner {
         Ok(new)
     }
 
+    /// Group commit (see `flush`): returns once everything below `upto` is
+    /// durable, leading a sync round if none is in flight.
     async fn sync_upto(&self, upto: u64) -> Result<()> {
-        self.check_poison()?;
         let upto = upto.min(self.next_offset.get());
-        if self.commit.durable() >= upto {
-            return Ok(());
+        loop {
+            self.check_poison()?;
+            if self.commit.durable() >= upto {
+                return Ok(());
+            }
+            match self.commit.try_lead() {
+                None => self.commit.round_end().await,
+                Some(_leader) => {
+                    // Let the tasks the previous round just released append
+                    // their next batches first, so this round covers them.
+                    glommio::executor().yield_now().await;
+                    let _permit = self.commit.lock().await?;
+                    return self.sync_locked().await;
+                }
+            }
         }
-        let _permit = self.commit.lock().await?;
-        if self.commit.durable() >= upto {
-            return Ok(());
-        }
-        self.sync_locked().await
     }
 
     /// One group-commit round; the caller holds the commit permit.
@@ -447,7 +470,12 @@ impl Inner {
         if offset <= start {
             let all: Vec<Rc<Segment>> = self.segments.borrow_mut().drain(..).collect();
             let res = self.delete_files(all).await;
-            let new = Segment::create(&self.dir, offset, self.cfg.segment_bytes, self.cfg.index_interval_bytes)?;
+            let new = Segment::create(
+                &self.dir,
+                offset,
+                self.cfg.segment_bytes,
+                self.cfg.index_interval_bytes,
+            )?;
             self.segments.borrow_mut().push(new.clone());
             res?;
             self.next_offset.set(offset);

@@ -83,10 +83,15 @@ fn trusted(file: &File, len: u64, base: u64, ix: &(Vec<IndexEntry>, Trailer)) ->
     if t.state != IndexState::Sealed || t.size != len || t.next_offset < base {
         return false;
     }
-    if entries.iter().any(|e| u64::from(e.pos) >= len || base + u64::from(e.rel) >= t.next_offset) {
+    if entries
+        .iter()
+        .any(|e| u64::from(e.pos) >= len || base + u64::from(e.rel) >= t.next_offset)
+    {
         return false;
     }
-    let (pos, rel) = entries.last().map_or((0, 0), |e| (u64::from(e.pos), u64::from(e.rel)));
+    let (pos, rel) = entries
+        .last()
+        .map_or((0, 0), |e| (u64::from(e.pos), u64::from(e.rel)));
     if len == 0 {
         return t.next_offset == base;
     }
@@ -102,13 +107,23 @@ fn trusted(file: &File, len: u64, base: u64, ix: &(Vec<IndexEntry>, Trailer)) ->
 /// there sends the segment through the scan, which truncates it.
 fn tail_intact(file: &File, base: u64, ix: &(Vec<IndexEntry>, Trailer), interval: u32) -> bool {
     let (entries, t) = ix;
-    let e = entries.last().copied().unwrap_or(IndexEntry { rel: 0, pos: 0 });
+    let e = entries
+        .last()
+        .copied()
+        .unwrap_or(IndexEntry { rel: 0, pos: 0 });
     let mut buf = vec![0u8; (t.size - u64::from(e.pos)) as usize];
     if file.read_exact_at(&mut buf, u64::from(e.pos)).is_err() {
         return false;
     }
     let mut scratch = Index::new(interval);
-    let end = scan_valid(&buf, base, 0, base + u64::from(e.rel), &mut scratch, i64::MIN);
+    let end = scan_valid(
+        &buf,
+        base,
+        0,
+        base + u64::from(e.rel),
+        &mut scratch,
+        i64::MIN,
+    );
     end.pos == buf.len() as u64 && end.next_offset == t.next_offset
 }
 
@@ -158,7 +173,10 @@ fn scan_segment(
         }
         max_ts = t.max_timestamp;
     }
-    let start = kept.last().copied().unwrap_or(IndexEntry { rel: 0, pos: 0 });
+    let start = kept
+        .last()
+        .copied()
+        .unwrap_or(IndexEntry { rel: 0, pos: 0 });
     let mut ix = Index::from_entries(interval, kept);
     let end = scan_valid(
         data,
@@ -209,10 +227,15 @@ pub(crate) fn recover(dir: &Path, interval: u32) -> Result<Recovery> {
             .write(true)
             .open(&path)
             .map_err(|e| LogError::io(ctx("open", &path), e))?;
-        let len = file.metadata().map_err(|e| LogError::io(ctx("stat", &path), e))?.len();
+        let len = file
+            .metadata()
+            .map_err(|e| LogError::io(ctx("stat", &path), e))?
+            .len();
         let ix = read_index(&index_path(dir, base));
         let trust = ix.as_ref().filter(|ix| {
-            (!is_last || clean) && trusted(&file, len, base, ix) && (!is_last || tail_intact(&file, base, ix, interval))
+            (!is_last || clean)
+                && trusted(&file, len, base, ix)
+                && (!is_last || tail_intact(&file, base, ix, interval))
         });
         if let Some(ix) = trust {
             out.segments.push(RecoveredSegment {
@@ -228,7 +251,9 @@ pub(crate) fn recover(dir: &Path, interval: u32) -> Result<Recovery> {
         }
         out.scanned_segments += 1;
         let (seg, garbage) = scan_segment(&file, len, base, ix, interval)?;
-        let chains = bases.get(i + 1).is_some_and(|next| *next == seg.next_offset);
+        let chains = bases
+            .get(i + 1)
+            .is_some_and(|next| *next == seg.next_offset);
         if !is_last && chains {
             // A sealed segment a crash caught before it was finalized.
             let t = Trailer {
@@ -237,8 +262,10 @@ pub(crate) fn recover(dir: &Path, interval: u32) -> Result<Recovery> {
                 next_offset: seg.next_offset,
                 max_timestamp: seg.max_timestamp,
             };
-            file.set_len(seg.size).map_err(|e| LogError::io(ctx("trim", &path), e))?;
-            file.sync_all().map_err(|e| LogError::io(ctx("sync", &path), e))?;
+            file.set_len(seg.size)
+                .map_err(|e| LogError::io(ctx("trim", &path), e))?;
+            file.sync_all()
+                .map_err(|e| LogError::io(ctx("sync", &path), e))?;
             disk::write_index(&index_path(dir, base), &seg.index, &t)
                 .map_err(|e| LogError::io(ctx("write index of", &path), e))?;
             expected = Some(seg.next_offset);
@@ -250,11 +277,13 @@ pub(crate) fn recover(dir: &Path, interval: u32) -> Result<Recovery> {
         // last valid batch and make that durable before anything is appended.
         if let Some(g) = garbage {
             out.truncated_bytes += g - seg.size;
-            disk::zero_range(&file, seg.size, len).map_err(|e| LogError::io(ctx("zero tail of", &path), e))?;
+            disk::zero_range(&file, seg.size, len)
+                .map_err(|e| LogError::io(ctx("zero tail of", &path), e))?;
         }
         // The hint written below lets the next recovery skip validating what
         // precedes its entries, so that data must be on disk first.
-        file.sync_all().map_err(|e| LogError::io(ctx("sync", &path), e))?;
+        file.sync_all()
+            .map_err(|e| LogError::io(ctx("sync", &path), e))?;
         let t = Trailer {
             state: IndexState::Open,
             size: seg.size,

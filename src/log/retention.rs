@@ -29,7 +29,8 @@ pub(crate) fn plan(
         }
         let by_bytes = retention_bytes.is_some_and(|r| total - s.size >= r);
         let by_age = retention_ms.is_some_and(|r| {
-            s.max_timestamp != i64::MIN && now_ms.saturating_sub(s.max_timestamp) > r.min(i64::MAX as u64) as i64
+            s.max_timestamp != i64::MIN
+                && now_ms.saturating_sub(s.max_timestamp) > r.min(i64::MAX as u64) as i64
         });
         if !(by_bytes || by_age) {
             break;

@@ -40,7 +40,8 @@ pub(crate) struct PickArgs {
 /// always fits). Every batch taken is CRC-checked; a bad first batch is an
 /// error, a bad later one ends the pick (the next read reports it).
 pub(crate) fn pick(buf: &[u8], a: &PickArgs) -> Result<Pick> {
-    let corrupt = |at: usize, reason: String| LogError::corrupt(a.segment, a.buf_pos + at as u64, reason);
+    let corrupt =
+        |at: usize, reason: String| LogError::corrupt(a.segment, a.buf_pos + at as u64, reason);
     let more = |at: usize, offset: u64, len: usize| Pick::NeedMore { at, offset, len };
     let mut pos = 0usize;
     let mut off = a.buf_offset;
@@ -48,7 +49,10 @@ pub(crate) fn pick(buf: &[u8], a: &PickArgs) -> Result<Pick> {
     let first = loop {
         if pos >= buf.len() {
             if a.complete {
-                return Err(corrupt(pos, format!("segment data ends before offset {}", a.from)));
+                return Err(corrupt(
+                    pos,
+                    format!("segment data ends before offset {}", a.from),
+                ));
             }
             return Ok(more(pos, off, 0));
         }
@@ -62,7 +66,10 @@ pub(crate) fn pick(buf: &[u8], a: &PickArgs) -> Result<Pick> {
         if h.base_offset != off {
             return Err(corrupt(
                 pos,
-                format!("expected a batch at offset {off}, found offset {}", h.base_offset),
+                format!(
+                    "expected a batch at offset {off}, found offset {}",
+                    h.base_offset
+                ),
             ));
         }
         if h.next_offset() > a.from {
@@ -106,7 +113,10 @@ pub(crate) fn pick(buf: &[u8], a: &PickArgs) -> Result<Pick> {
     if end == start {
         // The first batch starts in the buffer but does not end in it.
         if a.complete {
-            return Err(corrupt(start, "batch runs past the end of the segment".into()));
+            return Err(corrupt(
+                start,
+                "batch runs past the end of the segment".into(),
+            ));
         }
         return Ok(more(start, off, h0.total_len().max(a.max_bytes)));
     }
@@ -139,7 +149,10 @@ pub(crate) fn scan_valid(
             break;
         };
         let rel = offset - segment;
-        if h.base_offset != offset || rel > u64::from(u32::MAX) || h.next_offset() - segment > u64::from(u32::MAX) {
+        if h.base_offset != offset
+            || rel > u64::from(u32::MAX)
+            || h.next_offset() - segment > u64::from(u32::MAX)
+        {
             break;
         }
         index.on_append(rel as u32, pos as u32);

@@ -205,7 +205,12 @@ impl Segment {
                 .set_len(cap)
                 .map_err(|e| LogError::io(io_ctx("grow", &path), e))?;
         }
-        if self.map.borrow().as_ref().is_none_or(|m| (m.len() as u64) < cap) {
+        if self
+            .map
+            .borrow()
+            .as_ref()
+            .map_or(true, |m| (m.len() as u64) < cap)
+        {
             let map = map_file(&self.file, cap, &path)?;
             *self.map.borrow_mut() = Some(map);
         }
@@ -231,7 +236,10 @@ impl Segment {
     }
 
     pub fn paths(&self) -> (PathBuf, PathBuf) {
-        (log_path(&self.dir, self.base), index_path(&self.dir, self.base))
+        (
+            log_path(&self.dir, self.base),
+            index_path(&self.dir, self.base),
+        )
     }
 
     /// Whether a batch of `len` bytes and `records` records fits (bytes, and
@@ -256,7 +264,13 @@ impl Segment {
     /// Copies a verified batch to the write position and stamps it with its
     /// base offset and leader epoch. Synchronous: the pages are reserved and
     /// pre-faulted ahead, so this is a memcpy.
-    pub fn append(&self, batch: &[u8], h: &BatchHeader, base_offset: u64, epoch: u32) -> Result<()> {
+    pub fn append(
+        &self,
+        batch: &[u8],
+        h: &BatchHeader,
+        base_offset: u64,
+        epoch: u32,
+    ) -> Result<()> {
         let pos = self.size.get();
         let len = batch.len() as u64;
         self.ensure_reserved(pos + len)?;
@@ -270,13 +284,18 @@ impl Segment {
         unsafe {
             let dst = map.as_mut_ptr().add(pos as usize);
             std::ptr::copy_nonoverlapping(batch.as_ptr(), dst, batch.len());
-            stamp(std::slice::from_raw_parts_mut(dst, batch.len()), base_offset, epoch);
+            stamp(
+                std::slice::from_raw_parts_mut(dst, batch.len()),
+                base_offset,
+                epoch,
+            );
         }
         self.index
             .borrow_mut()
             .on_append((base_offset - self.base) as u32, pos as u32);
         self.size.set(pos + len);
-        self.next_offset.set(base_offset + u64::from(h.record_count));
+        self.next_offset
+            .set(base_offset + u64::from(h.record_count));
         self.max_timestamp
             .set(self.max_timestamp.get().max(h.max_timestamp));
         Ok(())
@@ -499,7 +518,13 @@ impl Segment {
 
     /// Read from a sealed segment through io_uring file reads (a copy, but
     /// never a page fault on the executor thread).
-    pub async fn read_cold(&self, from: u64, upper: u64, max_bytes: usize, interval: u32) -> Result<Bytes> {
+    pub async fn read_cold(
+        &self,
+        from: u64,
+        upper: u64,
+        max_bytes: usize,
+        interval: u32,
+    ) -> Result<Bytes> {
         let e = self.index.borrow().lookup(from - self.base);
         let size = self.size.get();
         let mut pos = u64::from(e.pos);
@@ -522,16 +547,26 @@ impl Segment {
                 max_bytes,
             };
             match pick(&buf, &args)? {
-                Pick::Batches { start, end } => return Ok(Bytes::copy_from_slice(&buf[start..end])),
+                Pick::Batches { start, end } => {
+                    return Ok(Bytes::copy_from_slice(&buf[start..end]))
+                }
                 Pick::Empty => return Ok(Bytes::new()),
                 Pick::NeedMore { at, offset, len } => {
                     // at == 0: a short read, or a batch larger than the read.
-                    want = if at == 0 { want.saturating_mul(2) } else { want.max(len) };
+                    want = if at == 0 {
+                        want.saturating_mul(2)
+                    } else {
+                        want.max(len)
+                    };
                     pos += at as u64;
                     off = offset;
                 }
             }
         }
-        Err(LogError::corrupt(self.base, pos, "read did not converge on a batch boundary"))
+        Err(LogError::corrupt(
+            self.base,
+            pos,
+            "read did not converge on a batch boundary",
+        ))
     }
 }

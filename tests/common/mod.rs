@@ -209,7 +209,12 @@ pub fn batch(seed: u64, records: u32, value_len: usize, ts: i64) -> Bytes {
     let mut b = BatchBuilder::with_capacity(ts, 64 + records as usize * (value_len + 16));
     for r in 0..records {
         let v: Vec<u8> = (0..value_len)
-            .map(|i| (seed.wrapping_mul(31).wrapping_add(u64::from(r) * 7 + i as u64) % 251) as u8)
+            .map(|i| {
+                (seed
+                    .wrapping_mul(31)
+                    .wrapping_add(u64::from(r) * 7 + i as u64)
+                    % 251) as u8
+            })
             .collect();
         b.push(ts, Some(&seed.to_le_bytes()), Some(&v), &[]);
     }
