@@ -70,8 +70,11 @@ fn admin_round_trip() {
 /// record arrives once, in per-partition order, each key in one partition.
 async fn produce_and_consume(client: &Client, topic: &str, n: u32, pc: ProducerConfig) -> u64 {
     let producer = Producer::new(client, topic, pc).await.unwrap();
+    let conn = client.connection().await.unwrap();
+    let mut max_in_flight = 0;
     let mut deliveries = Vec::new();
     for i in 0..n {
+        max_in_flight = max_in_flight.max(conn.in_flight());
         let key = format!("key-{}", i % 97);
         let d = producer
             .send(Some(key.as_bytes()), format!("{i}").as_bytes())
@@ -88,6 +91,7 @@ async fn produce_and_consume(client: &Client, topic: &str, n: u32, pc: ProducerC
     }
     let stats = producer.stats();
     assert_eq!((stats.acked, stats.failed), (u64::from(n), 0));
+    assert!(max_in_flight > 1, "batches were not pipelined");
 
     let mut consumer = Consumer::new(
         client,
