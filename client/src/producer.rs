@@ -382,53 +382,64 @@ impl Producer {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        let mut st = sh.state.borrow_mut();
-        let st = &mut *st;
-        let part = &mut st.parts[partition as usize];
-        let mut wake = false;
-        if part
-            .open
-            .as_ref()
-            .is_some_and(|o| o.builder.size_bytes() + size > sh.config.batch_bytes)
-        {
-            part.seal();
-            wake = true;
-        }
-        let open = part.open.get_or_insert_with(|| {
-            let seq = st.next_seq;
-            st.next_seq += 1;
-            st.incomplete.insert(seq);
-            st.buffered += BATCH_HEADER_LEN;
-            wake = true; // the driver arms the linger timer
-            OpenBatch {
-                builder: BatchBuilder::with_capacity(
-                    now_ms,
-                    sh.config.batch_bytes.max(BATCH_HEADER_LEN + size),
-                ),
-                seq,
-                opened: Instant::now(),
-                outcome: Rc::new(Outcome(RefCell::new(OutcomeState::Waiting(
-                    WaitList::default(),
-                )))),
+        let (delivery, sealed) = {
+            let mut guard = sh.state.borrow_mut();
+            let st = &mut *guard;
+            let part = &mut st.parts[partition as usize];
+            let mut wake = false;
+            let mut sealed = false;
+            if part
+                .open
+                .as_ref()
+                .is_some_and(|o| o.builder.size_bytes() + size > sh.config.batch_bytes)
+            {
+                part.seal();
+                wake = true;
+                sealed = true;
             }
-        });
-        let before = open.builder.size_bytes();
-        let index = open.builder.len();
-        open.builder.push(now_ms, key, Some(value), &[]);
-        st.buffered += open.builder.size_bytes() - before;
-        let delivery = Delivery {
-            outcome: open.outcome.clone(),
-            partition,
-            index,
+            let open = part.open.get_or_insert_with(|| {
+                let seq = st.next_seq;
+                st.next_seq += 1;
+                st.incomplete.insert(seq);
+                st.buffered += BATCH_HEADER_LEN;
+                wake = true; // the driver arms the linger timer
+                OpenBatch {
+                    builder: BatchBuilder::with_capacity(
+                        now_ms,
+                        sh.config.batch_bytes.max(BATCH_HEADER_LEN + size),
+                    ),
+                    seq,
+                    opened: Instant::now(),
+                    outcome: Rc::new(Outcome(RefCell::new(OutcomeState::Waiting(
+                        WaitList::default(),
+                    )))),
+                }
+            });
+            let before = open.builder.size_bytes();
+            let index = open.builder.len();
+            open.builder.push(now_ms, key, Some(value), &[]);
+            st.buffered += open.builder.size_bytes() - before;
+            let delivery = Delivery {
+                outcome: open.outcome.clone(),
+                partition,
+                index,
+            };
+            if open.builder.size_bytes() >= sh.config.batch_bytes {
+                part.seal();
+                wake = true;
+                sealed = true;
+            }
+            if wake {
+                if let Some(w) = st.driver.take() {
+                    w.wake();
+                }
+            }
+            (delivery, sealed)
         };
-        if open.builder.size_bytes() >= sh.config.batch_bytes {
-            part.seal();
-            wake = true;
-        }
-        if wake {
-            if let Some(w) = st.driver.take() {
-                w.wake();
-            }
+        if sealed {
+            // A full batch is ready: let the driver send it now, rather
+            // than when a caller sending in a tight loop next waits.
+            future::yield_now().await;
         }
         Ok(delivery)
     }

@@ -2,7 +2,11 @@
 //! a client of one. Errors are printed as one sentence and end in a non-zero
 //! exit code.
 
+mod connect;
+mod consume;
+mod produce;
 mod serve;
+mod topic;
 
 use clap::{Parser, Subcommand};
 
@@ -17,6 +21,13 @@ struct Cli {
 enum Command {
     /// Run a broker.
     Serve(serve::ServeArgs),
+    /// Create, list or delete topics.
+    #[command(subcommand)]
+    Topic(topic::TopicCommand),
+    /// Send stdin to a topic, one message per line.
+    Produce(produce::ProduceArgs),
+    /// Print the messages of a topic, one per line.
+    Consume(consume::ConsumeArgs),
 }
 
 /// Parses the command line, runs the command and returns the exit code.
@@ -25,6 +36,9 @@ pub fn main() -> i32 {
     init_tracing();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Topic(cmd) => topic::run(cmd),
+        Command::Produce(args) => produce::run(args),
+        Command::Consume(args) => consume::run(args),
     };
     match result {
         Ok(()) => 0,

@@ -1,0 +1,56 @@
+//! What every client subcommand shares: the `--bootstrap` flag, the small
+//! executor the command runs on, and error sentences for the common cases.
+
+use std::error::Error;
+use std::future::Future;
+
+use clap::Args;
+use glommio::{LocalExecutorBuilder, Placement};
+use ringmq_client::{Client, ClientConfig, ClientError};
+use ringmq_protocol::ErrorCode;
+
+/// Where to find a broker.
+#[derive(Debug, Args)]
+pub struct BootstrapArgs {
+    /// Brokers to try, in order, until one answers.
+    #[arg(
+        long,
+        env = "RINGMQ_BOOTSTRAP",
+        value_name = "HOST:PORT[,HOST:PORT...]",
+        default_value_t = default_bootstrap()
+    )]
+    pub bootstrap: String,
+}
+
+fn default_bootstrap() -> String {
+    format!("127.0.0.1:{}", crate::config::DEFAULT_PORT)
+}
+
+impl BootstrapArgs {
+    /// Connects to the first broker of the list that answers.
+    pub async fn connect(&self) -> Result<Client, ClientError> {
+        Client::connect(ClientConfig::new(&self.bootstrap)).await
+    }
+}
+
+/// Runs a client command to completion on a small executor of its own on
+/// this thread (the client is built on glommio, like the broker).
+pub fn block_on<T>(fut: impl Future<Output = T>) -> Result<T, Box<dyn Error>> {
+    let ex = LocalExecutorBuilder::new(Placement::Unbound)
+        .name("ringmq-cli")
+        .io_memory(1 << 20)
+        .make()
+        .map_err(|e| format!("cannot start the client's executor: {e}"))?;
+    Ok(ex.run(fut))
+}
+
+/// One sentence for a failure concerning `topic`: the common broker
+/// answers in plain words, the rest as the client words them.
+pub fn describe(e: &ClientError, topic: &str) -> String {
+    match e.code() {
+        Some(ErrorCode::UnknownTopic) => format!("topic {topic} does not exist"),
+        Some(ErrorCode::TopicAlreadyExists) => format!("topic {topic} already exists"),
+        Some(ErrorCode::InvalidTopicName) => format!("{topic:?} is not a valid topic name"),
+        _ => e.to_string(),
+    }
+}
