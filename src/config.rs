@@ -101,7 +101,11 @@ impl Config {
             ));
         }
         if self.max_in_flight_per_connection == 0 {
-            return Err(invalid("max_in_flight_per_connection", 0, "must be at least 1"));
+            return Err(invalid(
+                "max_in_flight_per_connection",
+                0,
+                "must be at least 1",
+            ));
         }
         let min_budget = 4 * ringmq_protocol::limits::MAX_REQUEST_FRAME as u64;
         if self.shard_memory_budget < min_budget {
@@ -145,7 +149,10 @@ mod tests {
 
     #[test]
     fn parses_flush_policies() {
-        assert!(matches!(parse_flush("every-batch"), Ok(FlushPolicy::EveryBatch)));
+        assert!(matches!(
+            parse_flush("every-batch"),
+            Ok(FlushPolicy::EveryBatch)
+        ));
         assert!(
             matches!(parse_flush("50ms"), Ok(FlushPolicy::Interval(d)) if d == Duration::from_millis(50))
         );

@@ -88,7 +88,10 @@ fn bad_input_is_refused_and_disturbs_nothing() {
     b.put_slice(b"abc");
     c.send_bytes(&b).unwrap();
     let r = c.read_response(ApiKey::ApiVersions).expect("an answer");
-    assert_eq!((r.correlation_id, error_of(&r)), (11, ErrorCode::UnknownApi));
+    assert_eq!(
+        (r.correlation_id, error_of(&r)),
+        (11, ErrorCode::UnknownApi)
+    );
     c.send_bytes(&header(8, ApiKey::ListTopics.as_u16(), 77, 12))
         .unwrap();
     let r = c.read_response(ApiKey::ListTopics).expect("an answer");

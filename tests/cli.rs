@@ -9,15 +9,41 @@ use common::{cli, Broker};
 fn readme_quickstart_works_as_written() {
     let broker = Broker::start(&[]);
     let b = broker.bootstrap();
-    let (st, out, err) = cli(&["topic", "create", "orders", "--partitions", "8", "--bootstrap", &b], "");
+    let (st, out, err) = cli(
+        &[
+            "topic",
+            "create",
+            "orders",
+            "--partitions",
+            "8",
+            "--bootstrap",
+            &b,
+        ],
+        "",
+    );
     assert!(st.success(), "create: {out}{err}");
     let (st, out, err) = cli(
-        &["produce", "orders", "--key-separator", ":", "--bootstrap", &b],
+        &[
+            "produce",
+            "orders",
+            "--key-separator",
+            ":",
+            "--bootstrap",
+            &b,
+        ],
         "alice:1 book\nbob:2 pens\nalice:3 ink\n",
     );
     assert!(st.success(), "produce: {out}{err}");
     let (st, out, err) = cli(
-        &["consume", "orders", "--from-beginning", "--count", "3", "--bootstrap", &b],
+        &[
+            "consume",
+            "orders",
+            "--from-beginning",
+            "--count",
+            "3",
+            "--bootstrap",
+            &b,
+        ],
         "",
     );
     assert!(st.success(), "consume: {err}");
@@ -62,20 +88,81 @@ fn mistakes_get_one_clear_sentence_and_a_failing_exit() {
     assert!(err.to_lowercase().contains("nope"), "{err}");
 
     // Bad flags and bad values.
-    let (st, _, _) = cli(&["topic", "create", "t", "--partitions", "lots", "--bootstrap", &b], "");
+    let (st, _, _) = cli(
+        &[
+            "topic",
+            "create",
+            "t",
+            "--partitions",
+            "lots",
+            "--bootstrap",
+            &b,
+        ],
+        "",
+    );
     assert!(!st.success());
-    let (st, _, err) = cli(&["topic", "create", "bad/name", "--partitions", "1", "--bootstrap", &b], "");
+    let (st, _, err) = cli(
+        &[
+            "topic",
+            "create",
+            "bad/name",
+            "--partitions",
+            "1",
+            "--bootstrap",
+            &b,
+        ],
+        "",
+    );
     assert!(!st.success());
-    assert!(err.contains("INVALID_TOPIC_NAME") || err.to_lowercase().contains("name"), "{err}");
-    let (st, _, err) = cli(&["topic", "create", "t", "--partitions", "0", "--bootstrap", &b], "");
+    assert!(
+        err.contains("INVALID_TOPIC_NAME") || err.to_lowercase().contains("name"),
+        "{err}"
+    );
+    let (st, _, err) = cli(
+        &[
+            "topic",
+            "create",
+            "t",
+            "--partitions",
+            "0",
+            "--bootstrap",
+            &b,
+        ],
+        "",
+    );
     assert!(!st.success(), "{err}");
 
     // Creating twice is an error that says so.
-    let (st, _, _) = cli(&["topic", "create", "t", "--partitions", "1", "--bootstrap", &b], "");
+    let (st, _, _) = cli(
+        &[
+            "topic",
+            "create",
+            "t",
+            "--partitions",
+            "1",
+            "--bootstrap",
+            &b,
+        ],
+        "",
+    );
     assert!(st.success());
-    let (st, _, err) = cli(&["topic", "create", "t", "--partitions", "1", "--bootstrap", &b], "");
+    let (st, _, err) = cli(
+        &[
+            "topic",
+            "create",
+            "t",
+            "--partitions",
+            "1",
+            "--bootstrap",
+            &b,
+        ],
+        "",
+    );
     assert!(!st.success());
-    assert!(err.contains("exists") || err.contains("TOPIC_ALREADY_EXISTS"), "{err}");
+    assert!(
+        err.contains("exists") || err.contains("TOPIC_ALREADY_EXISTS"),
+        "{err}"
+    );
 
     // The broker itself refuses a bad flag value with the key's name.
     let (st, _, err) = cli(&["serve", "--flush", "often"], "");

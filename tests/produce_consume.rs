@@ -138,7 +138,11 @@ fn topics_and_data_survive_sigterm_and_sigkill() {
     produce(&addr, "tasks", true, 0..10_000);
 
     let status = broker.stop_with(libc::SIGTERM);
-    assert!(status.success(), "SIGTERM exit: {status}\n{}", broker.logs());
+    assert!(
+        status.success(),
+        "SIGTERM exit: {status}\n{}",
+        broker.logs()
+    );
     broker.restart();
     assert!(
         broker.wait_for_log("opened after a clean shutdown", Duration::from_secs(5)),

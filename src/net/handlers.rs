@@ -8,9 +8,9 @@ use ringmq_protocol::limits::{self, MAX_FETCH_BYTES, MAX_FETCH_WAIT_MS, MAX_PART
 use ringmq_protocol::{
     ApiVersionsResponse, BrokerMetadata, CreateTopicRequest, CreateTopicResponse,
     DeleteTopicRequest, DeleteTopicResponse, ErrorCode, FetchRequest, FetchResponse,
-    ListOffsetsRequest, ListOffsetsResponse, ListTopicsResponse, MetadataRequest,
-    MetadataResponse, OffsetSpec, PartitionMetadata, ProduceRequest, ProduceResponse,
-    ResponseBody, TopicInfo, TopicMetadata,
+    ListOffsetsRequest, ListOffsetsResponse, ListTopicsResponse, MetadataRequest, MetadataResponse,
+    OffsetSpec, PartitionMetadata, ProduceRequest, ProduceResponse, ResponseBody, TopicInfo,
+    TopicMetadata,
 };
 
 use crate::shard::{now_ms, Failure, Shard};
@@ -79,7 +79,10 @@ pub async fn create_topic(shard: &Shard, req: CreateTopicRequest) -> Result<Answ
     if req.partitions == 0 || req.partitions > MAX_PARTITIONS {
         return Err(Failure::new(
             ErrorCode::InvalidPartitions,
-            format!("a topic has 1..={MAX_PARTITIONS} partitions, not {}", req.partitions),
+            format!(
+                "a topic has 1..={MAX_PARTITIONS} partitions, not {}",
+                req.partitions
+            ),
         ));
     }
     if req.replication != 1 {

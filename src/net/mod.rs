@@ -58,7 +58,10 @@ pub async fn serve(shard: Rc<Shard>, listener: TcpListener, drain_timeout: Durat
         }
         Ok(())
     };
-    if glommio::timer::timeout(drain_timeout, drained).await.is_err() {
+    if glommio::timer::timeout(drain_timeout, drained)
+        .await
+        .is_err()
+    {
         tracing::warn!(
             connections = open.count.get(),
             "clients still connected after the shutdown timeout; closing anyway"

@@ -22,7 +22,10 @@ impl Failure {
     }
 
     pub fn unknown_topic(topic: &str) -> Self {
-        Failure::new(ErrorCode::UnknownTopic, format!("topic {topic:?} does not exist"))
+        Failure::new(
+            ErrorCode::UnknownTopic,
+            format!("topic {topic:?} does not exist"),
+        )
     }
 
     pub fn unknown_partition(topic: &str, partition: u32, partitions: u32) -> Self {
@@ -42,7 +45,7 @@ impl From<LogError> for Failure {
         let code = match &e {
             LogError::CorruptBatch { .. } | LogError::InvalidBatch(_) => ErrorCode::CorruptBatch,
             LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
-            LogError::StorageFull { .. } => ErrorCode::StorageFull,
+            LogError::StorageFull => ErrorCode::StorageFull,
             _ => ErrorCode::UnknownServerError,
         };
         Failure::new(code, e.to_string())

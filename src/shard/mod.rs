@@ -205,7 +205,12 @@ impl Shard {
     }
 
     /// Resolves an offset spec (-2 earliest, -1 latest) for a partition.
-    pub async fn list_offsets(&self, topic: &str, partition: u32, spec: i64) -> Result<u64, Failure> {
+    pub async fn list_offsets(
+        &self,
+        topic: &str,
+        partition: u32,
+        spec: i64,
+    ) -> Result<u64, Failure> {
         match self.locate(topic, partition)? {
             Location::Here(p) => p.list_offsets(spec),
             Location::Core(c) => {
@@ -225,7 +230,10 @@ impl Shard {
     pub async fn create_topic(&self, meta: TopicMeta) -> Result<(), Failure> {
         if self.id != CATALOGUE_SHARD {
             return self
-                .ask(CATALOGUE_SHARD, |reply| ShardMsg::CreateTopic { meta, reply })
+                .ask(CATALOGUE_SHARD, |reply| ShardMsg::CreateTopic {
+                    meta,
+                    reply,
+                })
                 .await;
         }
         let _guard = self
@@ -256,7 +264,10 @@ impl Shard {
     pub async fn delete_topic(&self, name: String) -> Result<(), Failure> {
         if self.id != CATALOGUE_SHARD {
             return self
-                .ask(CATALOGUE_SHARD, |reply| ShardMsg::DeleteTopic { name, reply })
+                .ask(CATALOGUE_SHARD, |reply| ShardMsg::DeleteTopic {
+                    name,
+                    reply,
+                })
                 .await;
         }
         let _guard = self
@@ -439,9 +450,7 @@ impl Shard {
 }
 
 /// Runs blocking file-system work on the executor's blocking pool.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     glommio::executor().spawn_blocking(f).await
 }
 

@@ -39,7 +39,10 @@ impl Partition {
     /// Appends a batch; returns once it is as durable as the flush policy promises.
     pub async fn produce(&self, batch: Bytes) -> Result<Produced, Failure> {
         if self.closing.get() {
-            return Err(Failure::new(ErrorCode::ShuttingDown, "partition is closing"));
+            return Err(Failure::new(
+                ErrorCode::ShuttingDown,
+                "partition is closing",
+            ));
         }
         let appended = self.log.append(&batch, 0)?;
         self.appended.notify(usize::MAX);

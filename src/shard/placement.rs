@@ -9,7 +9,9 @@ use crate::ring::{Epsilon, Ring};
 pub fn place_partitions(topic: &str, partitions: u32, cores: usize) -> Result<Vec<usize>, Failure> {
     let ring = Ring::new(0..cores);
     let keys: Vec<String> = (0..partitions).map(|p| format!("{topic}/{p}")).collect();
-    let owners = ring.place(&keys, Epsilon::CORES).map_err(Failure::internal)?;
+    let owners = ring
+        .place(&keys, Epsilon::CORES)
+        .map_err(Failure::internal)?;
     Ok(owners.into_iter().copied().collect())
 }
 

@@ -69,7 +69,10 @@ impl Broker {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("broker did not exit within 30 s of signal {signal}\n{}", self.logs());
+                panic!(
+                    "broker did not exit within 30 s of signal {signal}\n{}",
+                    self.logs()
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
