@@ -156,6 +156,26 @@ fn retries_keep_partition_order() {
 }
 
 #[test]
+fn producer_reconnects_and_retries_in_order() {
+    let addr = start_fake(Faults {
+        close_every: Some(7),
+        ..Faults::default()
+    });
+    small_executor().run(async move {
+        let client = Client::connect(config(addr)).await.unwrap();
+        client.admin().create_topic("t", 2, 1).await.unwrap();
+        let pc = ProducerConfig {
+            batch_bytes: 1024,
+            max_in_flight_per_partition: 1,
+            retry_backoff: Duration::from_millis(1),
+            ..ProducerConfig::default()
+        };
+        let retries = produce_and_consume(&client, "t", 2_000, pc).await;
+        assert!(retries > 0);
+    });
+}
+
+#[test]
 fn round_robin_without_key_and_acks_none() {
     let addr = start_fake(Faults::default());
     small_executor().run(async move {

@@ -28,6 +28,8 @@ pub struct Faults {
     pub busy_every: Option<u32>,
     /// Never answer anything.
     pub silent: bool,
+    /// Hang up, without appending, on every n-th Produce.
+    pub close_every: Option<u32>,
 }
 
 #[derive(Default)]
@@ -79,6 +81,14 @@ async fn serve(broker: Rc<RefCell<Broker>>, mut s: TcpStream) {
         let req = Request::decode(&h, Bytes::from(body)).unwrap();
         if broker.borrow().faults.silent {
             continue;
+        }
+        let close_every = broker.borrow().faults.close_every;
+        if let (Request::Produce(_), Some(n)) = (&req, close_every) {
+            let mut b = broker.borrow_mut();
+            b.produces += 1;
+            if b.produces % n == 0 {
+                return;
+            }
         }
         if let Request::Fetch(f) = &req {
             // A crude long poll: wait a little when there is nothing new.
