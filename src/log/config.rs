@@ -50,7 +50,7 @@ impl Default for LogConfig {
             retention_bytes: None,
             retention_ms: Some(7 * 24 * 3600 * 1000),
             flush: FlushPolicy::Interval(Duration::from_millis(100)),
-            reserve_ahead_bytes: 16 << 20,
+            reserve_ahead_bytes: 64 << 20,
         }
     }
 }
