@@ -41,8 +41,10 @@ impl Default for LogConfig {
     /// 256 MiB segments: large enough that a roll (a few metadata syscalls on
     /// the executor) happens every ~0.2 s at full speed, small enough that
     /// retention is fine-grained and an unclean restart rescans at most
-    /// 256 MiB of the active segment (~0.1-0.3 s). 16 MiB reserved ahead is
-    /// ~10 ms of appends at 1.5 GB/s, the time a populate takes off-thread.
+    /// 256 MiB of the active segment (~0.1-0.3 s). 64 MiB reserved ahead is
+    /// ~40 ms of appends at 1.5 GB/s: with 16 MiB the appender caught up with
+    /// the off-thread populate on this VM (first touch of fresh guest memory
+    /// faults on the host) and faulted on the executor thread.
     fn default() -> Self {
         LogConfig {
             segment_bytes: 256 << 20,
@@ -50,7 +52,7 @@ impl Default for LogConfig {
             retention_bytes: None,
             retention_ms: Some(7 * 24 * 3600 * 1000),
             flush: FlushPolicy::Interval(Duration::from_millis(100)),
-            reserve_ahead_bytes: 16 << 20,
+            reserve_ahead_bytes: 64 << 20,
         }
     }
 }

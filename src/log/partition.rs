@@ -17,7 +17,7 @@ use super::error::{BatchLocation, LogError, Result};
 use super::flush::{spawn_interval_flusher, Flushable, GroupCommit};
 use super::recovery;
 use super::retention::{self, SegmentInfo};
-use super::segment::{SegState, Segment};
+use super::segment::{spare_path, SegState, Segment, Spare};
 
 /// Where an appended batch went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +51,13 @@ struct Inner {
     life: Cell<Life>,
     truncating: Cell<bool>,
     poisoned: RefCell<Option<String>>,
+    /// The next segment's file, made ahead of the roll (see `Spare`).
+    spare: RefCell<Option<Spare>>,
+    /// A spare is being made on the blocking pool.
+    spare_pending: Cell<bool>,
+    /// Base of the active segment for which making a spare failed: no retry
+    /// until the next roll.
+    spare_failed: Cell<Option<u64>>,
 }
 
 /// Marks the log abandoned when the last user handle goes away.
@@ -139,6 +146,9 @@ impl PartitionLog {
             life: Cell::new(Life::Open),
             truncating: Cell::new(false),
             poisoned: RefCell::new(None),
+            spare: RefCell::new(None),
+            spare_pending: Cell::new(false),
+            spare_failed: Cell::new(None),
         });
         if let FlushPolicy::Interval(every) = flush {
             spawn_interval_flusher(Rc::downgrade(&inner), every);
@@ -180,11 +190,59 @@ impl PartitionLog {
         let next = base + u64::from(h.record_count);
         inner.next_offset.set(next);
         active.reserve_ahead(inner.cfg.reserve_ahead_bytes);
+        self.prepare_spare(&active);
         Ok(Appended {
             base_offset: base,
             next_offset: next,
             bytes: len,
         })
+    }
+
+    /// Once the active segment is within two reservation windows of full,
+    /// makes the next segment's file on the blocking pool (see `Spare`).
+    fn prepare_spare(&self, active: &Segment) {
+        let inner = &*self.inner;
+        let window = inner.cfg.reserve_ahead_bytes;
+        if inner.spare_pending.get()
+            || active.remaining() > window.saturating_mul(2)
+            || inner.spare_failed.get() == Some(active.base)
+            || inner.spare.borrow().is_some()
+        {
+            return;
+        }
+        inner.spare_pending.set(true);
+        let weak = Rc::downgrade(&self.inner);
+        let path = spare_path(&inner.dir);
+        let (bytes, base) = (inner.cfg.segment_bytes, active.base);
+        glommio::spawn_local(async move {
+            let made = glommio::executor()
+                .spawn_blocking(move || Spare::create(path, bytes, window))
+                .await;
+            let leftover = match weak.upgrade() {
+                Some(inner) => {
+                    inner.spare_pending.set(false);
+                    match made {
+                        Ok(spare) if inner.life.get() == Life::Open => {
+                            *inner.spare.borrow_mut() = Some(spare);
+                            None
+                        }
+                        Ok(spare) => Some(spare),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "making a spare segment failed; the roll will create the file");
+                            inner.spare_failed.set(Some(base));
+                            None
+                        }
+                    }
+                }
+                None => made.ok(),
+            };
+            if let Some(spare) = leftover {
+                let _ = glommio::executor()
+                    .spawn_blocking(move || spare.discard())
+                    .await;
+            }
+        })
+        .detach();
     }
 
     /// Under `EveryBatch`, returns once everything below `next_offset` is on
@@ -341,8 +399,14 @@ impl PartitionLog {
         active.seal();
         active.finalize().await?;
         let dir = inner.dir.clone();
+        let spare = inner.spare.borrow_mut().take();
         glommio::executor()
-            .spawn_blocking(move || recovery::write_clean_marker(&dir))
+            .spawn_blocking(move || {
+                if let Some(spare) = spare {
+                    spare.discard()?;
+                }
+                recovery::write_clean_marker(&dir)
+            })
             .await
             .map_err(|e| LogError::io("write clean-shutdown marker", e))?;
         tracing::info!(dir = %inner.dir.display(), next_offset = inner.next_offset.get(), "partition log closed");
@@ -401,12 +465,17 @@ impl Inner {
                 segment_bytes: self.cfg.segment_bytes,
             });
         }
-        let new = Segment::create(
-            &self.dir,
-            self.next_offset.get(),
-            self.cfg.segment_bytes,
-            self.cfg.index_interval_bytes,
-        )?;
+        let (base, interval) = (self.next_offset.get(), self.cfg.index_interval_bytes);
+        let spare = self.spare.borrow_mut().take();
+        let made = spare.map(|sp| Segment::from_spare(&self.dir, base, sp, interval));
+        let new = match made {
+            Some(Ok(seg)) => seg,
+            Some(Err(e)) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "could not use the spare segment; creating the file");
+                Segment::create(&self.dir, base, self.cfg.segment_bytes, interval)?
+            }
+            None => Segment::create(&self.dir, base, self.cfg.segment_bytes, interval)?,
+        };
         old.seal();
         self.segments.borrow_mut().push(new.clone());
         tracing::debug!(dir = %self.dir.display(), segment = new.base, "rolled to a new segment");

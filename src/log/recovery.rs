@@ -27,7 +27,7 @@ use super::disk;
 use super::error::{LogError, Result};
 use super::index::{self, Index, IndexEntry, IndexState, Trailer};
 use super::scan::scan_valid;
-use super::segment::{index_path, log_path, RecoveredSegment};
+use super::segment::{index_path, log_path, RecoveredSegment, SPARE_SUFFIX};
 
 /// Name of the clean-shutdown marker in a partition directory.
 pub(crate) const CLEAN_MARKER: &str = ".clean-shutdown";
@@ -54,7 +54,7 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>> {
         let entry = entry.map_err(|e| LogError::io(ctx("list", dir), e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.ends_with(".index.tmp") {
+        if name.ends_with(".index.tmp") || name.ends_with(SPARE_SUFFIX) {
             let _ = std::fs::remove_file(entry.path());
             continue;
         }
