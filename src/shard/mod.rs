@@ -236,11 +236,7 @@ impl Shard {
                 })
                 .await;
         }
-        let _guard = self
-            .catalogue_lock
-            .acquire_permit(1)
-            .await
-            .map_err(Failure::internal)?;
+        let _guard = self.lock_catalogue().await?;
         if self.topics.borrow().contains_key(&meta.name) {
             return Err(Failure::new(
                 ErrorCode::TopicAlreadyExists,
@@ -251,11 +247,11 @@ impl Shard {
         catalogue.insert(meta.name.clone(), meta.clone());
         self.store_catalogue(catalogue).await?;
         self.add_topic(meta.clone()).await?;
-        for core in self.other_cores() {
-            let meta = meta.clone();
-            self.ask(core, |reply| ShardMsg::TopicAdded { meta, reply })
-                .await?;
-        }
+        self.broadcast(|reply| ShardMsg::TopicAdded {
+            meta: meta.clone(),
+            reply,
+        })
+        .await?;
         tracing::info!(topic = %meta.name, partitions = meta.partitions, "topic created");
         Ok(())
     }
@@ -270,11 +266,7 @@ impl Shard {
                 })
                 .await;
         }
-        let _guard = self
-            .catalogue_lock
-            .acquire_permit(1)
-            .await
-            .map_err(Failure::internal)?;
+        let _guard = self.lock_catalogue().await?;
         if !self.topics.borrow().contains_key(&name) {
             return Err(Failure::unknown_topic(&name));
         }
@@ -282,11 +274,11 @@ impl Shard {
         catalogue.remove(&name);
         self.store_catalogue(catalogue).await?;
         self.remove_topic(&name).await?;
-        for core in self.other_cores() {
-            let name = name.clone();
-            self.ask(core, |reply| ShardMsg::TopicRemoved { name, reply })
-                .await?;
-        }
+        self.broadcast(|reply| ShardMsg::TopicRemoved {
+            name: name.clone(),
+            reply,
+        })
+        .await?;
         let dir = self.config.data_dir.join(&name);
         blocking(move || match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
@@ -298,8 +290,20 @@ impl Shard {
         Ok(())
     }
 
-    fn other_cores(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..self.cores()).filter(move |c| *c != self.id)
+    /// Serialises catalogue changes: held for the whole change, across awaits.
+    async fn lock_catalogue(&self) -> Result<glommio::sync::Permit<'_>, Failure> {
+        self.catalogue_lock
+            .acquire_permit(1)
+            .await
+            .map_err(Failure::internal)
+    }
+
+    /// Sends a message to every other core and waits for each answer.
+    async fn broadcast(&self, msg: impl Fn(Reply<()>) -> ShardMsg) -> Result<(), Failure> {
+        for core in (0..self.cores()).filter(|c| *c != self.id) {
+            self.ask(core, &msg).await?;
+        }
+        Ok(())
     }
 
     fn catalogue(&self) -> Catalogue {
