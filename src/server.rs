@@ -8,12 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
 use crate::config::{Config, ConfigError};
 use crate::service::{self, StartError};
-use crate::shard::{Shard, ShardMsg};
+use crate::shard::{self, MeshEnds, Shard, ShardMsg};
 use crate::{net, topics};
 
 /// Messages a core may have queued towards another before a sender waits.
@@ -54,7 +53,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
 
     let cores = config.cores;
     let config = Arc::new(Config { listen, ..config });
-    let mesh = MeshBuilder::<ShardMsg, _>::full(cores, MESH_CAPACITY);
+    let mesh = shard::build_mesh::<ShardMsg>(cores, MESH_CAPACITY);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), (usize, String)>>();
     let drained = Arc::new(AtomicUsize::new(0));
     let pool = {
@@ -66,11 +65,11 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
             .preempt_timer(Duration::from_millis(5))
             .on_all_shards(move || {
                 let config = config.clone();
-                let mesh = mesh.clone();
+                let ends = shard::take_ends(&mesh);
                 let catalogue = catalogue.clone();
                 let ready = ready_tx.clone();
                 let drained = drained.clone();
-                async move { run_shard(config, mesh, catalogue, ready, drained).await }
+                async move { run_shard(config, ends, catalogue, ready, drained).await }
             })
             .map_err(|e| ServeError::Executors(e.to_string()))?
     };
@@ -110,23 +109,21 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
 /// wait for every other core to drain, close.
 async fn run_shard(
     config: Arc<Config>,
-    mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
+    ends: Option<MeshEnds<ShardMsg>>,
     catalogue: topics::Catalogue,
     ready: mpsc::Sender<Result<(), (usize, String)>>,
     drained: Arc<AtomicUsize>,
 ) -> Result<(), String> {
     let mut ready = Ready(Some(ready), usize::MAX);
-    let (senders, mut receivers) = mesh
-        .join()
-        .await
-        .map_err(|e| ready.fail(format!("joining the core mesh failed: {e}")))?;
-    let id = senders.peer_id();
+    let ends = ends.ok_or_else(|| ready.fail("more executors than mesh ends".into()))?;
+    let (mesh, receivers) = ends.connect().await;
+    let id = mesh.id();
     ready.1 = id;
-    let cores = senders.nr_consumers();
-    let shard = Shard::open(config.clone(), senders, catalogue)
+    let cores = mesh.cores();
+    let shard = Shard::open(config.clone(), mesh, catalogue)
         .await
         .map_err(|e| ready.fail(e.to_string()))?;
-    for (_, stream) in receivers.streams() {
+    for stream in receivers {
         let shard = shard.clone();
         glommio::spawn_local(async move {
             while let Some(msg) = stream.recv().await {

@@ -138,21 +138,67 @@ pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, StartError> {
 /// holds is an error here rather than silently shared (glommio's listeners
 /// always set SO_REUSEPORT). Returns the address with the port resolved,
 /// for `--listen 127.0.0.1:0`.
+///
+/// A restart on the same port meets two kinds of leftovers. The previous
+/// run's connections in TIME_WAIT: glommio's sockets carry SO_REUSEPORT but
+/// not SO_REUSEADDR, so they refuse this bind; with no listener to connect
+/// to, the broker goes ahead. And, right after a crash, the previous run's
+/// listener itself: io_uring tears a ring down after the process has gone,
+/// and a pending accept keeps the socket listening until then. So a port
+/// that still answers is tried again for [`PORT_RELEASE_WAIT`] before it is
+/// reported as taken.
 pub fn claim_port(addr: SocketAddr) -> Result<SocketAddr, StartError> {
-    match std::net::TcpListener::bind(addr) {
-        Ok(l) => l.local_addr().map_err(|source| StartError::Listen {
-            addr,
-            source,
-            hint: "",
-        }),
-        Err(source) => {
-            let hint = if source.kind() == std::io::ErrorKind::AddrInUse {
-                " (another process holds the port: stop it or choose another --listen)"
-            } else {
-                ""
-            };
-            Err(StartError::Listen { addr, source, hint })
+    let err = |source, hint| StartError::Listen { addr, source, hint };
+    let deadline = std::time::Instant::now() + PORT_RELEASE_WAIT;
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(l) => return l.local_addr().map_err(|e| err(e, "")),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                if !someone_listens(addr) {
+                    return Ok(addr);
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Err(err(
+                        e,
+                        " (another process listens on the port: stop it or choose another --listen)",
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => return Err(err(e, "")),
         }
+    }
+}
+
+/// How long a listening port may take to be released by an exited process.
+const PORT_RELEASE_WAIT: Duration = Duration::from_secs(5);
+
+/// Whether a listener answers on `addr` (on loopback for a wildcard address).
+fn someone_listens(addr: SocketAddr) -> bool {
+    let mut target = addr;
+    if target.ip().is_unspecified() {
+        target.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    std::net::TcpStream::connect_timeout(&target, Duration::from_secs(1)).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_listener_is_refused_and_a_free_port_is_claimed() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let e = claim_port(addr).unwrap_err().to_string();
+        assert!(e.contains("another process"), "{e}");
+        drop(l);
+        assert_eq!(claim_port(addr).unwrap(), addr);
+        let any = claim_port("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert_ne!(any.port(), 0);
     }
 }
 

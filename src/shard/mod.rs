@@ -7,6 +7,7 @@
 //! by every shard.
 
 mod failure;
+mod mesh;
 mod messages;
 mod partition;
 mod placement;
@@ -20,10 +21,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_channel::oneshot;
-use glommio::channels::channel_mesh::Senders;
 use glommio::sync::Semaphore;
 
 pub use failure::Failure;
+pub use mesh::{build as build_mesh, take_ends, Mesh, MeshEnds};
 pub use messages::{Fetched, Produced, Reply, ShardMsg};
 pub use partition::Partition;
 pub use placement::place_partitions;
@@ -58,7 +59,7 @@ pub struct Shard {
     pub id: usize,
     pub config: Arc<Config>,
     topics: RefCell<HashMap<String, LocalTopic>>,
-    mesh: Senders<ShardMsg>,
+    mesh: Mesh<ShardMsg>,
     /// Bytes of buffered requests and responses this shard may still take.
     pub memory: Rc<Semaphore>,
     /// Serialises catalogue changes on the catalogue shard.
@@ -69,11 +70,11 @@ impl Shard {
     /// Builds the shard and opens the partitions it owns.
     pub async fn open(
         config: Arc<Config>,
-        mesh: Senders<ShardMsg>,
+        mesh: Mesh<ShardMsg>,
         catalogue: Catalogue,
     ) -> Result<Rc<Shard>, Failure> {
         let shard = Rc::new(Shard {
-            id: mesh.peer_id(),
+            id: mesh.id(),
             memory: Rc::new(Semaphore::new(config.shard_memory_budget)),
             config,
             topics: RefCell::new(HashMap::new()),
@@ -87,7 +88,7 @@ impl Shard {
     }
 
     pub fn cores(&self) -> usize {
-        self.mesh.nr_consumers()
+        self.mesh.cores()
     }
 
     fn log_config(&self) -> LogConfig {
