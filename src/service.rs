@@ -185,23 +185,6 @@ fn someone_listens(addr: SocketAddr) -> bool {
     std::net::TcpStream::connect_timeout(&target, Duration::from_secs(1)).is_ok()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_live_listener_is_refused_and_a_free_port_is_claimed() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        let e = claim_port(addr).unwrap_err().to_string();
-        assert!(e.contains("another process"), "{e}");
-        drop(l);
-        assert_eq!(claim_port(addr).unwrap(), addr);
-        let any = claim_port("127.0.0.1:0".parse().unwrap()).unwrap();
-        assert_ne!(any.port(), 0);
-    }
-}
-
 static STOP: AtomicBool = AtomicBool::new(false);
 
 /// Installs the SIGTERM/SIGINT handler: the first signal asks every shard to
@@ -239,5 +222,22 @@ pub fn stop_requested() -> bool {
 pub async fn stopped() {
     while !stop_requested() {
         glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_listener_is_refused_and_a_free_port_is_claimed() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let e = claim_port(addr).unwrap_err().to_string();
+        assert!(e.contains("another process"), "{e}");
+        drop(l);
+        assert_eq!(claim_port(addr).unwrap(), addr);
+        let any = claim_port("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert_ne!(any.port(), 0);
     }
 }
