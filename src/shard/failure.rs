@@ -42,7 +42,7 @@ impl From<LogError> for Failure {
         let code = match &e {
             LogError::CorruptBatch { .. } | LogError::InvalidBatch(_) => ErrorCode::CorruptBatch,
             LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
-            LogError::StorageFull { .. } => ErrorCode::StorageFull,
+            LogError::StorageFull => ErrorCode::StorageFull,
             _ => ErrorCode::UnknownServerError,
         };
         Failure::new(code, e.to_string())
