@@ -224,11 +224,21 @@ impl Broker {
 
     /// Resident set of the embedded broker, MiB.
     pub fn rss_mib(&self) -> Option<f64> {
+        self.status_mib("VmRSS:")
+    }
+
+    /// Anonymous resident memory of the embedded broker (heap, stacks; not
+    /// the mapped segment pages, which VmRSS also counts), MiB.
+    pub fn anon_mib(&self) -> Option<f64> {
+        self.status_mib("RssAnon:")
+    }
+
+    fn status_mib(&self, key: &str) -> Option<f64> {
         let pid = self.pid()?;
         let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         let kb: f64 = s
             .lines()
-            .find(|l| l.starts_with("VmRSS:"))?
+            .find(|l| l.starts_with(key))?
             .split_whitespace()
             .nth(1)?
             .parse()
@@ -494,6 +504,7 @@ where
     let mut rss_max: f64 = 0.0;
     let mut rss_series: Vec<f64> = Vec::new();
     let rss_start = broker.rss_mib();
+    let mut anon_series: Vec<f64> = broker.anon_mib().into_iter().collect();
     let mut failed = None;
     let mut running = c.cores.max(1);
     let mut second = 1u64;
@@ -526,6 +537,10 @@ where
                 rss_max = rss_max.max(r);
                 rss_series.push(r);
             }
+            let anon = broker.anon_mib();
+            if let Some(a) = anon {
+                anon_series.push(a);
+            }
             if running > 0 {
                 let dt = (now - iv_start).as_secs_f64();
                 let line = format!(
@@ -536,7 +551,10 @@ where
                     iv.value_at_quantile(0.5) as f64 / 1e3,
                     iv.value_at_quantile(0.99) as f64 / 1e3,
                     iv.max() as f64 / 1e3,
-                    rss.map_or(String::new(), |r| format!("  broker RSS {r:.0} MiB")),
+                    rss.map_or(String::new(), |r| format!(
+                        "  broker RSS {r:.0} MiB (anon {:.0})",
+                        anon.unwrap_or(0.0)
+                    )),
                 );
                 if printing {
                     eprintln!("{line}");
@@ -600,6 +618,7 @@ where
         broker_rss_start_mib: rss_start,
         broker_rss_max_mib: (rss_max > 0.0).then_some(rss_max),
         broker_rss_end_mib: rss_series.last().copied(),
+        broker_anon_series_mib: anon_series,
     })
 }
 
@@ -632,6 +651,8 @@ pub struct Summary {
     pub broker_rss_start_mib: Option<f64>,
     pub broker_rss_max_mib: Option<f64>,
     pub broker_rss_end_mib: Option<f64>,
+    /// Anonymous RSS of the embedded broker at the start and once a second.
+    pub broker_anon_series_mib: Vec<f64>,
 }
 
 impl Summary {
@@ -664,6 +685,13 @@ impl Summary {
             self.broker_rss_end_mib,
         ) {
             println!("broker RSS MiB: start {a:.0}, max {m:.0}, end {e:.0}");
+        }
+        if let (Some(f), Some(l)) = (
+            self.broker_anon_series_mib.first(),
+            self.broker_anon_series_mib.last(),
+        ) {
+            let m = self.broker_anon_series_mib.iter().copied().fold(0.0, f64::max);
+            println!("broker anonymous RSS MiB: start {f:.0}, max {m:.0}, end {l:.0}");
         }
     }
 }
