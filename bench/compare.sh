@@ -89,7 +89,7 @@ ring every-batch-8p "$REPS" produce --size 100 --producers 8 --flush every-batch
 MAXRATE=$(median_of produce-100 msgs_per_s)
 HALF=$(python3 -c "print(max(1000, int(float('$MAXRATE') / 2)))")
 echo "ringmq e2e at half of its produce maximum: $HALF msgs/s"
-ring e2e-half "$REPS" e2e --size 100 --rate "$HALF" --duration $((RDUR + 2))s
+ring e2e-half "$REPS" e2e --size 100 --linger 100us --rate "$HALF" --duration $((RDUR + 2))s
 ring rss-sustained 1 produce --size 100 --rate "$HALF" --duration ${RSS_SECS}s
 
 # ------------------------------------------------------------------- peers
