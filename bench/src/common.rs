@@ -218,6 +218,16 @@ impl Broker {
         Ok(broker)
     }
 
+    /// CPU seconds (user + system) the embedded broker has used so far.
+    pub fn cpu_s(&self) -> Option<f64> {
+        let pid = self.pid()?;
+        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = &s[s.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+        Some(ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64)
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
@@ -267,6 +277,14 @@ impl Drop for Broker {
             }
         }
     }
+}
+
+/// CPU seconds (user + system) of this process, all threads.
+pub fn self_cpu_s() -> f64 {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 fn strip_ansi(s: &str) -> String {
@@ -479,6 +497,8 @@ where
 
     let start = Instant::now();
     let start_wall = SystemTime::now();
+    let cpu0 = self_cpu_s();
+    let broker_cpu0 = broker.cpu_s();
     let mut log_file = match &c.histogram_out {
         Some(p) => Some(std::fs::File::create(p)?),
         None => None,
@@ -586,6 +606,12 @@ where
     for h in handles {
         let _ = h.join();
     }
+    let client_cpu_s = self_cpu_s() - cpu0;
+    let broker_cpu_s = match (broker_cpu0, broker.cpu_s()) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    let per_msg = |cpu: f64| (msgs > 0).then(|| cpu * 1e9 / msgs as f64);
     drop(log);
     if let Some(f) = log_file.as_mut() {
         f.flush()?;
@@ -619,6 +645,10 @@ where
         broker_rss_max_mib: (rss_max > 0.0).then_some(rss_max),
         broker_rss_end_mib: rss_series.last().copied(),
         broker_anon_series_mib: anon_series,
+        client_cpu_s,
+        client_cpu_ns_per_msg: per_msg(client_cpu_s),
+        broker_cpu_s,
+        broker_cpu_ns_per_msg: broker_cpu_s.and_then(per_msg),
     })
 }
 
@@ -653,6 +683,12 @@ pub struct Summary {
     pub broker_rss_end_mib: Option<f64>,
     /// Anonymous RSS of the embedded broker at the start and once a second.
     pub broker_anon_series_mib: Vec<f64>,
+    /// CPU of this load generator (all its threads) during the run.
+    pub client_cpu_s: f64,
+    pub client_cpu_ns_per_msg: Option<f64>,
+    /// CPU of the embedded broker during the run.
+    pub broker_cpu_s: Option<f64>,
+    pub broker_cpu_ns_per_msg: Option<f64>,
 }
 
 impl Summary {
@@ -678,6 +714,15 @@ impl Summary {
         println!(
             "{latency_of} latency µs: p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  p99.99 {:.1}  max {:.1}",
             self.p50_us, self.p90_us, self.p99_us, self.p999_us, self.p9999_us, self.max_us
+        );
+        println!(
+            "CPU: load generator {:.2} s ({:.0} ns/msg){}",
+            self.client_cpu_s,
+            self.client_cpu_ns_per_msg.unwrap_or(0.0),
+            match (self.broker_cpu_s, self.broker_cpu_ns_per_msg) {
+                (Some(s), Some(n)) => format!(", broker {s:.2} s ({n:.0} ns/msg)"),
+                _ => String::new(),
+            }
         );
         if let (Some(a), Some(m), Some(e)) = (
             self.broker_rss_start_mib,

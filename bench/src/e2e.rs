@@ -43,7 +43,10 @@ pub fn run(a: Args) -> Result<(), BoxError> {
                     consume(&c, &bootstrap, &parts, rec, &progress, &consumed).await
                 }));
             }
-            for p in share(c.producers, c.cores, e) {
+            // Producers go on the executors after the consumers' (with
+            // --cores 2, one consumer and one producer: one executor each).
+            let cores = c.cores.max(1);
+            for p in (0..c.producers).filter(|p| (p + c.consumers) % cores == e) {
                 let (c, bootstrap, progress) = (c.clone(), bootstrap.clone(), progress.clone());
                 tasks.push(glommio::spawn_local(async move {
                     run_producer(&c, &bootstrap, p, None, Some(progress)).await
