@@ -63,6 +63,13 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
             .io_memory(config.io_memory)
             .ring_depth(256)
             .preempt_timer(Duration::from_millis(5))
+            // Blocking work (segment pre-faulting, fdatasync, recovery)
+            // must not share the executor's CPU: by default glommio pins
+            // each executor's blocking thread to the executor's own CPU,
+            // where a 64 MiB MADV_POPULATE_WRITE took the CPU away from
+            // the executor for milliseconds at a time (e2e p99 in the tens
+            // of ms). Unbound, the scheduler runs it on an idle CPU.
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(cores))
             .on_all_shards(move || {
                 let config = config.clone();
                 let ends = shard::take_ends(&mesh);

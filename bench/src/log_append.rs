@@ -153,7 +153,7 @@ async fn run_interval(
             note: format!("{n} batches, {segments} segments"),
         },
         Row {
-            what: format!("  same, incl. final fdatasync"),
+            what: "  same, incl. final fdatasync".to_string(),
             bytes,
             elapsed: synced,
             note: String::new(),
@@ -267,8 +267,8 @@ pub fn run(a: Args) -> Result<(), String> {
         a.dir.display()
     );
     println!(
-        "{:<48} {:>10} {:>9} {:>10}  {}",
-        "run", "MiB", "secs", "MB/s", "notes"
+        "{:<48} {:>10} {:>9} {:>10}  notes",
+        "run", "MiB", "secs", "MB/s"
     );
     for r in &rows {
         let vs = if r.what.contains("every-batch") {

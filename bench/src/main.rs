@@ -3,7 +3,11 @@
 
 use clap::{Parser, Subcommand};
 
+mod common;
+mod consume;
+mod e2e;
 mod log_append;
+mod produce;
 
 #[derive(Parser)]
 #[command(name = "ringmq-bench", about = "Benchmarks for ringmq")]
@@ -16,6 +20,12 @@ struct Cli {
 enum Cmd {
     /// Partition-log append throughput under both flush policies, next to dd.
     LogAppend(log_append::Args),
+    /// Produce throughput and ack latency (`--rate` for a fixed offered load).
+    Produce(produce::Args),
+    /// Consume throughput: preloads `--messages`, then reads them back.
+    Consume(consume::Args),
+    /// Producers and consumers at once; latency from a timestamp in each payload.
+    E2e(e2e::Args),
 }
 
 fn main() {
@@ -29,6 +39,9 @@ fn main() {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::LogAppend(a) => log_append::run(a),
+        Cmd::Produce(a) => produce::run(a).map_err(|e| e.to_string()),
+        Cmd::Consume(a) => consume::run(a).map_err(|e| e.to_string()),
+        Cmd::E2e(a) => e2e::run(a).map_err(|e| e.to_string()),
     };
     if let Err(e) = r {
         eprintln!("error: {e}");

@@ -101,9 +101,14 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
     mut reader: R,
     queue: Queue,
 ) -> Result<(), ReadEnd> {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    // `buf[..filled]` holds bytes read and not yet taken as frames; the
+    // rest of `buf` is initialized scratch space that reads go into, so a
+    // read does not zero its target first (that memset of the whole spare
+    // buffer was 2.5% of the broker's CPU with small requests).
+    let mut buf = BytesMut::new();
+    let mut filled = 0usize;
     loop {
-        fill(&mut reader, &mut buf, REQUEST_HEADER_LEN).await?;
+        fill(&mut reader, &mut buf, &mut filled, REQUEST_HEADER_LEN).await?;
         let header = RequestHeader::parse(&buf).map_err(ReadEnd::Frame)?;
         let api = match header.validate() {
             Ok(api) => Ok(api),
@@ -123,8 +128,9 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
             .acquire_static_permit(frame_len as u64)
             .await
             .ok();
-        fill(&mut reader, &mut buf, frame_len).await?;
+        fill(&mut reader, &mut buf, &mut filled, frame_len).await?;
         let frame = buf.split_to(frame_len).freeze();
+        filled -= frame_len;
         let body = frame.slice(REQUEST_HEADER_LEN..);
         let task = match api {
             Ok(api) => {
@@ -136,9 +142,6 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
         if !queue.push(task, permit).await {
             return Ok(());
         }
-        if buf.capacity() - buf.len() < REQUEST_HEADER_LEN {
-            buf.reserve(READ_CHUNK);
-        }
     }
 }
 
@@ -147,23 +150,28 @@ fn ready(answer: Option<Encoded>) -> Pending {
     glommio::spawn_local(async move { answer }).detach()
 }
 
-/// Reads until `buf` holds at least `n` bytes.
+/// Reads until `buf[..filled]` holds at least `n` bytes. Space past
+/// `filled` is zeroed only when it is (re)allocated, not before each read.
 async fn fill<R: futures_lite::AsyncRead + Unpin>(
     reader: &mut R,
     buf: &mut BytesMut,
+    filled: &mut usize,
     n: usize,
 ) -> Result<(), ReadEnd> {
-    while buf.len() < n {
-        buf.reserve((n - buf.len()).max(READ_CHUNK));
-        let len = buf.len();
-        let cap = buf.capacity();
-        buf.resize(cap, 0);
-        let got = reader.read(&mut buf[len..]).await;
-        buf.truncate(len + got.as_ref().map_or(0, |g| *g));
-        match got? {
-            0 if len == 0 => return Err(ReadEnd::Closed),
+    while *filled < n {
+        if buf.len() < n || buf.len() - *filled < REQUEST_HEADER_LEN {
+            // Too little room: a new allocation (earlier frames still hold
+            // the old one), of which only the filled part is copied.
+            buf.truncate(*filled);
+            buf.reserve((n - *filled).max(READ_CHUNK));
+            let cap = buf.capacity();
+            buf.resize(cap, 0);
+        }
+        let got = reader.read(&mut buf[*filled..]).await?;
+        match got {
+            0 if *filled == 0 => return Err(ReadEnd::Closed),
             0 => return Err(ReadEnd::Frame(FrameError::Truncated)),
-            _ => {}
+            g => *filled += g,
         }
     }
     Ok(())
