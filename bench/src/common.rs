@@ -305,7 +305,11 @@ fn strip_ansi(s: &str) -> String {
 }
 
 /// Creates the topic if it does not exist; returns its partition count.
-pub async fn ensure_topic(client: &Client, topic: &str, partitions: u32) -> Result<u32, ClientError> {
+pub async fn ensure_topic(
+    client: &Client,
+    topic: &str,
+    partitions: u32,
+) -> Result<u32, ClientError> {
     let admin = client.admin();
     match admin.partition_count(topic).await {
         Ok(n) => Ok(n),
@@ -735,7 +739,11 @@ impl Summary {
             self.broker_anon_series_mib.first(),
             self.broker_anon_series_mib.last(),
         ) {
-            let m = self.broker_anon_series_mib.iter().copied().fold(0.0, f64::max);
+            let m = self
+                .broker_anon_series_mib
+                .iter()
+                .copied()
+                .fold(0.0, f64::max);
             println!("broker anonymous RSS MiB: start {f:.0}, max {m:.0}, end {l:.0}");
         }
     }

@@ -72,7 +72,9 @@ fn preload(c: &Arc<Common>, bootstrap: &str, partitions: u32) -> Result<(), BoxE
         let mut have = 0;
         for p in 0..partitions {
             have += admin.list_offsets(&c2.topic, p, OffsetSpec::Latest).await?
-                - admin.list_offsets(&c2.topic, p, OffsetSpec::Earliest).await?;
+                - admin
+                    .list_offsets(&c2.topic, p, OffsetSpec::Earliest)
+                    .await?;
         }
         if have >= n {
             return Ok(());
@@ -86,7 +88,9 @@ fn preload(c: &Arc<Common>, bootstrap: &str, partitions: u32) -> Result<(), BoxE
             .map(|i| {
                 let pc = pc.clone();
                 let bootstrap = bootstrap.clone();
-                glommio::spawn_local(async move { run_producer(&pc, &bootstrap, i, None, None).await })
+                glommio::spawn_local(
+                    async move { run_producer(&pc, &bootstrap, i, None, None).await },
+                )
             })
             .collect();
         for t in tasks {
@@ -111,13 +115,17 @@ async fn read_to_end(
     let admin = client.admin();
     let mut ends = Vec::new();
     for &p in parts {
-        ends.push((p, admin.list_offsets(&c.topic, p, OffsetSpec::Latest).await?));
+        ends.push((
+            p,
+            admin.list_offsets(&c.topic, p, OffsetSpec::Latest).await?,
+        ));
     }
     let cfg = ConsumerConfig {
         max_wait: Duration::from_millis(100),
         ..Default::default()
     };
-    let mut consumer = Consumer::new(&client, &c.topic, Some(parts), StartOffset::Earliest, cfg).await?;
+    let mut consumer =
+        Consumer::new(&client, &c.topic, Some(parts), StartOffset::Earliest, cfg).await?;
     let deadline = c.duration.map(|d| now_ns() + d.as_nanos() as u64);
     loop {
         if ends

@@ -95,7 +95,9 @@ pub async fn run_producer(
         let p = c.producers.max(1) as u64;
         t / p + u64::from((idx as u64) < t % p)
     });
-    let rate = c.rate.map(|r| (r as f64 / c.producers.max(1) as f64).max(1e-3));
+    let rate = c
+        .rate
+        .map(|r| (r as f64 / c.producers.max(1) as f64).max(1e-3));
     let mut buf = payload(c.size);
     let size = buf.len() as u64;
 
@@ -113,7 +115,9 @@ pub async fn run_producer(
             let q = q.clone();
             let rec = rec.clone();
             let progress = progress.clone();
-            glommio::spawn_local(async move { q.drain(rec.as_deref(), progress.as_deref(), size).await })
+            glommio::spawn_local(
+                async move { q.drain(rec.as_deref(), progress.as_deref(), size).await },
+            )
         })
         .collect();
 
@@ -176,7 +180,10 @@ pub async fn run_producer(
     let stats = producer.stats();
     if stats.failed > 0 {
         if let Some(e) = stats.last_error {
-            eprintln!("producer {idx}: {} records failed, last error: {e}", stats.failed);
+            eprintln!(
+                "producer {idx}: {} records failed, last error: {e}",
+                stats.failed
+            );
         }
     }
     Ok(())
