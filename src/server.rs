@@ -12,6 +12,7 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
 use crate::config::{Config, ConfigError};
+use crate::service::systemd::{self, Heartbeats};
 use crate::service::{self, StartError};
 use crate::shard::{Shard, ShardMsg};
 use crate::{net, topics};
@@ -28,6 +29,8 @@ pub enum ServeError {
     Start(#[from] StartError),
     #[error(transparent)]
     Catalogue(#[from] topics::CatalogError),
+    #[error("cannot start the watchdog thread: {0}")]
+    Watchdog(std::io::Error),
     #[error("cannot start executors: {0}")]
     Executors(String),
     #[error("core {core} failed to start: {reason}")]
@@ -46,11 +49,14 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     service::install_signal_handler()?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
+        config = %config.config_file.as_deref().map_or("(none)".into(), |p| p.display().to_string()),
         cores = config.cores,
         data_dir = %config.data_dir.display(),
         topics = catalogue.len(),
         "starting ringmq"
     );
+    systemd::status("starting: recovering partitions");
+    let heartbeats = systemd::start_watchdog(config.cores).map_err(ServeError::Watchdog)?;
 
     let cores = config.cores;
     let config = Arc::new(Config { listen, ..config });
@@ -70,7 +76,8 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
                 let catalogue = catalogue.clone();
                 let ready = ready_tx.clone();
                 let drained = drained.clone();
-                async move { run_shard(config, mesh, catalogue, ready, drained).await }
+                let heartbeats = heartbeats.clone();
+                async move { run_shard(config, mesh, catalogue, ready, drained, heartbeats).await }
             })
             .map_err(|e| ServeError::Executors(e.to_string()))?
     };
@@ -87,6 +94,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         }
     }
     tracing::info!(addr = %listen, "listening on {listen}");
+    systemd::ready(&format!("serving on {listen} with {cores} cores"));
 
     let mut failure = None;
     for (core, result) in pool.join_all().into_iter().enumerate() {
@@ -101,6 +109,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         Some(e) => Err(e),
         None => {
             tracing::info!("stopped cleanly");
+            systemd::status("stopped cleanly");
             Ok(())
         }
     }
@@ -114,6 +123,7 @@ async fn run_shard(
     catalogue: topics::Catalogue,
     ready: mpsc::Sender<Result<(), (usize, String)>>,
     drained: Arc<AtomicUsize>,
+    heartbeats: Option<Arc<Heartbeats>>,
 ) -> Result<(), String> {
     let mut ready = Ready(Some(ready), usize::MAX);
     let (senders, mut receivers) = mesh
@@ -140,6 +150,7 @@ async fn run_shard(
     ready.done();
     tracing::debug!(core = id, "core ready");
     let retention = spawn_retention(shard.clone(), config.retention_check_interval);
+    let heartbeat = heartbeats.map(|hb| spawn_heartbeat(hb, id));
 
     net::serve(shard.clone(), listener, config.shutdown_timeout).await;
 
@@ -151,6 +162,9 @@ async fn run_shard(
     }
     retention.cancel().await;
     shard.close().await;
+    if let Some(hb) = heartbeat {
+        hb.cancel().await;
+    }
     Ok(())
 }
 
@@ -191,5 +205,15 @@ fn spawn_retention(shard: Rc<Shard>, every: Duration) -> glommio::timer::TimerAc
             shard.apply_retention().await;
             Some(every)
         }
+    })
+}
+
+/// Proves to the watchdog thread that this core's executor runs: a timer
+/// that only fires if the core gets back to its scheduler.
+fn spawn_heartbeat(hb: Arc<Heartbeats>, core: usize) -> glommio::timer::TimerActionRepeat {
+    glommio::timer::TimerActionRepeat::repeat(move || {
+        hb.beat(core);
+        let every = hb.every;
+        async move { Some(every) }
     })
 }

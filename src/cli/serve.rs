@@ -29,6 +29,12 @@ impl ServeArgs {
 }
 
 pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    crate::server::serve(args.into_config()?)?;
-    Ok(())
+    let served = args
+        .into_config()
+        .map_err(crate::server::ServeError::from)
+        .and_then(crate::server::serve);
+    if let Err(e) = &served {
+        crate::service::systemd::status(&format!("failed: {e}"));
+    }
+    Ok(served?)
 }

@@ -1,6 +1,9 @@
 //! The broker as an operating-system process: locked memory for io_uring,
 //! one broker per data directory and per port, and shutdown on SIGTERM or
-//! SIGINT (a second signal exits at once).
+//! SIGINT (a second signal exits at once), and systemd's notify protocol
+//! and watchdog (`systemd`).
+
+pub mod systemd;
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
@@ -173,6 +176,7 @@ pub fn install_signal_handler() -> Result<(), StartError> {
                     std::process::exit(130);
                 }
                 tracing::info!(signal = sig, "shutting down");
+                systemd::stopping("stopping: finishing in-flight requests, then flushing");
             }
         })
         .map_err(StartError::Signals)?;
@@ -181,7 +185,9 @@ pub fn install_signal_handler() -> Result<(), StartError> {
 
 /// Asks every shard to stop, as a signal would.
 pub fn request_stop() {
-    STOP.store(true, Ordering::SeqCst);
+    if !STOP.swap(true, Ordering::SeqCst) {
+        systemd::stopping("stopping");
+    }
 }
 
 pub fn stop_requested() -> bool {
