@@ -42,6 +42,7 @@ pub enum ServeError {
 /// Runs a broker until it is asked to stop. Blocks the calling thread.
 pub fn serve(config: Config) -> Result<(), ServeError> {
     config.validate()?;
+    service::preflight::check_io_uring().map_err(StartError::from)?;
     service::raise_memlock(config.cores as u64 * (config.io_memory as u64 + (1 << 20)))?;
     let _lock = service::lock_data_dir(&config.data_dir)?;
     let listen = service::claim_port(config.listen)?;
@@ -79,29 +80,37 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
                 let heartbeats = heartbeats.clone();
                 async move { run_shard(config, mesh, catalogue, ready, drained, heartbeats).await }
             })
-            .map_err(|e| ServeError::Executors(e.to_string()))?
+            .map_err(|e| ServeError::Executors(service::explain_executor_error(e.to_string())))?
     };
 
-    for _ in 0..cores {
+    let mut started = 0;
+    while started < cores {
         match ready_rx.recv() {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => started += 1,
             Ok(Err((core, reason))) => {
                 service::request_stop();
                 let _ = pool.join_all();
-                return Err(ServeError::Shard { core, reason });
+                return Err(ServeError::Shard {
+                    core,
+                    reason: service::explain_executor_error(reason),
+                });
             }
             Err(_) => break, // a shard died before reporting; join_all says why
         }
     }
-    tracing::info!(addr = %listen, "listening on {listen}");
-    systemd::ready(&format!("serving on {listen} with {cores} cores"));
+    if started == cores {
+        tracing::info!(addr = %listen, "listening on {listen}");
+        systemd::ready(&format!("serving on {listen} with {cores} cores"));
+    } else {
+        service::request_stop();
+    }
 
     let mut failure = None;
     for (core, result) in pool.join_all().into_iter().enumerate() {
         let reason = match result {
             Ok(Ok(())) => continue,
             Ok(Err(reason)) => reason,
-            Err(e) => e.to_string(),
+            Err(e) => service::explain_executor_error(e.to_string()),
         };
         failure.get_or_insert(ServeError::ShardFailed { core, reason });
     }

@@ -3,6 +3,7 @@
 //! SIGINT (a second signal exits at once), and systemd's notify protocol
 //! and watchdog (`systemd`).
 
+pub mod preflight;
 pub mod systemd;
 
 use std::fs::File;
@@ -18,6 +19,8 @@ const GLOMMIO_MIN_MEMLOCK: u64 = 512 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error(transparent)]
+    IoUring(#[from] preflight::IoUringUnavailable),
     #[error(
         "the locked-memory limit is {have} bytes; io_uring needs at least {need}. \
          Raise it: `ulimit -l unlimited` in the shell, LimitMEMLOCK=infinity in the systemd unit, \
@@ -82,6 +85,21 @@ pub fn raise_memlock(wanted: u64) -> Result<(), StartError> {
         );
     }
     Ok(())
+}
+
+/// Adds the fix to an executor start-up failure that locked memory explains
+/// (glommio reports it as `MemLockLimit` or as ENOMEM from io_uring), so the
+/// operator does not have to guess from a bare OS error.
+pub fn explain_executor_error(reason: String) -> String {
+    if reason.contains("MemLockLimit") || reason.contains("Cannot allocate memory") {
+        format!(
+            "{reason}: the locked-memory limit does not cover the executors' io_uring rings. \
+             Fix: LimitMEMLOCK=infinity in the systemd unit, `--ulimit memlock=-1` for a container, \
+             `ulimit -l unlimited` in the shell, or a smaller --io-memory"
+        )
+    } else {
+        reason
+    }
 }
 
 /// CAP_IPC_LOCK exempts io_uring from the memlock limit.
