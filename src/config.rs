@@ -67,6 +67,8 @@ pub struct Config {
     pub io_memory: usize,
     /// How often each shard applies retention to its partitions.
     pub retention_check_interval: Duration,
+    /// Where Prometheus scrapes metrics; `None`: not served.
+    pub metrics_listen: Option<SocketAddr>,
     /// The file the settings were read from, if any (for the start-up log).
     pub config_file: Option<PathBuf>,
 }
@@ -84,6 +86,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             io_memory: 1 << 20,
             retention_check_interval: Duration::from_secs(60),
+            metrics_listen: None,
             config_file: None,
         }
     }
@@ -218,6 +221,10 @@ pub struct Settings {
     #[arg(long, value_parser = parse_duration)]
     #[serde(deserialize_with = "de::duration")]
     pub shutdown_timeout: Option<Duration>,
+    /// Address serving Prometheus metrics over HTTP, or `off` [default: off].
+    #[arg(long, value_parser = parse_optional_addr)]
+    #[serde(deserialize_with = "de::optional_addr")]
+    pub metrics_listen: Option<Limit<SocketAddr>>,
 }
 
 /// A number of cores: a count, or every core this process may run on.
@@ -289,6 +296,7 @@ impl Settings {
             max_connections_per_shard,
             io_memory,
             shutdown_timeout,
+            metrics_listen,
         )
     }
 
@@ -311,6 +319,7 @@ impl Settings {
             max_connections_per_shard,
             io_memory,
             shutdown_timeout,
+            metrics_listen,
         } = self;
         set(&mut c.listen, listen);
         set(&mut c.data_dir, data_dir);
@@ -342,6 +351,9 @@ impl Settings {
                 usize::try_from(b).map_err(|_| invalid("io_memory", b, "is too large"))?;
         }
         set(&mut c.shutdown_timeout, shutdown_timeout);
+        if let Some(l) = metrics_listen {
+            c.metrics_listen = l.into();
+        }
         Ok(c)
     }
 }
@@ -391,6 +403,16 @@ pub fn parse_optional_size(s: &str) -> Result<Limit<u64>, String> {
         return Ok(Limit::Off);
     }
     parse_size(s).map(Limit::At)
+}
+
+/// Parses an address or `off`.
+pub fn parse_optional_addr(s: &str) -> Result<Limit<SocketAddr>, String> {
+    if s == "off" {
+        return Ok(Limit::Off);
+    }
+    s.parse()
+        .map(Limit::At)
+        .map_err(|_| format!("{s:?} is not an address such as 127.0.0.1:9293, nor `off`"))
 }
 
 /// Parses a duration or `off`.
@@ -488,6 +510,17 @@ mod de {
             d,
             super::parse_flush,
             "\"every-batch\" or an interval such as \"100ms\"",
+            false,
+        )
+    }
+
+    pub fn optional_addr<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Limit<std::net::SocketAddr>>, D::Error> {
+        text(
+            d,
+            super::parse_optional_addr,
+            "an address such as \"127.0.0.1:9293\", or \"off\"",
             false,
         )
     }

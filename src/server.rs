@@ -56,6 +56,14 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         topics = catalogue.len(),
         "starting ringmq"
     );
+    if let Some(addr) = config.metrics_listen {
+        let bound = crate::metrics::serve(addr).map_err(|source| StartError::Listen {
+            addr,
+            source,
+            hint: " (metrics_listen)",
+        })?;
+        tracing::info!(addr = %bound, "serving metrics on {bound}");
+    }
     systemd::status("starting: recovering partitions");
     let heartbeats = systemd::start_watchdog(config.cores).map_err(ServeError::Watchdog)?;
 
@@ -141,6 +149,7 @@ async fn run_shard(
         .map_err(|e| ready.fail(format!("joining the core mesh failed: {e}")))?;
     let id = senders.peer_id();
     ready.1 = id;
+    crate::metrics::install_core(id);
     let cores = senders.nr_consumers();
     let shard = Shard::open(config.clone(), senders, catalogue)
         .await
@@ -160,6 +169,10 @@ async fn run_shard(
     tracing::debug!(core = id, "core ready");
     let retention = spawn_retention(shard.clone(), config.retention_check_interval);
     let heartbeat = heartbeats.map(|hb| spawn_heartbeat(hb, id));
+    let busy = glommio::timer::TimerActionRepeat::repeat(|| async {
+        crate::metrics::core_busy(glommio::executor().executor_stats().total_runtime());
+        Some(Duration::from_secs(1))
+    });
 
     net::serve(shard.clone(), listener, config.shutdown_timeout).await;
 
@@ -170,6 +183,7 @@ async fn run_shard(
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     retention.cancel().await;
+    busy.cancel().await;
     shard.close().await;
     if let Some(hb) = heartbeat {
         hb.cancel().await;
