@@ -1,10 +1,17 @@
-//! The broker's configuration: one validated `Config`, built from command-line
-//! flags over built-in defaults. Every value is checked here, at start, so the
-//! rest of the broker never sees an invalid setting.
+//! The broker's configuration: one validated `Config`, built from
+//! command-line flags over a TOML file (`--config`) over built-in defaults.
+//! Every value is checked here, at start, so the rest of the broker never sees
+//! an invalid setting.
+//!
+//! [`Settings`] is both the file's schema and the set of `serve` flags, so a
+//! key cannot exist in one and not the other: the TOML key is the flag's name
+//! with `_` for `-`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use serde::Deserialize;
 
 use crate::log::{FlushPolicy, LogConfig};
 
@@ -20,6 +27,15 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, has a key the broker does not know, or a
+    /// value of the wrong kind. The message names the key.
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
 }
 
 fn invalid(key: &'static str, value: impl ToString, reason: impl ToString) -> ConfigError {
@@ -51,6 +67,10 @@ pub struct Config {
     pub io_memory: usize,
     /// How often each shard applies retention to its partitions.
     pub retention_check_interval: Duration,
+    /// Where Prometheus scrapes metrics; `None`: not served.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The file the settings were read from, if any (for the start-up log).
+    pub config_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -66,6 +86,8 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             io_memory: 1 << 20,
             retention_check_interval: Duration::from_secs(60),
+            metrics_listen: None,
+            config_file: None,
         }
     }
 }
@@ -115,7 +137,396 @@ impl Config {
                 format!("must be at least {min_budget} bytes (four maximal requests)"),
             ));
         }
+        if self.log.index_interval_bytes == 0 {
+            return Err(invalid("index_interval_bytes", 0, "must be at least 1"));
+        }
+        if self.max_connections_per_shard == 0 {
+            return Err(invalid(
+                "max_connections_per_shard",
+                0,
+                "must be at least 1",
+            ));
+        }
+        if self.retention_check_interval.is_zero() {
+            return Err(invalid(
+                "retention_check_interval",
+                "0s",
+                "must be longer than 0",
+            ));
+        }
         Ok(())
+    }
+}
+
+/// Every setting of `ringmq serve`, each optional: the schema of the config
+/// file and, field for field, the command-line flags. An absent value means
+/// "the layer below decides" (flags over file over [`Config::default`]).
+/// `deploy/ringmq.toml` documents each key with its default.
+#[derive(Debug, Default, Clone, PartialEq, clap::Args, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address for clients (port 0 picks a free one and logs it) [default: 127.0.0.1:9292].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Where partitions and the topic catalogue are kept [default: ./data].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Executors to run, one per core, or `all` [default: all].
+    #[arg(long, value_parser = parse_cores)]
+    #[serde(deserialize_with = "de::cores")]
+    pub cores: Option<Cores>,
+    /// `every-batch` (acknowledged means on disk) or an interval such as `100ms` [default: 100ms].
+    #[arg(long, value_parser = parse_flush)]
+    #[serde(deserialize_with = "de::flush")]
+    pub flush: Option<FlushPolicy>,
+    /// Size of one segment file, e.g. 256MiB [default: 256MiB].
+    #[arg(long, value_parser = parse_size)]
+    #[serde(deserialize_with = "de::size")]
+    pub segment_bytes: Option<u64>,
+    /// One sparse index entry per this many bytes of batches [default: 4KiB].
+    #[arg(long, value_parser = parse_size)]
+    #[serde(deserialize_with = "de::size")]
+    pub index_interval_bytes: Option<u64>,
+    /// Disk reserved and pages pre-faulted ahead of the write position [default: 16MiB].
+    #[arg(long, value_parser = parse_size)]
+    #[serde(deserialize_with = "de::size")]
+    pub reserve_ahead_bytes: Option<u64>,
+    /// Delete old segments once a partition is larger than this, e.g. 10GiB, or `off` [default: off].
+    #[arg(long, value_parser = parse_optional_size)]
+    #[serde(deserialize_with = "de::optional_size")]
+    pub retention_bytes: Option<Limit<u64>>,
+    /// Delete segments older than this, e.g. 7days, or `off` [default: 7days].
+    #[arg(long, value_parser = parse_optional_duration)]
+    #[serde(deserialize_with = "de::optional_duration")]
+    pub retention: Option<Limit<Duration>>,
+    /// How often each core applies retention [default: 1min].
+    #[arg(long, value_parser = parse_duration)]
+    #[serde(deserialize_with = "de::duration")]
+    pub retention_check_interval: Option<Duration>,
+    /// Bytes of requests and responses one core may buffer before it stops reading sockets [default: 256MiB].
+    #[arg(long, value_parser = parse_size)]
+    #[serde(deserialize_with = "de::size")]
+    pub shard_memory_budget: Option<u64>,
+    /// Requests one connection may have in flight [default: 1024].
+    #[arg(long, alias = "max-in-flight")]
+    pub max_in_flight_per_connection: Option<usize>,
+    /// Connections one core accepts; more are closed at once [default: 10000].
+    #[arg(long)]
+    pub max_connections_per_shard: Option<usize>,
+    /// io_uring registered buffer memory per core [default: 1MiB].
+    #[arg(long, value_parser = parse_size)]
+    #[serde(deserialize_with = "de::size")]
+    pub io_memory: Option<u64>,
+    /// How long a SIGTERM may wait for clients before the broker closes anyway [default: 10s].
+    #[arg(long, value_parser = parse_duration)]
+    #[serde(deserialize_with = "de::duration")]
+    pub shutdown_timeout: Option<Duration>,
+    /// Address serving Prometheus metrics over HTTP, or `off` [default: off].
+    #[arg(long, value_parser = parse_optional_addr)]
+    #[serde(deserialize_with = "de::optional_addr")]
+    pub metrics_listen: Option<Limit<SocketAddr>>,
+}
+
+/// A number of cores: a count, or every core this process may run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cores {
+    All,
+    Count(usize),
+}
+
+/// A limit that can be switched off (`off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit<T> {
+    Off,
+    At(T),
+}
+
+impl Settings {
+    /// Reads a config file. Unknown keys and values of the wrong kind are
+    /// refused with a message naming the key.
+    pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Settings::from_toml(&text).map_err(|message| ConfigError::File {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses the text of a config file; the error is one line naming the key.
+    pub fn from_toml(text: &str) -> Result<Settings, String> {
+        toml::from_str(text).map_err(|e: toml::de::Error| {
+            let msg = e
+                .message()
+                .trim_end()
+                .replace("unknown field", "unknown key");
+            let Some(at) = e.span().map(|s| s.start) else {
+                return msg;
+            };
+            let line = text.get(..at).map_or(0, |t| t.matches('\n').count()) + 1;
+            match key_at(text, at) {
+                Some(key) if !msg.contains(&format!("`{key}`")) => {
+                    format!("line {line}: invalid `{key}`: {msg}")
+                }
+                _ => format!("line {line}: {msg}"),
+            }
+        })
+    }
+
+    /// Each value set here, else the one in `below`.
+    pub fn or(self, below: Settings) -> Settings {
+        macro_rules! pick {
+            ($($f:ident),* $(,)?) => { Settings { $($f: self.$f.or(below.$f)),* } };
+        }
+        pick!(
+            listen,
+            data_dir,
+            cores,
+            flush,
+            segment_bytes,
+            index_interval_bytes,
+            reserve_ahead_bytes,
+            retention_bytes,
+            retention,
+            retention_check_interval,
+            shard_memory_budget,
+            max_in_flight_per_connection,
+            max_connections_per_shard,
+            io_memory,
+            shutdown_timeout,
+            metrics_listen,
+        )
+    }
+
+    /// The settings applied over the defaults. Not yet validated.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let mut c = Config::default();
+        let Settings {
+            listen,
+            data_dir,
+            cores,
+            flush,
+            segment_bytes,
+            index_interval_bytes,
+            reserve_ahead_bytes,
+            retention_bytes,
+            retention,
+            retention_check_interval,
+            shard_memory_budget,
+            max_in_flight_per_connection,
+            max_connections_per_shard,
+            io_memory,
+            shutdown_timeout,
+            metrics_listen,
+        } = self;
+        set(&mut c.listen, listen);
+        set(&mut c.data_dir, data_dir);
+        if let Some(Cores::Count(n)) = cores {
+            c.cores = n;
+        }
+        set(&mut c.log.flush, flush);
+        set(&mut c.log.segment_bytes, segment_bytes);
+        if let Some(b) = index_interval_bytes {
+            c.log.index_interval_bytes = u32::try_from(b)
+                .map_err(|_| invalid("index_interval_bytes", b, "must be below 4GiB"))?;
+        }
+        set(&mut c.log.reserve_ahead_bytes, reserve_ahead_bytes);
+        if let Some(l) = retention_bytes {
+            c.log.retention_bytes = l.into();
+        }
+        if let Some(l) = retention {
+            c.log.retention_ms = Option::from(l).map(|d: Duration| d.as_millis() as u64);
+        }
+        set(&mut c.retention_check_interval, retention_check_interval);
+        set(&mut c.shard_memory_budget, shard_memory_budget);
+        set(
+            &mut c.max_in_flight_per_connection,
+            max_in_flight_per_connection,
+        );
+        set(&mut c.max_connections_per_shard, max_connections_per_shard);
+        if let Some(b) = io_memory {
+            c.io_memory =
+                usize::try_from(b).map_err(|_| invalid("io_memory", b, "is too large"))?;
+        }
+        set(&mut c.shutdown_timeout, shutdown_timeout);
+        if let Some(l) = metrics_listen {
+            c.metrics_listen = l.into();
+        }
+        Ok(c)
+    }
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
+impl<T> From<Limit<T>> for Option<T> {
+    fn from(l: Limit<T>) -> Option<T> {
+        match l {
+            Limit::Off => None,
+            Limit::At(v) => Some(v),
+        }
+    }
+}
+
+/// The key on the line holding byte `at` of a flat TOML file, for error
+/// messages whose own text only names the value.
+fn key_at(text: &str, at: usize) -> Option<&str> {
+    let start = text.get(..at)?.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let key = line.split('=').next()?.trim().trim_matches('"');
+    let ok = !key.is_empty()
+        && line.contains('=')
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    ok.then_some(key)
+}
+
+/// Parses a core count or `all`.
+pub fn parse_cores(s: &str) -> Result<Cores, String> {
+    if s == "all" {
+        return Ok(Cores::All);
+    }
+    s.parse()
+        .map(Cores::Count)
+        .map_err(|_| format!("{s:?} is neither a number of cores nor `all`"))
+}
+
+/// Parses a size or `off`.
+pub fn parse_optional_size(s: &str) -> Result<Limit<u64>, String> {
+    if s == "off" {
+        return Ok(Limit::Off);
+    }
+    parse_size(s).map(Limit::At)
+}
+
+/// Parses an address or `off`.
+pub fn parse_optional_addr(s: &str) -> Result<Limit<SocketAddr>, String> {
+    if s == "off" {
+        return Ok(Limit::Off);
+    }
+    s.parse()
+        .map(Limit::At)
+        .map_err(|_| format!("{s:?} is not an address such as 127.0.0.1:9293, nor `off`"))
+}
+
+/// Parses a duration or `off`.
+pub fn parse_optional_duration(s: &str) -> Result<Limit<Duration>, String> {
+    if s == "off" {
+        return Ok(Limit::Off);
+    }
+    parse_duration(s).map(Limit::At)
+}
+
+/// serde adapters: the file takes the same strings as the flags, and plain
+/// integers for sizes and core counts.
+mod de {
+    use std::fmt;
+    use std::time::Duration;
+
+    use serde::de::{self, Deserializer, Visitor};
+
+    use super::{Cores, FlushPolicy, Limit};
+
+    /// A TOML string or non-negative integer, handed to a flag parser.
+    struct Text<T>(fn(&str) -> Result<T, String>, &'static str, bool);
+
+    impl<T> Visitor<'_> for Text<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(self.1)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+            (self.0)(v).map_err(E::custom)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+            if !self.2 {
+                return Err(E::invalid_type(de::Unexpected::Unsigned(v), &self));
+            }
+            (self.0)(&v.to_string()).map_err(E::custom)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+            match u64::try_from(v) {
+                Ok(v) => self.visit_u64(v),
+                Err(_) => Err(E::invalid_value(de::Unexpected::Signed(v), &self)),
+            }
+        }
+    }
+
+    fn text<'de, D: Deserializer<'de>, T>(
+        d: D,
+        parse: fn(&str) -> Result<T, String>,
+        expecting: &'static str,
+        ints: bool,
+    ) -> Result<Option<T>, D::Error> {
+        d.deserialize_any(Text(parse, expecting, ints)).map(Some)
+    }
+
+    pub fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        text(
+            d,
+            super::parse_size,
+            "a size such as \"64MiB\" or 4096",
+            true,
+        )
+    }
+
+    pub fn optional_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Limit<u64>>, D::Error> {
+        text(
+            d,
+            super::parse_optional_size,
+            "a size such as \"10GiB\", or \"off\"",
+            true,
+        )
+    }
+
+    pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        text(
+            d,
+            super::parse_duration,
+            "a duration such as \"30s\"",
+            false,
+        )
+    }
+
+    pub fn optional_duration<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Limit<Duration>>, D::Error> {
+        text(
+            d,
+            super::parse_optional_duration,
+            "a duration such as \"7days\", or \"off\"",
+            false,
+        )
+    }
+
+    pub fn flush<'de, D: Deserializer<'de>>(d: D) -> Result<Option<FlushPolicy>, D::Error> {
+        text(
+            d,
+            super::parse_flush,
+            "\"every-batch\" or an interval such as \"100ms\"",
+            false,
+        )
+    }
+
+    pub fn optional_addr<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Limit<std::net::SocketAddr>>, D::Error> {
+        text(
+            d,
+            super::parse_optional_addr,
+            "an address such as \"127.0.0.1:9293\", or \"off\"",
+            false,
+        )
+    }
+
+    pub fn cores<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cores>, D::Error> {
+        text(d, super::parse_cores, "a number of cores or \"all\"", true)
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod config;
 pub mod log;
+pub mod metrics;
 pub mod net;
 pub mod ring;
 pub mod server;

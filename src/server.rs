@@ -11,6 +11,7 @@ use std::time::Duration;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
 use crate::config::{Config, ConfigError};
+use crate::service::systemd::{self, Heartbeats};
 use crate::service::{self, StartError};
 use crate::shard::{self, MeshEnds, Shard, ShardMsg};
 use crate::{net, topics};
@@ -27,6 +28,8 @@ pub enum ServeError {
     Start(#[from] StartError),
     #[error(transparent)]
     Catalogue(#[from] topics::CatalogError),
+    #[error("cannot start the watchdog thread: {0}")]
+    Watchdog(std::io::Error),
     #[error("cannot start executors: {0}")]
     Executors(String),
     #[error("core {core} failed to start: {reason}")]
@@ -38,6 +41,7 @@ pub enum ServeError {
 /// Runs a broker until it is asked to stop. Blocks the calling thread.
 pub fn serve(config: Config) -> Result<(), ServeError> {
     config.validate()?;
+    service::preflight::check_io_uring().map_err(StartError::from)?;
     service::raise_memlock(config.cores as u64 * (config.io_memory as u64 + (1 << 20)))?;
     let _lock = service::lock_data_dir(&config.data_dir)?;
     let listen = service::claim_port(config.listen)?;
@@ -45,11 +49,22 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     service::install_signal_handler()?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
+        config = %config.config_file.as_deref().map_or("(none)".into(), |p| p.display().to_string()),
         cores = config.cores,
         data_dir = %config.data_dir.display(),
         topics = catalogue.len(),
         "starting ringmq"
     );
+    if let Some(addr) = config.metrics_listen {
+        let bound = crate::metrics::serve(addr).map_err(|source| StartError::Listen {
+            addr,
+            source,
+            hint: " (metrics_listen)",
+        })?;
+        tracing::info!(addr = %bound, "serving metrics on {bound}");
+    }
+    systemd::status("starting: recovering partitions");
+    let heartbeats = systemd::start_watchdog(config.cores).map_err(ServeError::Watchdog)?;
 
     let cores = config.cores;
     let config = Arc::new(Config { listen, ..config });
@@ -76,30 +91,40 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
                 let catalogue = catalogue.clone();
                 let ready = ready_tx.clone();
                 let drained = drained.clone();
-                async move { run_shard(config, ends, catalogue, ready, drained).await }
+                let heartbeats = heartbeats.clone();
+                async move { run_shard(config, ends, catalogue, ready, drained, heartbeats).await }
             })
-            .map_err(|e| ServeError::Executors(e.to_string()))?
+            .map_err(|e| ServeError::Executors(service::explain_executor_error(e.to_string())))?
     };
 
-    for _ in 0..cores {
+    let mut started = 0;
+    while started < cores {
         match ready_rx.recv() {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => started += 1,
             Ok(Err((core, reason))) => {
                 service::request_stop();
                 let _ = pool.join_all();
-                return Err(ServeError::Shard { core, reason });
+                return Err(ServeError::Shard {
+                    core,
+                    reason: service::explain_executor_error(reason),
+                });
             }
             Err(_) => break, // a shard died before reporting; join_all says why
         }
     }
-    tracing::info!(addr = %listen, "listening on {listen}");
+    if started == cores {
+        tracing::info!(addr = %listen, "listening on {listen}");
+        systemd::ready(&format!("serving on {listen} with {cores} cores"));
+    } else {
+        service::request_stop();
+    }
 
     let mut failure = None;
     for (core, result) in pool.join_all().into_iter().enumerate() {
         let reason = match result {
             Ok(Ok(())) => continue,
             Ok(Err(reason)) => reason,
-            Err(e) => e.to_string(),
+            Err(e) => service::explain_executor_error(e.to_string()),
         };
         failure.get_or_insert(ServeError::ShardFailed { core, reason });
     }
@@ -107,6 +132,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         Some(e) => Err(e),
         None => {
             tracing::info!("stopped cleanly");
+            systemd::status("stopped cleanly");
             Ok(())
         }
     }
@@ -120,12 +146,14 @@ async fn run_shard(
     catalogue: topics::Catalogue,
     ready: mpsc::Sender<Result<(), (usize, String)>>,
     drained: Arc<AtomicUsize>,
+    heartbeats: Option<Arc<Heartbeats>>,
 ) -> Result<(), String> {
     let mut ready = Ready(Some(ready), usize::MAX);
     let ends = ends.ok_or_else(|| ready.fail("more executors than mesh ends".into()))?;
     let (mesh, receivers) = ends.connect().await;
     let id = mesh.id();
     ready.1 = id;
+    crate::metrics::install_core(id);
     let cores = mesh.cores();
     let shard = Shard::open(config.clone(), mesh, catalogue)
         .await
@@ -144,6 +172,11 @@ async fn run_shard(
     ready.done();
     tracing::debug!(core = id, "core ready");
     let retention = spawn_retention(shard.clone(), config.retention_check_interval);
+    let heartbeat = heartbeats.map(|hb| spawn_heartbeat(hb, id));
+    let busy = glommio::timer::TimerActionRepeat::repeat(|| async {
+        crate::metrics::core_busy(glommio::executor().executor_stats().total_runtime());
+        Some(Duration::from_secs(1))
+    });
 
     net::serve(shard.clone(), listener, config.shutdown_timeout).await;
 
@@ -154,7 +187,11 @@ async fn run_shard(
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     retention.cancel().await;
+    busy.cancel().await;
     shard.close().await;
+    if let Some(hb) = heartbeat {
+        hb.cancel().await;
+    }
     Ok(())
 }
 
@@ -195,5 +232,15 @@ fn spawn_retention(shard: Rc<Shard>, every: Duration) -> glommio::timer::TimerAc
             shard.apply_retention().await;
             Some(every)
         }
+    })
+}
+
+/// Proves to the watchdog thread that this core's executor runs: a timer
+/// that only fires if the core gets back to its scheduler.
+fn spawn_heartbeat(hb: Arc<Heartbeats>, core: usize) -> glommio::timer::TimerActionRepeat {
+    glommio::timer::TimerActionRepeat::repeat(move || {
+        hb.beat(core);
+        let every = hb.every;
+        async move { Some(every) }
     })
 }

@@ -18,9 +18,14 @@ pub async fn handle(
     body: Bytes,
 ) -> Option<Encoded> {
     let corr = header.correlation_id;
+    let started = std::time::Instant::now();
+    let bytes_in = body.len();
     let request = match Request::decode(&header, body) {
         Ok(r) => r,
-        Err(e) => return Some(refuse(corr, &e)),
+        Err(e) => {
+            crate::metrics::request(api, Some(e.error_code()), bytes_in, 0, started.elapsed());
+            return Some(refuse(corr, &e));
+        }
     };
     let wants_answer = request.expects_response();
     let result = match request {
@@ -33,6 +38,12 @@ pub async fn handle(
         Request::Fetch(r) => handlers::fetch(&shard, r).await,
         Request::ListOffsets(r) => handlers::list_offsets(&shard, r).await,
     };
+    let (error, bytes_out) = match &result {
+        Ok(Answer::Fetch(f)) => (None, f.records.len()),
+        Ok(Answer::Body(_)) => (None, 0),
+        Err(f) => (Some(f.code), 0),
+    };
+    crate::metrics::request(api, error, bytes_in, bytes_out, started.elapsed());
     if !wants_answer {
         if let Err(f) = &result {
             tracing::debug!(api = %api, error = %f, "acks=0 request failed; the client is not told");

@@ -79,10 +79,12 @@ fn admit(shard: &Rc<Shard>, stop: &Rc<Stop>, open: &Rc<Open>, stream: glommio::n
     }
     let _ = stream.set_nodelay(true);
     open.count.set(open.count.get() + 1);
+    crate::metrics::connection_opened();
     let (shard, stop, open) = (shard.clone(), stop.clone(), open.clone());
     glommio::spawn_local(async move {
         connection::serve(shard, stream, stop).await;
         open.count.set(open.count.get() - 1);
+        crate::metrics::connection_closed();
         open.closed.notify(usize::MAX);
     })
     .detach();

@@ -24,6 +24,8 @@ pub struct Broker {
     pub addr: SocketAddr,
     dir: tempfile::TempDir,
     extra_args: Vec<String>,
+    /// Environment variables set for the broker (also after a restart).
+    env: Vec<(String, String)>,
     /// Everything the broker logged, for assertions and failure output.
     pub log: Arc<Mutex<Vec<String>>>,
 }
@@ -31,15 +33,25 @@ pub struct Broker {
 impl Broker {
     /// Starts a broker with 2 cores on a fresh data dir.
     pub fn start(extra_args: &[&str]) -> Broker {
+        Broker::start_with_env(extra_args, &[])
+    }
+
+    /// Starts a broker with 2 cores on a fresh data dir and these environment variables.
+    pub fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> Broker {
         let dir = tempfile::tempdir().expect("temp dir");
         let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (child, addr) = spawn(dir.path(), "127.0.0.1:0", &extra_args, &log);
+        let (child, addr) = spawn(dir.path(), "127.0.0.1:0", &extra_args, &env, &log);
         Broker {
             child: Some(child),
             addr,
             dir,
             extra_args,
+            env,
             log,
         }
     }
@@ -85,6 +97,7 @@ impl Broker {
             self.dir.path(),
             &self.addr.to_string(),
             &self.extra_args,
+            &self.env,
             &self.log,
         );
         assert_eq!(addr, self.addr);
@@ -121,6 +134,7 @@ fn spawn(
     dir: &Path,
     listen: &str,
     extra: &[String],
+    env: &[(String, String)],
     log: &Arc<Mutex<Vec<String>>>,
 ) -> (Child, SocketAddr) {
     let mut child = Command::new(BIN)
@@ -132,6 +146,7 @@ fn spawn(
         .args(["--cores", "2"])
         .args(extra)
         .env("RUST_LOG", "info")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -1,6 +1,10 @@
 //! The broker as an operating-system process: locked memory for io_uring,
 //! one broker per data directory and per port, and shutdown on SIGTERM or
-//! SIGINT (a second signal exits at once).
+//! SIGINT (a second signal exits at once), and systemd's notify protocol
+//! and watchdog (`systemd`).
+
+pub mod preflight;
+pub mod systemd;
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
@@ -15,6 +19,8 @@ const GLOMMIO_MIN_MEMLOCK: u64 = 512 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error(transparent)]
+    IoUring(#[from] preflight::IoUringUnavailable),
     #[error(
         "the locked-memory limit is {have} bytes; io_uring needs at least {need}. \
          Raise it: `ulimit -l unlimited` in the shell, LimitMEMLOCK=infinity in the systemd unit, \
@@ -79,6 +85,21 @@ pub fn raise_memlock(wanted: u64) -> Result<(), StartError> {
         );
     }
     Ok(())
+}
+
+/// Adds the fix to an executor start-up failure that locked memory explains
+/// (glommio reports it as `MemLockLimit` or as ENOMEM from io_uring), so the
+/// operator does not have to guess from a bare OS error.
+pub fn explain_executor_error(reason: String) -> String {
+    if reason.contains("MemLockLimit") || reason.contains("Cannot allocate memory") {
+        format!(
+            "{reason}: the locked-memory limit does not cover the executors' io_uring rings. \
+             Fix: LimitMEMLOCK=infinity in the systemd unit, `--ulimit memlock=-1` for a container, \
+             `ulimit -l unlimited` in the shell, or a smaller --io-memory"
+        )
+    } else {
+        reason
+    }
 }
 
 /// CAP_IPC_LOCK exempts io_uring from the memlock limit.
@@ -202,6 +223,7 @@ pub fn install_signal_handler() -> Result<(), StartError> {
                     std::process::exit(130);
                 }
                 tracing::info!(signal = sig, "shutting down");
+                systemd::stopping("stopping: finishing in-flight requests, then flushing");
             }
         })
         .map_err(StartError::Signals)?;
@@ -210,7 +232,9 @@ pub fn install_signal_handler() -> Result<(), StartError> {
 
 /// Asks every shard to stop, as a signal would.
 pub fn request_stop() {
-    STOP.store(true, Ordering::SeqCst);
+    if !STOP.swap(true, Ordering::SeqCst) {
+        systemd::stopping("stopping");
+    }
 }
 
 pub fn stop_requested() -> bool {

@@ -1,0 +1,133 @@
+//! The metrics endpoint scraped while clients produce and consume: the
+//! request, byte and connection series move.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::{cli, Broker};
+
+fn metrics_addr(broker: &Broker) -> SocketAddr {
+    assert!(
+        broker.wait_for_log("serving metrics on ", Duration::from_secs(10)),
+        "{}",
+        broker.logs()
+    );
+    let logs = broker.logs();
+    logs.split("serving metrics on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .expect("metrics address in the log")
+}
+
+fn scrape(addr: SocketAddr) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    out
+}
+
+/// The sum of every sample of `name` whose labels contain `label`.
+fn total(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{') && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn produce(b: &str, lines: &str) {
+    let (st, out, err) = cli(&["produce", "events", "--bootstrap", b], lines);
+    assert!(st.success(), "produce: {out}{err}");
+}
+
+#[test]
+fn counters_move_during_produce_and_consume() {
+    let broker = Broker::start(&["--metrics-listen", "127.0.0.1:0"]);
+    let addr = metrics_addr(&broker);
+    let b = broker.bootstrap();
+    let (st, _, err) = cli(
+        &[
+            "topic",
+            "create",
+            "events",
+            "--partitions",
+            "4",
+            "--bootstrap",
+            &b,
+        ],
+        "",
+    );
+    assert!(st.success(), "{err}");
+
+    produce(&b, "one\ntwo\nthree\n");
+    let first = scrape(addr);
+    let produced = total(&first, "ringmq_requests_total", "api=\"produce\"");
+    assert!(produced >= 1.0, "{first}");
+    let bytes = total(&first, "ringmq_request_bytes_total", "api=\"produce\"");
+    assert!(bytes > 0.0, "{first}");
+    assert!(
+        total(
+            &first,
+            "ringmq_request_duration_seconds_count",
+            "api=\"produce\""
+        ) >= 1.0,
+        "{first}"
+    );
+
+    produce(&b, "four\nfive\n");
+    let (st, out, err) = cli(
+        &[
+            "consume",
+            "events",
+            "--from-beginning",
+            "--count",
+            "5",
+            "--bootstrap",
+            &b,
+        ],
+        "",
+    );
+    assert!(st.success(), "consume: {err}");
+    assert_eq!(out.lines().count(), 5);
+
+    // A connection held open shows in the gauge.
+    let _idle = TcpStream::connect(broker.addr).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let second = loop {
+        let s = scrape(addr);
+        if total(&s, "ringmq_connections", "core=") >= 1.0 || std::time::Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        total(&second, "ringmq_requests_total", "api=\"produce\"") > produced,
+        "{second}"
+    );
+    assert!(
+        total(&second, "ringmq_requests_total", "api=\"fetch\"") >= 1.0,
+        "{second}"
+    );
+    assert!(
+        total(
+            &second,
+            "ringmq_response_record_bytes_total",
+            "api=\"fetch\""
+        ) > 0.0,
+        "{second}"
+    );
+    assert!(
+        total(&second, "ringmq_connections", "core=") >= 1.0,
+        "{second}"
+    );
+    assert!(
+        second.contains("ringmq_core_busy_seconds_total{core=\"0\"}"),
+        "{second}"
+    );
+}
