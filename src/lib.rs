@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod group;
 pub mod log;
 pub mod metrics;
 pub mod net;
