@@ -76,8 +76,8 @@ impl Spare {
                     .len(segment_bytes as usize)
                     .map_raw(&file)?,
             );
-            // Older kernels lack MADV_POPULATE_READ; then appends fault.
-            let _ = map.advise_range(Advice::PopulateRead, 0, reserved as usize);
+            // Older kernels lack MADV_POPULATE_WRITE; then appends fault.
+            let _ = map.advise_range(Advice::PopulateWrite, 0, reserved as usize);
             Ok((map, reserved))
         })();
         match made {
@@ -430,14 +430,8 @@ impl Segment {
 
     /// Keeps `window` bytes reserved and pre-faulted ahead of the write
     /// position: when less than half of it is left, a blocking-pool job
-    /// fallocates the next stretch and populates its pages (MADV_POPULATE_READ),
-    /// so later appends take no major fault on the executor thread.
-    ///
-    /// Populated for reading, not writing: a page populated writable is dirty,
-    /// so the next fdatasync would write the whole window of zeros (a latency
-    /// spike under every-batch) and every page would reach the disk twice
-    /// under an interval flush. A clean page costs the append one minor
-    /// write-protect fault instead.
+    /// fallocates the next stretch and populates its pages writable
+    /// (MADV_POPULATE_WRITE), so the memcpy of later appends does not fault.
     pub fn reserve_ahead(self: &Rc<Self>, window: u64) {
         if self.reserving.get() || self.state.get() != SegState::Active {
             return;
@@ -461,8 +455,8 @@ impl Segment {
             let job = glommio::executor().spawn_blocking(move || -> std::io::Result<()> {
                 disk::fallocate(&file, from, to - from)?;
                 shared.fetch_max(to, Ordering::AcqRel);
-                // Older kernels lack MADV_POPULATE_READ; then appends fault.
-                let _ = map.advise_range(Advice::PopulateRead, from as usize, (to - from) as usize);
+                // Older kernels lack MADV_POPULATE_WRITE; then appends fault.
+                let _ = map.advise_range(Advice::PopulateWrite, from as usize, (to - from) as usize);
                 Ok(())
             });
             if let Err(e) = job.await {
