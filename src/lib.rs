@@ -16,3 +16,6 @@ pub mod server;
 pub mod service;
 pub mod shard;
 pub mod topics;
+
+#[cfg(test)]
+mod testdata;

@@ -330,22 +330,7 @@ mod tests {
         PartitionId::new(topic, n.parse().expect("partition index"))
     }
 
-    /// A comma-separated list; `p{a..b}` expands to pa, …, p(b−1).
-    fn expand(spec: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        for token in spec.split(',').filter(|t| !t.is_empty()) {
-            match (token.find('{'), token.find('}')) {
-                (Some(open), Some(close)) => {
-                    let (prefix, suffix) = (&token[..open], &token[close + 1..]);
-                    let (a, b) = token[open + 1..close].split_once("..").expect("a..b");
-                    let (a, b): (usize, usize) = (a.parse().expect("a"), b.parse().expect("b"));
-                    out.extend((a..b).map(|i| format!("{prefix}{i}{suffix}")));
-                }
-                _ => out.push(token.to_string()),
-            }
-        }
-        out
-    }
+    use crate::testdata::expand;
 
     fn parts(spec: &str) -> Vec<PartitionId> {
         expand(spec).iter().map(|s| pid(s)).collect()
