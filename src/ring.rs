@@ -1394,15 +1394,8 @@ mod tests {
 
     #[test]
     fn table_driven_cases() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/ring");
-        let rewrite = std::env::var_os("RINGMQ_REWRITE").is_some();
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .expect("testdata/ring")
-            .map(|e| e.expect("dir entry").path())
-            .filter(|p| p.extension().is_some_and(|e| e == "txt"))
-            .collect();
-        files.sort();
-        assert!(!files.is_empty());
+        let rewrite = crate::testdata::rewrite_requested();
+        let files = crate::testdata::case_files("ring");
         let mut failures = Vec::new();
         for file in files {
             let text = std::fs::read_to_string(&file).expect("read case file");

@@ -16,3 +16,23 @@ pub fn expand(spec: &str) -> Vec<String> {
     }
     out
 }
+
+/// The `*.txt` case files under `testdata/<dir>`, in name order.
+pub fn case_files(dir: &str) -> Vec<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(dir);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no cases in {}", dir.display());
+    files
+}
+
+/// Whether the expected outputs should be rewritten (`RINGMQ_REWRITE=1`).
+pub fn rewrite_requested() -> bool {
+    std::env::var_os("RINGMQ_REWRITE").is_some()
+}

@@ -763,15 +763,8 @@ mod tests {
 
     #[test]
     fn table_driven_cases() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/assignor");
-        let rewrite = std::env::var_os("RINGMQ_REWRITE").is_some();
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .expect("testdata/assignor")
-            .map(|e| e.expect("dir entry").path())
-            .filter(|p| p.extension().is_some_and(|e| e == "txt"))
-            .collect();
-        files.sort();
-        assert!(!files.is_empty());
+        let rewrite = crate::testdata::rewrite_requested();
+        let files = crate::testdata::case_files("assignor");
         let mut failures = Vec::new();
         let mut cases = 0;
         for file in files {
