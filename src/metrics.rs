@@ -116,17 +116,6 @@ fn api_label(api: ApiKey) -> &'static str {
     }
 }
 
-const APIS: [ApiKey; 8] = [
-    ApiKey::ApiVersions,
-    ApiKey::Metadata,
-    ApiKey::CreateTopic,
-    ApiKey::DeleteTopic,
-    ApiKey::ListTopics,
-    ApiKey::Produce,
-    ApiKey::Fetch,
-    ApiKey::ListOffsets,
-];
-
 /// One API's series on one core.
 struct ApiSeries {
     requests: Counter,
@@ -151,7 +140,7 @@ thread_local! {
 pub fn install_core(core: usize) {
     let f = families();
     let c = core as u32;
-    let apis = APIS
+    let apis = ApiKey::ALL
         .iter()
         .map(|api| {
             let l = ApiLabels {
@@ -192,7 +181,7 @@ pub fn request(
     took: Duration,
 ) {
     with_core(|s| {
-        if let Some(a) = APIS
+        if let Some(a) = ApiKey::ALL
             .iter()
             .position(|k| *k == api)
             .and_then(|i| s.apis.get(i))
