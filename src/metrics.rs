@@ -113,6 +113,13 @@ fn api_label(api: ApiKey) -> &'static str {
         ApiKey::Produce => "produce",
         ApiKey::Fetch => "fetch",
         ApiKey::ListOffsets => "list_offsets",
+        ApiKey::JoinGroup => "join_group",
+        ApiKey::Heartbeat => "heartbeat",
+        ApiKey::LeaveGroup => "leave_group",
+        ApiKey::CommitOffsets => "commit_offsets",
+        ApiKey::FetchOffsets => "fetch_offsets",
+        ApiKey::DescribeGroup => "describe_group",
+        ApiKey::ListGroups => "list_groups",
     }
 }
 

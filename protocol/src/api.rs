@@ -14,24 +14,18 @@ pub enum ApiKey {
     Produce = 5,
     Fetch = 6,
     ListOffsets = 7,
-}
-
-/// Keys set aside for the consumer-group APIs of later issues. A broker of
-/// this version answers them with `UNKNOWN_API`; they are never reused for
-/// anything else.
-pub mod reserved {
-    pub const JOIN_GROUP: u16 = 8;
-    pub const HEARTBEAT: u16 = 9;
-    pub const LEAVE_GROUP: u16 = 10;
-    pub const COMMIT_OFFSETS: u16 = 11;
-    pub const FETCH_OFFSETS: u16 = 12;
-    pub const DESCRIBE_GROUP: u16 = 13;
-    pub const LIST_GROUPS: u16 = 14;
+    JoinGroup = 8,
+    Heartbeat = 9,
+    LeaveGroup = 10,
+    CommitOffsets = 11,
+    FetchOffsets = 12,
+    DescribeGroup = 13,
+    ListGroups = 14,
 }
 
 impl ApiKey {
     /// Every api this build implements, in key order.
-    pub const ALL: [ApiKey; 8] = [
+    pub const ALL: [ApiKey; 15] = [
         ApiKey::ApiVersions,
         ApiKey::Metadata,
         ApiKey::CreateTopic,
@@ -40,6 +34,13 @@ impl ApiKey {
         ApiKey::Produce,
         ApiKey::Fetch,
         ApiKey::ListOffsets,
+        ApiKey::JoinGroup,
+        ApiKey::Heartbeat,
+        ApiKey::LeaveGroup,
+        ApiKey::CommitOffsets,
+        ApiKey::FetchOffsets,
+        ApiKey::DescribeGroup,
+        ApiKey::ListGroups,
     ];
 
     pub fn from_u16(v: u16) -> Option<ApiKey> {
@@ -60,6 +61,13 @@ impl ApiKey {
             ApiKey::Produce => "Produce",
             ApiKey::Fetch => "Fetch",
             ApiKey::ListOffsets => "ListOffsets",
+            ApiKey::JoinGroup => "JoinGroup",
+            ApiKey::Heartbeat => "Heartbeat",
+            ApiKey::LeaveGroup => "LeaveGroup",
+            ApiKey::CommitOffsets => "CommitOffsets",
+            ApiKey::FetchOffsets => "FetchOffsets",
+            ApiKey::DescribeGroup => "DescribeGroup",
+            ApiKey::ListGroups => "ListGroups",
         }
     }
 
@@ -75,6 +83,20 @@ impl ApiKey {
 
     pub fn supports(self, version: u16) -> bool {
         (self.min_version()..=self.max_version()).contains(&version)
+    }
+
+    /// Whether the body starts with `group str`: the group apis, which the
+    /// broker serves on the group's coordinator core.
+    pub fn is_group_addressed(self) -> bool {
+        matches!(
+            self,
+            ApiKey::JoinGroup
+                | ApiKey::Heartbeat
+                | ApiKey::LeaveGroup
+                | ApiKey::CommitOffsets
+                | ApiKey::FetchOffsets
+                | ApiKey::DescribeGroup
+        )
     }
 
     /// Whether the body starts with `topic str, partition u32`, the key the
@@ -100,8 +122,7 @@ mod tests {
             assert_eq!(k.as_u16() as usize, i);
             assert_eq!(ApiKey::from_u16(k.as_u16()), Some(*k));
         }
-        assert_eq!(ApiKey::from_u16(reserved::JOIN_GROUP), None);
-        assert_eq!(ApiKey::from_u16(reserved::LIST_GROUPS), None);
+        assert_eq!(ApiKey::from_u16(15), None);
         assert_eq!(ApiKey::from_u16(u16::MAX), None);
     }
 }

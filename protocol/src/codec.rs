@@ -204,6 +204,18 @@ impl Wire for u32 {
     }
 }
 
+impl Wire for u64 {
+    const MIN_LEN: usize = 8;
+
+    fn encode(&self, buf: &mut BytesMut) {
+        buf.put_u64_le(*self);
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, FrameError> {
+        r.u64()
+    }
+}
+
 impl Wire for String {
     const MIN_LEN: usize = 2;
 

@@ -107,6 +107,8 @@ error_codes! {
     InvalidReplicationFactor = 28, "INVALID_REPLICATION_FACTOR", false;
     /// The broker is over its memory budget; back off and retry.
     Busy = 29, "BUSY", true;
+    /// A group member committed for a partition it does not hold.
+    PartitionNotAssigned = 30, "PARTITION_NOT_ASSIGNED", false;
 }
 
 impl ErrorCode {
@@ -144,7 +146,7 @@ mod tests {
             assert_eq!(c.as_u16() as usize, i);
             assert_eq!(ErrorCode::from_u16(c.as_u16()), *c);
         }
-        assert_eq!(ErrorCode::from_u16(30), ErrorCode::UnknownServerError);
+        assert_eq!(ErrorCode::from_u16(31), ErrorCode::UnknownServerError);
         assert_eq!(ErrorCode::from_u16(u16::MAX), ErrorCode::UnknownServerError);
         assert_eq!(ErrorCode::CorruptBatch.to_string(), "CORRUPT_BATCH");
     }

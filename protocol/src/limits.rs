@@ -37,6 +37,44 @@ pub const MAX_ARRAY_LEN: usize = 1 << 20;
 const _: () = assert!(8 + 2 + MAX_NAME_LEN + 4 + 1 + 4 + 4 + MAX_BATCH_BYTES <= MAX_REQUEST_FRAME);
 const _: () = assert!(MAX_FETCH_BYTES as usize + MAX_BATCH_BYTES + 64 <= MAX_RESPONSE_FRAME);
 
+/// Shortest session timeout a group member may ask for, in ms.
+pub const MIN_SESSION_TIMEOUT_MS: u32 = 500;
+
+/// Longest session timeout a group member may ask for, in ms.
+pub const MAX_SESSION_TIMEOUT_MS: u32 = 300_000;
+
+/// Longest group id and instance id, in bytes.
+pub const MAX_GROUP_ID_LEN: usize = 249;
+
+/// Most topics one group consumes.
+pub const MAX_GROUP_TOPICS: usize = 64;
+
+/// Why a group id or instance id is refused (answered with `INVALID_GROUP_ID`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum GroupIdError {
+    #[error("group id is empty")]
+    Empty,
+    #[error("group id is {0} bytes, the limit is {max}", max = MAX_GROUP_ID_LEN)]
+    TooLong(usize),
+    #[error("group id may only hold printable ASCII without spaces")]
+    BadChar,
+}
+
+/// Checks a group id (and a static member's instance id): 1..=249 bytes of
+/// printable ASCII, no spaces.
+pub fn validate_group_id(id: &str) -> Result<(), GroupIdError> {
+    if id.is_empty() {
+        return Err(GroupIdError::Empty);
+    }
+    if id.len() > MAX_GROUP_ID_LEN {
+        return Err(GroupIdError::TooLong(id.len()));
+    }
+    if !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(GroupIdError::BadChar);
+    }
+    Ok(())
+}
+
 /// Prefix of internal topic names (`__offsets`); users may not create them.
 pub const INTERNAL_PREFIX: &str = "__";
 
@@ -112,5 +150,19 @@ mod tests {
         );
         assert_eq!(validate_internal_topic_name("__offsets"), Ok(()));
         assert_eq!(validate_topic_name("_x"), Ok(()));
+    }
+
+    #[test]
+    fn group_ids() {
+        assert_eq!(validate_group_id("workers/eu:1"), Ok(()));
+        assert_eq!(validate_group_id(""), Err(GroupIdError::Empty));
+        assert_eq!(validate_group_id(&"g".repeat(249)), Ok(()));
+        assert_eq!(
+            validate_group_id(&"g".repeat(250)),
+            Err(GroupIdError::TooLong(250))
+        );
+        assert_eq!(validate_group_id("a b"), Err(GroupIdError::BadChar));
+        assert_eq!(validate_group_id("a\nb"), Err(GroupIdError::BadChar));
+        assert_eq!(validate_group_id("é"), Err(GroupIdError::BadChar));
     }
 }

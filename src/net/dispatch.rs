@@ -37,6 +37,11 @@ pub async fn handle(
         Request::Produce(r) => handlers::produce(&shard, r).await,
         Request::Fetch(r) => handlers::fetch(&shard, r).await,
         Request::ListOffsets(r) => handlers::list_offsets(&shard, r).await,
+        // Interim, until the group coordinator lands (issue 6).
+        other => Err(Failure::new(
+            ringmq_protocol::ErrorCode::UnknownApi,
+            format!("{} is not served by this broker yet", other.api_key()),
+        )),
     };
     let (error, bytes_out) = match &result {
         Ok(Answer::Fetch(f)) => (None, f.records.len()),

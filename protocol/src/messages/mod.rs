@@ -12,8 +12,26 @@
 //! then [`ResponseHeader::parse`] and [`Response::decode`] with the api it
 //! sent under that correlation id.
 
+/// Wire impls for bodies with no fields.
+macro_rules! empty_body {
+    ($($t:ident),*) => {$(
+        impl $crate::codec::Wire for $t {
+            const MIN_LEN: usize = 0;
+
+            fn encode(&self, _buf: &mut bytes::BytesMut) {}
+
+            fn decode(
+                _r: &mut $crate::codec::Reader<'_>,
+            ) -> Result<Self, $crate::frame::FrameError> {
+                Ok($t {})
+            }
+        }
+    )*};
+}
+
 mod api_versions;
 mod fetch;
+mod groups;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -23,6 +41,13 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 pub use api_versions::{ApiVersionRange, ApiVersionsRequest, ApiVersionsResponse};
 pub use fetch::{FetchRequest, FetchResponse};
+pub use groups::{
+    CommitOffsetsRequest, CommitOffsetsResponse, DescribeGroupRequest, DescribeGroupResponse,
+    FetchOffsetsRequest, FetchOffsetsResponse, GroupState, GroupSummary, HeartbeatRequest,
+    HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
+    ListGroupsRequest, ListGroupsResponse, MemberAssignment, MemberDescription,
+    PartitionDescription, PartitionOffset, TopicPartitions,
+};
 pub use list_offsets::{ListOffsetsRequest, ListOffsetsResponse, OffsetSpec};
 pub use metadata::{
     BrokerMetadata, MetadataRequest, MetadataResponse, PartitionMetadata, TopicMetadata, NO_LEADER,
@@ -122,6 +147,13 @@ apis! {
     Produce(ProduceRequest, ProduceResponse),
     Fetch(FetchRequest, FetchResponse),
     ListOffsets(ListOffsetsRequest, ListOffsetsResponse),
+    JoinGroup(JoinGroupRequest, JoinGroupResponse),
+    Heartbeat(HeartbeatRequest, HeartbeatResponse),
+    LeaveGroup(LeaveGroupRequest, LeaveGroupResponse),
+    CommitOffsets(CommitOffsetsRequest, CommitOffsetsResponse),
+    FetchOffsets(FetchOffsetsRequest, FetchOffsetsResponse),
+    DescribeGroup(DescribeGroupRequest, DescribeGroupResponse),
+    ListGroups(ListGroupsRequest, ListGroupsResponse),
 }
 
 impl Request {

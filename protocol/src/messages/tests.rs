@@ -76,6 +76,54 @@ pub(crate) fn sample_requests() -> Vec<Request> {
             spec: OffsetSpec::Timestamp(1_700_000_000_000),
         }
         .into(),
+        JoinGroupRequest {
+            group: "workers".into(),
+            member_id: String::new(),
+            instance_id: Some("host-1".into()),
+            session_timeout_ms: 10_000,
+            topics: vec!["tasks".into(), "events".into()],
+        }
+        .into(),
+        JoinGroupRequest {
+            group: "g".into(),
+            member_id: "m-1".into(),
+            instance_id: None,
+            session_timeout_ms: 500,
+            topics: vec![],
+        }
+        .into(),
+        HeartbeatRequest {
+            group: "workers".into(),
+            member_id: "m-1".into(),
+            generation: 3,
+        }
+        .into(),
+        LeaveGroupRequest {
+            group: "workers".into(),
+            member_id: "m-1".into(),
+        }
+        .into(),
+        CommitOffsetsRequest {
+            group: "workers".into(),
+            member_id: "m-1".into(),
+            generation: 3,
+            offsets: vec![PartitionOffset {
+                topic: "tasks".into(),
+                partition: 2,
+                offset: 1_000,
+            }],
+        }
+        .into(),
+        FetchOffsetsRequest {
+            group: "workers".into(),
+            topics: vec!["tasks".into()],
+        }
+        .into(),
+        DescribeGroupRequest {
+            group: "workers".into(),
+        }
+        .into(),
+        ListGroupsRequest {}.into(),
     ]
 }
 
@@ -130,6 +178,75 @@ pub(crate) fn sample_responses() -> Vec<ResponseBody> {
         }
         .into(),
         ListOffsetsResponse { offset: 9 }.into(),
+        JoinGroupResponse {
+            member_id: "m-1".into(),
+            heartbeat_interval_ms: 3_333,
+            assignment: MemberAssignment {
+                generation: 4,
+                partitions: vec![TopicPartitions {
+                    topic: "tasks".into(),
+                    partitions: vec![0, 3, 7],
+                }],
+                pending: 1,
+            },
+        }
+        .into(),
+        HeartbeatResponse {
+            assignment: MemberAssignment::default(),
+        }
+        .into(),
+        LeaveGroupResponse {}.into(),
+        CommitOffsetsResponse {}.into(),
+        FetchOffsetsResponse {
+            offsets: vec![PartitionOffset {
+                topic: "tasks".into(),
+                partition: 0,
+                offset: 17,
+            }],
+        }
+        .into(),
+        DescribeGroupResponse {
+            group: "workers".into(),
+            state: GroupState::Rebalancing,
+            generation: 4,
+            topics: vec!["tasks".into()],
+            members: vec![MemberDescription {
+                member_id: "m-1".into(),
+                instance_id: None,
+                session_timeout_ms: 10_000,
+                idle_ms: 12,
+                partitions: vec![TopicPartitions {
+                    topic: "tasks".into(),
+                    partitions: vec![1],
+                }],
+            }],
+            partitions: vec![
+                PartitionDescription {
+                    topic: "tasks".into(),
+                    partition: 0,
+                    holder: None,
+                    committed: Some(5),
+                    end_offset: 9,
+                },
+                PartitionDescription {
+                    topic: "tasks".into(),
+                    partition: 1,
+                    holder: Some("m-1".into()),
+                    committed: None,
+                    end_offset: 0,
+                },
+            ],
+        }
+        .into(),
+        ListGroupsResponse {
+            groups: vec![GroupSummary {
+                group: "workers".into(),
+                state: GroupState::Stable,
+                generation: 2,
+                members: 3,
+            }],
+        }
+        .into(),
     ]
 }
 

@@ -47,21 +47,6 @@ pub struct TopicInfo {
     pub replication: u16,
 }
 
-/// Wire impls for bodies with no fields.
-macro_rules! empty_body {
-    ($($t:ident),*) => {$(
-        impl Wire for $t {
-            const MIN_LEN: usize = 0;
-
-            fn encode(&self, _buf: &mut BytesMut) {}
-
-            fn decode(_r: &mut Reader<'_>) -> Result<Self, FrameError> {
-                Ok($t {})
-            }
-        }
-    )*};
-}
-
 empty_body!(CreateTopicResponse, DeleteTopicResponse, ListTopicsRequest);
 
 impl Wire for CreateTopicRequest {
