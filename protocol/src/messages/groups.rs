@@ -23,7 +23,9 @@ pub struct TopicPartitions {
 pub struct MemberAssignment {
     /// The group's current generation. Bumped on every membership change.
     pub generation: u32,
-    /// The partitions this member holds now, topic by topic.
+    /// What this member may consume now, topic by topic: the partitions of
+    /// its assignment that it holds. One it holds but is no longer assigned
+    /// is left out, which tells the member to release it.
     pub partitions: Vec<TopicPartitions>,
     /// Partitions this member is due at this generation but that another
     /// member has not released yet; they appear in `partitions` of a later
