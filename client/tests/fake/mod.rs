@@ -234,5 +234,11 @@ fn handle(b: &mut Broker, req: Request) -> Result<ResponseBody, (ErrorCode, Stri
         Request::ApiVersions(_) => {
             ResponseBody::ApiVersions(ringmq_protocol::ApiVersionsResponse::supported())
         }
+        other => {
+            return Err((
+                ErrorCode::UnknownApi,
+                format!("the fake broker does not serve {}", other.api_key()),
+            ))
+        }
     })
 }
