@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::log::{FlushPolicy, LogConfig};
+use crate::log::{FlushPolicy, LogConfig, ReadBudget};
+use ringmq_protocol::batch::MAX_BATCH_BYTES;
+use ringmq_protocol::limits;
 
 /// Port the broker listens on when none is given.
 pub const DEFAULT_PORT: u16 = 9292;
@@ -137,6 +139,16 @@ impl Config {
                 format!("must be at least {min_budget} bytes (four maximal requests)"),
             ));
         }
+        // One fetch reads at most MAX_FETCH_BYTES plus a batch, into a
+        // buffer and its copy; less than a few of those could never succeed.
+        let min_read = 4 * (limits::MAX_FETCH_BYTES as usize + MAX_BATCH_BYTES);
+        if self.log.read_budget.limit() < min_read {
+            return Err(invalid(
+                "cold_read_budget",
+                self.log.read_budget.limit(),
+                format!("must be at least {min_read} bytes (two maximal fetches, each a buffer and its copy)"),
+            ));
+        }
         if self.log.index_interval_bytes == 0 {
             return Err(invalid("index_interval_bytes", 0, "must be at least 1"));
         }
@@ -187,7 +199,7 @@ pub struct Settings {
     #[arg(long, value_parser = parse_size)]
     #[serde(deserialize_with = "de::size")]
     pub index_interval_bytes: Option<u64>,
-    /// Disk reserved and pages pre-faulted ahead of the write position [default: 16MiB].
+    /// Disk reserved and pages pre-faulted ahead of the write position [default: 64MiB].
     #[arg(long, value_parser = parse_size)]
     #[serde(deserialize_with = "de::size")]
     pub reserve_ahead_bytes: Option<u64>,
@@ -207,6 +219,10 @@ pub struct Settings {
     #[arg(long, value_parser = parse_size)]
     #[serde(deserialize_with = "de::size")]
     pub shard_memory_budget: Option<u64>,
+    /// Bytes of old data (sealed segments, read by copy) all fetches may hold at once; past it fetches of old data are answered BUSY [default: 128MiB].
+    #[arg(long, value_parser = parse_size)]
+    #[serde(deserialize_with = "de::size")]
+    pub cold_read_budget: Option<u64>,
     /// Requests one connection may have in flight [default: 1024].
     #[arg(long, alias = "max-in-flight")]
     pub max_in_flight_per_connection: Option<usize>,
@@ -292,6 +308,7 @@ impl Settings {
             retention,
             retention_check_interval,
             shard_memory_budget,
+            cold_read_budget,
             max_in_flight_per_connection,
             max_connections_per_shard,
             io_memory,
@@ -315,6 +332,7 @@ impl Settings {
             retention,
             retention_check_interval,
             shard_memory_budget,
+            cold_read_budget,
             max_in_flight_per_connection,
             max_connections_per_shard,
             io_memory,
@@ -341,6 +359,11 @@ impl Settings {
         }
         set(&mut c.retention_check_interval, retention_check_interval);
         set(&mut c.shard_memory_budget, shard_memory_budget);
+        if let Some(b) = cold_read_budget {
+            let b =
+                usize::try_from(b).map_err(|_| invalid("cold_read_budget", b, "is too large"))?;
+            c.log.read_budget = ReadBudget::new(b);
+        }
         set(
             &mut c.max_in_flight_per_connection,
             max_in_flight_per_connection,

@@ -18,6 +18,7 @@ fn cfg(segment_bytes: u64) -> LogConfig {
         retention_ms: None,
         flush: FlushPolicy::EveryBatch,
         reserve_ahead_bytes: 32 << 10,
+        ..LogConfig::default()
     }
 }
 

@@ -28,6 +28,7 @@ fn cfg() -> LogConfig {
         retention_ms: None,
         flush: FlushPolicy::EveryBatch,
         reserve_ahead_bytes: 64 << 10,
+        ..LogConfig::default()
     }
 }
 

@@ -158,6 +158,7 @@ fn run_case(s: Setup, ops: Vec<Op>) {
             FlushPolicy::EveryBatch
         },
         reserve_ahead_bytes: 8192,
+        ..LogConfig::default()
     };
     let ex = common::small_executor();
     ex.run(async move {

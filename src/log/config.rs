@@ -5,6 +5,7 @@ use std::time::Duration;
 use ringmq_protocol::batch::BATCH_HEADER_LEN;
 
 use super::error::{LogError, Result};
+use super::read_budget::ReadBudget;
 
 /// When appended batches reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +17,10 @@ pub enum FlushPolicy {
     /// once. A crash loses at most the last interval.
     Interval(Duration),
 }
+
+/// Bytes of sealed-segment reads held at once, by default: 16 maximal
+/// fetches.
+pub const DEFAULT_READ_BUDGET: usize = 128 << 20;
 
 /// Settings of one partition log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +40,9 @@ pub struct LogConfig {
     /// shows up as `StorageFull` on an append instead of a SIGBUS, and appends
     /// do not page-fault. Also the disk space an idle partition holds.
     pub reserve_ahead_bytes: u64,
+    /// What reads of sealed segments may hold at once; shared by every log
+    /// given a clone of it.
+    pub read_budget: ReadBudget,
 }
 
 impl Default for LogConfig {
@@ -53,6 +61,7 @@ impl Default for LogConfig {
             retention_ms: Some(7 * 24 * 3600 * 1000),
             flush: FlushPolicy::Interval(Duration::from_millis(100)),
             reserve_ahead_bytes: 64 << 20,
+            read_budget: ReadBudget::new(DEFAULT_READ_BUDGET),
         }
     }
 }

@@ -58,6 +58,16 @@ pub enum LogError {
     /// `STORAGE_FULL`). Nothing was written; reads go on.
     #[error("no disk space left for the partition log")]
     StorageFull,
+    /// A read of a sealed segment would take the broker past its read
+    /// budget (protocol: `BUSY`); retry after a backoff.
+    #[error(
+        "reads of old data hold {used} of {limit} bytes; {wanted} more do not fit, retry later"
+    )]
+    ReadBudget {
+        wanted: usize,
+        used: usize,
+        limit: usize,
+    },
     /// The `LogConfig` cannot work.
     #[error("invalid log configuration: {0}")]
     Config(String),

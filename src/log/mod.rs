@@ -16,6 +16,7 @@
 //! - `retention`: which old segments go.
 //! - `flush`: group commit and the interval flusher.
 //! - `disk`: blocking file-system helpers, run on the blocking pool.
+//! - [`read_budget`]: the bound on memory held by reads of sealed segments.
 
 pub mod config;
 mod disk;
@@ -23,6 +24,7 @@ pub mod error;
 mod flush;
 mod index;
 mod partition;
+pub mod read_budget;
 mod recovery;
 mod retention;
 mod scan;
@@ -31,6 +33,7 @@ mod segment;
 pub use config::{FlushPolicy, LogConfig};
 pub use error::{BatchLocation, LogError};
 pub use partition::{Appended, PartitionLog};
+pub use read_budget::ReadBudget;
 
 /// Name of the file whose presence marks a clean shutdown.
 pub const CLEAN_SHUTDOWN_MARKER: &str = recovery::CLEAN_MARKER;

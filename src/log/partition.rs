@@ -289,8 +289,15 @@ impl PartitionLog {
                 return Ok(b);
             }
         }
-        seg.read_cold(from, upper, max_bytes, inner.cfg.index_interval_bytes)
-            .await
+        let cfg = &inner.cfg;
+        seg.read_cold(
+            from,
+            upper,
+            max_bytes,
+            cfg.index_interval_bytes,
+            &cfg.read_budget,
+        )
+        .await
     }
 
     /// Offset of the oldest batch still kept.

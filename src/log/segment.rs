@@ -23,6 +23,7 @@ use ringmq_protocol::batch::{stamp, BatchHeader};
 use super::disk;
 use super::error::{LogError, Result};
 use super::index::{Index, IndexEntry, IndexState, Trailer};
+use super::read_budget::ReadBudget;
 use super::scan::{pick, Pick, PickArgs};
 
 pub(crate) fn log_path(dir: &Path, base: u64) -> PathBuf {
@@ -643,13 +644,14 @@ impl Segment {
     }
 
     /// Read from a sealed segment through io_uring file reads (a copy, but
-    /// never a page fault on the executor thread).
+    /// never a page fault on the executor thread), charged to `budget`.
     pub async fn read_cold(
         &self,
         from: u64,
         upper: u64,
         max_bytes: usize,
         interval: u32,
+        budget: &ReadBudget,
     ) -> Result<Bytes> {
         let e = self.index.borrow().lookup(from - self.base);
         let size = self.size.get();
@@ -658,6 +660,15 @@ impl Segment {
         let mut want = max_bytes.max(4096) + interval as usize + 4096;
         for _ in 0..64 {
             let len = (want as u64).min(size.saturating_sub(pos)) as usize;
+            // Taken for the read buffer and its copy, which exist together.
+            let charge =
+                budget
+                    .try_take(len.saturating_mul(2))
+                    .ok_or_else(|| LogError::ReadBudget {
+                        wanted: len.saturating_mul(2),
+                        used: budget.used(),
+                        limit: budget.limit(),
+                    })?;
             let buf = self
                 .gfile
                 .read_at(pos, len)
@@ -673,9 +684,7 @@ impl Segment {
                 max_bytes,
             };
             match pick(&buf, &args)? {
-                Pick::Batches { start, end } => {
-                    return Ok(Bytes::copy_from_slice(&buf[start..end]))
-                }
+                Pick::Batches { start, end } => return Ok(charge.hold(buf[start..end].to_vec())),
                 Pick::Empty => return Ok(Bytes::new()),
                 Pick::NeedMore { at, offset, len } => {
                     // at == 0: a short read, or a batch larger than the read.

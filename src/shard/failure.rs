@@ -46,6 +46,7 @@ impl From<LogError> for Failure {
             LogError::CorruptBatch { .. } | LogError::InvalidBatch(_) => ErrorCode::CorruptBatch,
             LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
             LogError::StorageFull => ErrorCode::StorageFull,
+            LogError::ReadBudget { .. } => ErrorCode::Busy,
             _ => ErrorCode::UnknownServerError,
         };
         Failure::new(code, e.to_string())
