@@ -31,6 +31,12 @@ struct ApiLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabels {
+    topic: String,
+    partition: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     api: String,
     code: String,
@@ -51,6 +57,11 @@ struct Families {
     errors: Family<ErrorLabels, Counter>,
     connections: Family<CoreLabel, Gauge>,
     busy: Family<CoreLabel, Counter<f64>>,
+    memory: Family<CoreLabel, Gauge>,
+    cold_reads: Gauge,
+    start_offset: Family<PartitionLabels, Gauge>,
+    end_offset: Family<PartitionLabels, Gauge>,
+    partition_bytes: Family<PartitionLabels, Gauge>,
 }
 
 fn families() -> &'static Families {
@@ -65,6 +76,11 @@ fn families() -> &'static Families {
             errors: Family::default(),
             connections: Family::default(),
             busy: Family::default(),
+            memory: Family::default(),
+            cold_reads: Gauge::default(),
+            start_offset: Family::default(),
+            end_offset: Family::default(),
+            partition_bytes: Family::default(),
             registry: Registry::default(),
         };
         registry.register("requests", "Requests answered, by API", f.requests.clone());
@@ -97,6 +113,31 @@ fn families() -> &'static Families {
             "core_busy_seconds",
             "Time each core's executor spent running tasks",
             f.busy.clone(),
+        );
+        registry.register(
+            "memory_budget_used_bytes",
+            "Bytes of each core's request memory budget in use",
+            f.memory.clone(),
+        );
+        registry.register(
+            "cold_read_bytes",
+            "Bytes held by reads of sealed segments (all cores; bounded by cold_read_budget)",
+            f.cold_reads.clone(),
+        );
+        registry.register(
+            "partition_start_offset",
+            "First offset still stored, per partition",
+            f.start_offset.clone(),
+        );
+        registry.register(
+            "partition_end_offset",
+            "Offset the next record will get (the high watermark), per partition",
+            f.end_offset.clone(),
+        );
+        registry.register(
+            "partition_size_bytes",
+            "Bytes of batches stored, per partition",
+            f.partition_bytes.clone(),
         );
         Families { registry, ..f }
     })
@@ -227,6 +268,49 @@ pub fn core_busy(total: Duration) {
         s.busy_seen = total;
         s.busy.inc_by(delta.as_secs_f64());
     });
+}
+
+/// Where one partition stands; set by its core once a second.
+pub fn partition(topic: &str, partition: u32, start: u64, end: u64, bytes: u64) {
+    let f = families();
+    let l = PartitionLabels {
+        topic: topic.to_owned(),
+        partition,
+    };
+    f.start_offset.get_or_create(&l).set(saturating_i64(start));
+    f.end_offset.get_or_create(&l).set(saturating_i64(end));
+    f.partition_bytes
+        .get_or_create(&l)
+        .set(saturating_i64(bytes));
+}
+
+/// Drops the series of a partition that no longer exists here.
+pub fn partition_removed(topic: &str, partition: u32) {
+    let f = families();
+    let l = PartitionLabels {
+        topic: topic.to_owned(),
+        partition,
+    };
+    f.start_offset.remove(&l);
+    f.end_offset.remove(&l);
+    f.partition_bytes.remove(&l);
+}
+
+/// Bytes of this core's request memory budget in use.
+pub fn memory_in_use(core: usize, bytes: u64) {
+    families()
+        .memory
+        .get_or_create(&CoreLabel { core: core as u32 })
+        .set(saturating_i64(bytes));
+}
+
+/// Bytes held by reads of sealed segments, over every core.
+pub fn cold_reads_in_use(bytes: usize) {
+    families().cold_reads.set(saturating_i64(bytes as u64));
+}
+
+fn saturating_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// The current metrics in text format.

@@ -173,9 +173,14 @@ async fn run_shard(
     tracing::debug!(core = id, "core ready");
     let retention = spawn_retention(shard.clone(), config.retention_check_interval);
     let heartbeat = heartbeats.map(|hb| spawn_heartbeat(hb, id));
-    let busy = glommio::timer::TimerActionRepeat::repeat(|| async {
-        crate::metrics::core_busy(glommio::executor().executor_stats().total_runtime());
-        Some(Duration::from_secs(1))
+    let reporter = shard.clone();
+    let busy = glommio::timer::TimerActionRepeat::repeat(move || {
+        let shard = reporter.clone();
+        async move {
+            crate::metrics::core_busy(glommio::executor().executor_stats().total_runtime());
+            shard.report_metrics();
+            Some(Duration::from_secs(1))
+        }
     });
 
     net::serve(shard.clone(), listener, config.shutdown_timeout).await;

@@ -1,5 +1,6 @@
 //! The metrics endpoint scraped while clients produce and consume: the
-//! request, byte and connection series move.
+//! request, byte and connection series move, and every partition's offsets
+//! and size show.
 
 mod common;
 
@@ -130,4 +131,38 @@ fn counters_move_during_produce_and_consume() {
         second.contains("ringmq_core_busy_seconds_total{core=\"0\"}"),
         "{second}"
     );
+
+    // Each core publishes its partitions once a second: five records over
+    // the four partitions of `events`.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let third = loop {
+        let s = scrape(addr);
+        let end = total(&s, "ringmq_partition_end_offset", "topic=\"events\"");
+        if end >= 5.0 || std::time::Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        total(&third, "ringmq_partition_end_offset", "topic=\"events\""),
+        5.0,
+        "{third}"
+    );
+    assert!(
+        total(&third, "ringmq_partition_size_bytes", "topic=\"events\"") > 0.0,
+        "{third}"
+    );
+    assert_eq!(
+        third
+            .lines()
+            .filter(|l| l.starts_with("ringmq_partition_start_offset{"))
+            .count(),
+        4,
+        "{third}"
+    );
+    assert!(
+        third.contains("ringmq_memory_budget_used_bytes{core=\"1\"}"),
+        "{third}"
+    );
+    assert!(third.contains("ringmq_cold_read_bytes "), "{third}");
 }

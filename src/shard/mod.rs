@@ -353,6 +353,7 @@ impl Shard {
         };
         for (p, part) in topic.local.into_iter().enumerate() {
             if let Some(part) = part {
+                crate::metrics::partition_removed(name, p as u32);
                 // Closing stops the log's background flusher before its files go.
                 if let Err(e) = part.close().await {
                     tracing::debug!(topic = name, partition = p, error = %e, "closing a deleted partition");
@@ -421,6 +422,25 @@ impl Shard {
             if let Err(e) = part.apply_retention(now_ms).await {
                 tracing::warn!(error = %e, "retention failed");
             }
+        }
+    }
+
+    /// Publishes this core's partitions and memory in use to the metrics.
+    pub fn report_metrics(&self) {
+        for t in self.topics.borrow().values() {
+            for (p, part) in t.local.iter().enumerate() {
+                if let Some(part) = part {
+                    part.report(&t.meta.name, p as u32);
+                }
+            }
+        }
+        let free = self.memory.available();
+        crate::metrics::memory_in_use(
+            self.id,
+            self.config.shard_memory_budget.saturating_sub(free),
+        );
+        if self.id == CATALOGUE_SHARD {
+            crate::metrics::cold_reads_in_use(self.config.log.read_budget.used());
         }
     }
 

@@ -99,6 +99,17 @@ impl Partition {
         }
     }
 
+    /// Publishes where the log stands to the metrics.
+    pub fn report(&self, topic: &str, partition: u32) {
+        crate::metrics::partition(
+            topic,
+            partition,
+            self.log.start_offset(),
+            self.log.next_offset(),
+            self.log.size_bytes(),
+        );
+    }
+
     pub async fn apply_retention(&self, now_ms: i64) -> Result<usize, LogError> {
         self.log.apply_retention(now_ms).await
     }
