@@ -38,7 +38,11 @@ impl Broker {
 
     /// Starts a broker with 2 cores on a fresh data dir and these environment variables.
     pub fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> Broker {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Broker::start_in(tempfile::tempdir().expect("temp dir"), extra_args, env)
+    }
+
+    /// Starts a broker with 2 cores on `dir`, which it owns from now on.
+    pub fn start_in(dir: tempfile::TempDir, extra_args: &[&str], env: &[(&str, &str)]) -> Broker {
         let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
         let env: Vec<(String, String)> = env
             .iter()
