@@ -11,5 +11,6 @@
 
 pub mod assignor;
 pub mod coordinator;
+pub mod store;
 
 pub use assignor::{assign, reassigned, Assignment, MemberId, PartitionId};
