@@ -31,6 +31,11 @@ struct ApiLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupLabel {
+    group: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     api: String,
     code: String,
@@ -51,6 +56,8 @@ struct Families {
     errors: Family<ErrorLabels, Counter>,
     connections: Family<CoreLabel, Gauge>,
     busy: Family<CoreLabel, Counter<f64>>,
+    rebalances: Family<CoreLabel, Counter>,
+    group_members: Family<GroupLabel, Gauge>,
 }
 
 fn families() -> &'static Families {
@@ -65,6 +72,8 @@ fn families() -> &'static Families {
             errors: Family::default(),
             connections: Family::default(),
             busy: Family::default(),
+            rebalances: Family::default(),
+            group_members: Family::default(),
             registry: Registry::default(),
         };
         registry.register("requests", "Requests answered, by API", f.requests.clone());
@@ -97,6 +106,16 @@ fn families() -> &'static Families {
             "core_busy_seconds",
             "Time each core's executor spent running tasks",
             f.busy.clone(),
+        );
+        registry.register(
+            "group_rebalances",
+            "Consumer group generation bumps, on the coordinating core",
+            f.rebalances.clone(),
+        );
+        registry.register(
+            "group_members",
+            "Members of each consumer group",
+            f.group_members.clone(),
         );
         Families { registry, ..f }
     })
@@ -137,6 +156,7 @@ struct CoreSeries {
     connections: Gauge,
     busy: Counter<f64>,
     busy_seen: Duration,
+    rebalances: Counter,
 }
 
 thread_local! {
@@ -167,6 +187,7 @@ pub fn install_core(core: usize) {
         connections: f.connections.get_or_create_owned(&CoreLabel { core: c }),
         busy: f.busy.get_or_create_owned(&CoreLabel { core: c }),
         busy_seen: Duration::ZERO,
+        rebalances: f.rebalances.get_or_create_owned(&CoreLabel { core: c }),
     };
     CORE.with(|s| *s.borrow_mut() = Some(series));
 }
@@ -218,6 +239,26 @@ pub fn connection_closed() {
     with_core(|s| {
         s.connections.dec();
     });
+}
+
+/// Counts consumer group generation bumps on this core.
+pub fn group_rebalances(bumps: u64) {
+    if bumps > 0 {
+        with_core(|s| {
+            s.rebalances.inc_by(bumps);
+        });
+    }
+}
+
+/// Sets a group's member count. Membership changes are rare, so a lookup
+/// per change costs nothing.
+pub fn group_members(group: &str, members: usize) {
+    families()
+        .group_members
+        .get_or_create(&GroupLabel {
+            group: group.to_owned(),
+        })
+        .set(members as i64);
 }
 
 /// Adds the executor's run time since the last call (`total` is cumulative).
