@@ -17,8 +17,8 @@ use bytes::Bytes;
 
 use ringmq_protocol::batch::{batches, decode_records, verify};
 use ringmq_protocol::{
-    CommitOffsetsResponse, ErrorCode, FetchOffsetsResponse, GroupSummary,
-    HeartbeatResponse, JoinGroupResponse, LeaveGroupResponse, ResponseBody,
+    CommitOffsetsResponse, ErrorCode, FetchOffsetsResponse, GroupSummary, HeartbeatResponse,
+    JoinGroupResponse, LeaveGroupResponse, ResponseBody,
 };
 
 use super::messages::{GroupRequest, ShardMsg};
@@ -187,7 +187,12 @@ impl Groups {
                 let before = g.generation();
                 let expired = g.tick(now_ms, counts);
                 if expired > 0 {
-                    tracing::info!(group = g.id(), expired, generation = g.generation(), "members expired");
+                    tracing::info!(
+                        group = g.id(),
+                        expired,
+                        generation = g.generation(),
+                        "members expired"
+                    );
                 }
                 let records = changed(g, before);
                 if !records.is_empty() {
@@ -235,7 +240,12 @@ impl Groups {
         // A live state that is itself large must not be rewritten on every tick.
         l.compact_above
             .set(store::COMPACT_SEGMENTS.max(left.saturating_mul(2)));
-        tracing::info!(partition = p, dropped, segments = left, "compacted __offsets");
+        tracing::info!(
+            partition = p,
+            dropped,
+            segments = left,
+            "compacted __offsets"
+        );
         Ok(())
     }
 
@@ -284,7 +294,10 @@ async fn replay(log: &PartitionLog, groups: &mut BTreeMap<String, Group>, now_ms
             apply_batch(&batch, groups, now_ms);
         }
         if pos == before {
-            tracing::error!(offset = pos, "__offsets does not advance; the rest is skipped");
+            tracing::error!(
+                offset = pos,
+                "__offsets does not advance; the rest is skipped"
+            );
             break;
         }
     }
@@ -355,7 +368,10 @@ impl Shard {
                 // A heartbeat that handed a partition over stores the new
                 // holdings, but nobody waits for that.
                 groups.append(&r.group, &records)?;
-                Ok(HeartbeatResponse { assignment: result? }.into())
+                Ok(HeartbeatResponse {
+                    assignment: result?,
+                }
+                .into())
             }
             GroupRequest::Leave(r) => {
                 let counts = self.topic_counts();
