@@ -446,3 +446,73 @@ impl Shard {
         self.groups.tick(now_ms(), &counts).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::assignor::PartitionId;
+    use crate::log::FlushPolicy;
+    use glommio::{LocalExecutorBuilder, Placement};
+    use ringmq_protocol::JoinGroupRequest;
+
+    fn run(f: impl std::future::Future<Output = ()> + 'static) {
+        LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(64 << 10)
+            .ring_depth(64)
+            .make()
+            .expect("test executor")
+            .run(f);
+    }
+
+    #[test]
+    fn compaction_keeps_the_live_state_and_drops_old_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(async move {
+            let cfg = LogConfig {
+                flush: FlushPolicy::EveryBatch,
+                ..LogConfig::default()
+            };
+            let counts: TopicCounts = [("t".to_string(), 4)].into_iter().collect();
+            let groups = Groups::open(&path, &cfg, 0, 1, 0).await.unwrap();
+            let req = JoinGroupRequest {
+                group: "g".into(),
+                member_id: String::new(),
+                instance_id: Some("w".into()),
+                session_timeout_ms: 60_000,
+                topics: vec!["t".into()],
+            };
+            let (joined, records) = groups.update("g", |g| g.join(&req, 0, &counts));
+            groups.store("g", &records).await.unwrap();
+            let member = joined.unwrap().0;
+            let p = store::partition_of("g");
+            let log = groups.logs[&p].log.clone();
+            // Rewrite the same 4 offsets until the log is long enough.
+            let mut round = 0u64;
+            while log.segment_count() <= store::COMPACT_SEGMENTS {
+                let offsets: Vec<(PartitionId, u64)> = (0..2000)
+                    .map(|i| (PartitionId::new("t", i % 4), round * 2000 + u64::from(i)))
+                    .collect();
+                let records: Vec<KeyValue> = offsets
+                    .iter()
+                    .map(|(p, o)| store::offset_record("g", p, *o))
+                    .collect();
+                groups.append("g", &records).unwrap();
+                groups.update("g", |g| g.apply_commit(offsets));
+                round += 1;
+            }
+            let before = groups.read("g", |g| (g.membership(), g.offsets().clone()));
+            groups.tick(1, &counts).await;
+            assert!(log.segment_count() <= 2, "{} segments", log.segment_count());
+            groups.close().await;
+            drop(groups);
+
+            let reopened = Groups::open(&path, &cfg, 0, 1, 5).await.unwrap();
+            let after = reopened.read("g", |g| (g.membership(), g.offsets().clone()));
+            assert_eq!(before, after);
+            let m = reopened.read("g", |g| g.members()[&member].last_seen_ms);
+            assert_eq!(m, Some(5));
+            reopened.close().await;
+        });
+    }
+}
