@@ -274,3 +274,32 @@ fn a_group_survives_sigkill_and_sigterm() {
         }
     }
 }
+
+#[test]
+fn a_silent_member_expires_and_cannot_commit() {
+    let broker = Broker::start(&[]);
+    let mut c = Raw::connect(broker.addr);
+    c.create_topic(TOPIC, PARTITIONS);
+    let j = match c.call(join_request("short", 500)).result {
+        Ok(ResponseBody::JoinGroup(j)) => j,
+        other => panic!("join failed: {other:?}"),
+    };
+    assert_eq!(j.heartbeat_interval_ms, 166);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let d = describe(&mut c, "short");
+        if d.members.is_empty() {
+            assert_eq!(d.state, GroupState::Empty);
+            assert_eq!(d.generation, j.assignment.generation + 1);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the member never expired"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let r = commit(&mut c, "short", &j.member_id, j.assignment.generation, 0, 1);
+    assert_eq!(code(&r), ErrorCode::UnknownMember);
+    assert!(fetch_offsets(&mut c, "short").is_empty());
+}
