@@ -81,7 +81,7 @@ impl Groups {
             logs.insert(
                 p,
                 OffsetsLog {
-                    compact_above: Cell::new(store::COMPACT_SEGMENTS.max(log.segment_count() * 2)),
+                    compact_above: Cell::new(store::COMPACT_SEGMENTS),
                     log,
                 },
             );
