@@ -25,7 +25,7 @@ use futures_channel::oneshot;
 use glommio::sync::Semaphore;
 
 pub use failure::Failure;
-pub use groups::Groups;
+use groups::Groups;
 pub use mesh::{build as build_mesh, take_ends, Mesh, MeshEnds};
 pub use messages::{Fetched, GroupRequest, Produced, Reply, ShardMsg};
 pub use partition::Partition;
