@@ -37,6 +37,11 @@ struct PartitionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupLabel {
+    group: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     api: String,
     code: String,
@@ -62,6 +67,8 @@ struct Families {
     start_offset: Family<PartitionLabels, Gauge>,
     end_offset: Family<PartitionLabels, Gauge>,
     partition_bytes: Family<PartitionLabels, Gauge>,
+    rebalances: Family<CoreLabel, Counter>,
+    group_members: Family<GroupLabel, Gauge>,
 }
 
 fn families() -> &'static Families {
@@ -81,6 +88,8 @@ fn families() -> &'static Families {
             start_offset: Family::default(),
             end_offset: Family::default(),
             partition_bytes: Family::default(),
+            rebalances: Family::default(),
+            group_members: Family::default(),
             registry: Registry::default(),
         };
         registry.register("requests", "Requests answered, by API", f.requests.clone());
@@ -139,6 +148,16 @@ fn families() -> &'static Families {
             "Bytes of batches stored, per partition",
             f.partition_bytes.clone(),
         );
+        registry.register(
+            "group_rebalances",
+            "Consumer group generation bumps, on the coordinating core",
+            f.rebalances.clone(),
+        );
+        registry.register(
+            "group_members",
+            "Members of each consumer group",
+            f.group_members.clone(),
+        );
         Families { registry, ..f }
     })
 }
@@ -178,6 +197,7 @@ struct CoreSeries {
     connections: Gauge,
     busy: Counter<f64>,
     busy_seen: Duration,
+    rebalances: Counter,
 }
 
 thread_local! {
@@ -208,6 +228,7 @@ pub fn install_core(core: usize) {
         connections: f.connections.get_or_create_owned(&CoreLabel { core: c }),
         busy: f.busy.get_or_create_owned(&CoreLabel { core: c }),
         busy_seen: Duration::ZERO,
+        rebalances: f.rebalances.get_or_create_owned(&CoreLabel { core: c }),
     };
     CORE.with(|s| *s.borrow_mut() = Some(series));
 }
@@ -259,6 +280,26 @@ pub fn connection_closed() {
     with_core(|s| {
         s.connections.dec();
     });
+}
+
+/// Counts consumer group generation bumps on this core.
+pub fn group_rebalances(bumps: u64) {
+    if bumps > 0 {
+        with_core(|s| {
+            s.rebalances.inc_by(bumps);
+        });
+    }
+}
+
+/// Sets a group's member count. Membership changes are rare, so a lookup
+/// per change costs nothing.
+pub fn group_members(group: &str, members: usize) {
+    families()
+        .group_members
+        .get_or_create(&GroupLabel {
+            group: group.to_owned(),
+        })
+        .set(members as i64);
 }
 
 /// Adds the executor's run time since the last call (`total` is cumulative).

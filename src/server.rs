@@ -172,6 +172,7 @@ async fn run_shard(
     ready.done();
     tracing::debug!(core = id, "core ready");
     let retention = spawn_retention(shard.clone(), config.retention_check_interval);
+    let group_ticker = spawn_group_ticker(shard.clone());
     let heartbeat = heartbeats.map(|hb| spawn_heartbeat(hb, id));
     let reporter = shard.clone();
     let busy = glommio::timer::TimerActionRepeat::repeat(move || {
@@ -184,6 +185,9 @@ async fn run_shard(
     });
 
     net::serve(shard.clone(), listener, config.shutdown_timeout).await;
+    // No expiry once clients can no longer reach us: members stored now are
+    // restored at the next start with a fresh session.
+    group_ticker.cancel().await;
 
     // Every core keeps answering the mesh until all have drained their clients,
     // so a request forwarded during the drain still finds its partition open.
@@ -236,6 +240,20 @@ fn spawn_retention(shard: Rc<Shard>, every: Duration) -> glommio::timer::TimerAc
         async move {
             shard.apply_retention().await;
             Some(every)
+        }
+    })
+}
+
+/// How often a core looks for expired group members (and compacts
+/// `__offsets`): expiry is late by at most this much.
+const GROUP_TICK: Duration = Duration::from_millis(100);
+
+fn spawn_group_ticker(shard: Rc<Shard>) -> glommio::timer::TimerActionRepeat {
+    glommio::timer::TimerActionRepeat::repeat(move || {
+        let shard = shard.clone();
+        async move {
+            shard.tick_groups().await;
+            Some(GROUP_TICK)
         }
     })
 }

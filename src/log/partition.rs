@@ -392,6 +392,33 @@ impl PartitionLog {
         Ok(n)
     }
 
+    /// Deletes the oldest whole segments whose every batch lies below
+    /// `offset` (never the active one), e.g. once a compacted copy of their
+    /// live records is durable further on. Returns how many went; the log
+    /// then starts at the first kept segment's base, at or below `offset`.
+    pub async fn drop_segments_below(&self, offset: u64) -> Result<usize> {
+        let inner = &*self.inner;
+        inner.check_writable()?;
+        let _permit = inner.commit.lock().await?;
+        // Only finalized segments may be deleted; syncing finalizes sealed ones.
+        inner.sync_locked().await?;
+        let doomed: Vec<Rc<Segment>> = {
+            let mut segs = inner.segments.borrow_mut();
+            let n = (0..segs.len().saturating_sub(1))
+                .take_while(|&i| {
+                    segs[i].state() == SegState::Finalized && segs[i + 1].base <= offset
+                })
+                .count();
+            segs.drain(..n).collect()
+        };
+        let n = doomed.len();
+        if n > 0 {
+            tracing::debug!(dir = %inner.dir.display(), segments = n, start_offset = self.start_offset(), "dropped compacted segments");
+            inner.delete_files(doomed).await?;
+        }
+        Ok(n)
+    }
+
     /// Syncs everything, trims the active segment, persists its index and
     /// writes the clean-shutdown marker, so the next open skips the scan.
     pub async fn close(self) -> Result<()> {

@@ -6,8 +6,9 @@ use std::rc::Rc;
 use bytes::{Bytes, BytesMut};
 
 use super::connection::Encoded;
+use super::groups;
 use super::handlers::{self, Answer};
-use crate::shard::{Failure, Shard};
+use crate::shard::{Failure, GroupRequest, Shard};
 use ringmq_protocol::{encode_error_response, ApiKey, FrameError, Request, RequestHeader};
 
 /// Answers a request. `None` when the request wants no answer (produce with acks=0).
@@ -37,11 +38,13 @@ pub async fn handle(
         Request::Produce(r) => handlers::produce(&shard, r).await,
         Request::Fetch(r) => handlers::fetch(&shard, r).await,
         Request::ListOffsets(r) => handlers::list_offsets(&shard, r).await,
-        // Interim, until the group coordinator lands (issue 6).
-        other => Err(Failure::new(
-            ringmq_protocol::ErrorCode::UnknownApi,
-            format!("{} is not served by this broker yet", other.api_key()),
-        )),
+        Request::JoinGroup(r) => groups::group(&shard, GroupRequest::Join(r)).await,
+        Request::Heartbeat(r) => groups::group(&shard, GroupRequest::Heartbeat(r)).await,
+        Request::LeaveGroup(r) => groups::group(&shard, GroupRequest::Leave(r)).await,
+        Request::CommitOffsets(r) => groups::group(&shard, GroupRequest::Commit(r)).await,
+        Request::FetchOffsets(r) => groups::group(&shard, GroupRequest::FetchOffsets(r)).await,
+        Request::DescribeGroup(r) => groups::group(&shard, GroupRequest::Describe(r)).await,
+        Request::ListGroups(_) => groups::list_groups(&shard).await,
     };
     let (error, bytes_out) = match &result {
         Ok(Answer::Fetch(f)) => (None, f.records.len()),

@@ -4,6 +4,7 @@
 
 mod connection;
 mod dispatch;
+mod groups;
 mod handlers;
 mod stop;
 

@@ -9,6 +9,10 @@ use futures_channel::oneshot;
 
 use super::failure::Failure;
 use crate::topics::TopicMeta;
+use ringmq_protocol::{
+    CommitOffsetsRequest, DescribeGroupRequest, FetchOffsetsRequest, GroupSummary,
+    HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, ResponseBody,
+};
 
 /// The answer to a request, sent back to the shard that asked.
 pub type Reply<T> = oneshot::Sender<Result<T, Failure>>;
@@ -47,6 +51,38 @@ pub enum ShardMsg {
     TopicAdded { meta: TopicMeta, reply: Reply<()> },
     /// From shard 0 to every shard: a topic is gone; close and remove its local partitions.
     TopicRemoved { name: String, reply: Reply<()> },
+    /// To a group's coordinator core: serve a request of that group.
+    Group {
+        request: GroupRequest,
+        reply: Reply<ResponseBody>,
+    },
+    /// To every core, for ListGroups: the groups it coordinates.
+    ListGroups { reply: Reply<Vec<GroupSummary>> },
+}
+
+/// A request of one consumer group, served by the group's coordinator core.
+#[derive(Debug)]
+pub enum GroupRequest {
+    Join(JoinGroupRequest),
+    Heartbeat(HeartbeatRequest),
+    Leave(LeaveGroupRequest),
+    Commit(CommitOffsetsRequest),
+    FetchOffsets(FetchOffsetsRequest),
+    Describe(DescribeGroupRequest),
+}
+
+impl GroupRequest {
+    /// The group the request is for: it picks the coordinator core.
+    pub fn group(&self) -> &str {
+        match self {
+            GroupRequest::Join(r) => &r.group,
+            GroupRequest::Heartbeat(r) => &r.group,
+            GroupRequest::Leave(r) => &r.group,
+            GroupRequest::Commit(r) => &r.group,
+            GroupRequest::FetchOffsets(r) => &r.group,
+            GroupRequest::Describe(r) => &r.group,
+        }
+    }
 }
 
 /// Outcome of an append.

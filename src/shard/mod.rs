@@ -7,6 +7,7 @@
 //! by every shard.
 
 mod failure;
+mod groups;
 mod mesh;
 mod messages;
 mod partition;
@@ -24,8 +25,9 @@ use futures_channel::oneshot;
 use glommio::sync::Semaphore;
 
 pub use failure::Failure;
+use groups::Groups;
 pub use mesh::{build as build_mesh, take_ends, Mesh, MeshEnds};
-pub use messages::{Fetched, Produced, Reply, ShardMsg};
+pub use messages::{Fetched, GroupRequest, Produced, Reply, ShardMsg};
 pub use partition::Partition;
 pub use placement::place_partitions;
 
@@ -64,6 +66,8 @@ pub struct Shard {
     pub memory: Rc<Semaphore>,
     /// Serialises catalogue changes on the catalogue shard.
     catalogue_lock: Semaphore,
+    /// The consumer groups this core coordinates.
+    groups: Groups,
 }
 
 impl Shard {
@@ -73,7 +77,16 @@ impl Shard {
         mesh: Mesh<ShardMsg>,
         catalogue: Catalogue,
     ) -> Result<Rc<Shard>, Failure> {
+        let groups = Groups::open(
+            &config.data_dir,
+            &config.log,
+            mesh.id(),
+            mesh.cores(),
+            now_ms(),
+        )
+        .await?;
         let shard = Rc::new(Shard {
+            groups,
             id: mesh.id(),
             memory: Rc::new(Semaphore::new(config.shard_memory_budget)),
             config,
@@ -412,6 +425,12 @@ impl Shard {
             ShardMsg::TopicRemoved { name, reply } => {
                 let _ = reply.send(self.remove_topic(&name).await);
             }
+            ShardMsg::Group { request, reply } => {
+                let _ = reply.send(self.serve_group(request).await);
+            }
+            ShardMsg::ListGroups { reply } => {
+                let _ = reply.send(Ok(self.local_group_summaries()));
+            }
         }
     }
 
@@ -454,6 +473,7 @@ impl Shard {
     /// Syncs and closes every partition this core owns; a clean close lets the
     /// next start skip recovery.
     pub async fn close(&self) {
+        self.groups.close().await;
         let topics: Vec<LocalTopic> = self.topics.borrow_mut().drain().map(|(_, t)| t).collect();
         for t in topics {
             for (p, part) in t.local.into_iter().enumerate() {

@@ -1,0 +1,519 @@
+//! The consumer-group coordinator of one core: the groups whose `__offsets`
+//! partition this core owns, and those partitions' logs.
+//!
+//! A group request is routed to its coordinator core (a [`ShardMsg::Group`]),
+//! which runs the pure state machine ([`Group`]) and then writes what
+//! changed to the group's `__offsets` partition (layout in
+//! [`crate::group::store`]). Nothing here holds a `RefCell` borrow across an
+//! await: a request mutates the group, appends its records (appends are
+//! synchronous, so the log order is the order of the changes), and only then
+//! waits for durability.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use bytes::Bytes;
+
+use ringmq_protocol::batch::{batches, decode_records, verify};
+use ringmq_protocol::{
+    CommitOffsetsResponse, ErrorCode, FetchOffsetsResponse, GroupSummary, HeartbeatResponse,
+    JoinGroupResponse, LeaveGroupResponse, ResponseBody,
+};
+
+use super::messages::{GroupRequest, ShardMsg};
+use super::partition::LATEST;
+use super::{now_ms, place_partitions, Failure, Shard};
+use crate::group::coordinator::{validate_group_id, Group, TopicCounts};
+use crate::group::store::{self, KeyValue, OFFSETS_PARTITIONS, OFFSETS_TOPIC};
+use crate::log::{LogConfig, PartitionLog};
+
+/// One `__offsets` partition this core owns.
+struct OffsetsLog {
+    log: PartitionLog,
+    /// Compact once the log has more segments than this.
+    compact_above: Cell<usize>,
+}
+
+/// The groups this core coordinates. See the module documentation.
+pub struct Groups {
+    /// Owning core of each `__offsets` partition: a group's coordinator.
+    owners: Vec<usize>,
+    /// The `__offsets` partitions this core owns, by number.
+    logs: BTreeMap<u32, OffsetsLog>,
+    /// Every group coordinated here, by id.
+    groups: RefCell<BTreeMap<String, Group>>,
+    /// A compaction runs (from the ticker); the next tick does not start one.
+    compacting: Cell<bool>,
+}
+
+/// The settings of an `__offsets` log: small segments and a small
+/// reservation (an idle broker holds little disk for it), never retention,
+/// and the broker's flush policy (a commit is as durable as a produce).
+fn offsets_log_config(broker: &LogConfig) -> LogConfig {
+    LogConfig {
+        segment_bytes: store::SEGMENT_BYTES,
+        index_interval_bytes: broker.index_interval_bytes,
+        retention_bytes: None,
+        retention_ms: None,
+        flush: broker.flush,
+        reserve_ahead_bytes: store::RESERVE_AHEAD_BYTES,
+        read_budget: broker.read_budget.clone(),
+    }
+}
+
+impl Groups {
+    /// Opens this core's `__offsets` partitions and restores their groups.
+    /// Every restored member's session starts at `now_ms`.
+    pub async fn open(
+        data_dir: &Path,
+        broker_log: &LogConfig,
+        core: usize,
+        cores: usize,
+        now_ms: i64,
+    ) -> Result<Groups, Failure> {
+        let owners = place_partitions(OFFSETS_TOPIC, OFFSETS_PARTITIONS, cores)?;
+        let mut logs = BTreeMap::new();
+        let mut groups = BTreeMap::new();
+        for p in (0..OFFSETS_PARTITIONS).filter(|p| owners[*p as usize] == core) {
+            let dir = crate::topics::partition_dir(data_dir, OFFSETS_TOPIC, p);
+            let log = PartitionLog::open(&dir, offsets_log_config(broker_log)).await?;
+            replay(&log, &mut groups, now_ms).await;
+            logs.insert(
+                p,
+                OffsetsLog {
+                    compact_above: Cell::new(store::COMPACT_SEGMENTS),
+                    log,
+                },
+            );
+        }
+        if !groups.is_empty() {
+            tracing::info!(core, groups = groups.len(), "restored consumer groups");
+        }
+        for g in groups.values() {
+            crate::metrics::group_members(g.id(), g.members().len());
+        }
+        Ok(Groups {
+            owners,
+            logs,
+            groups: RefCell::new(groups),
+            compacting: Cell::new(false),
+        })
+    }
+
+    /// The core that coordinates `group`.
+    pub fn core_of(&self, group: &str) -> usize {
+        self.owners
+            .get(store::partition_of(group) as usize)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn log_of(&self, group: &str) -> Result<&PartitionLog, Failure> {
+        self.logs
+            .get(&store::partition_of(group))
+            .map(|l| &l.log)
+            .ok_or_else(|| {
+                Failure::new(
+                    ErrorCode::NotCoordinator,
+                    format!("this core does not coordinate group {group:?}"),
+                )
+            })
+    }
+
+    /// Runs `f` on the group (a new one if unknown), then says what to store.
+    /// A group left with nothing worth keeping is forgotten.
+    fn update<R>(&self, id: &str, f: impl FnOnce(&mut Group) -> R) -> (R, Vec<KeyValue>) {
+        let mut groups = self.groups.borrow_mut();
+        let group = groups
+            .entry(id.to_owned())
+            .or_insert_with(|| Group::new(id));
+        let before = group.generation();
+        let out = f(group);
+        let records = changed(group, before);
+        if group.is_void() {
+            groups.remove(id);
+        }
+        (out, records)
+    }
+
+    fn read<R>(&self, id: &str, f: impl FnOnce(&Group) -> R) -> Option<R> {
+        self.groups.borrow().get(id).map(f)
+    }
+
+    /// Appends records to the group's partition; returns the offset to wait
+    /// for. Synchronous, so callers keep the order of their changes.
+    fn append(&self, group: &str, records: &[KeyValue]) -> Result<Option<u64>, Failure> {
+        if records.is_empty() {
+            return Ok(None);
+        }
+        let log = self.log_of(group)?;
+        let mut end = None;
+        for b in store::batches(records, now_ms()) {
+            end = Some(log.append(&b, 0)?.next_offset);
+        }
+        Ok(end)
+    }
+
+    async fn wait_durable(&self, group: &str, end: Option<u64>) -> Result<(), Failure> {
+        match end {
+            Some(end) => Ok(self.log_of(group)?.wait_durable(end).await?),
+            None => Ok(()),
+        }
+    }
+
+    /// Appends and waits until durable under the flush policy.
+    async fn store(&self, group: &str, records: &[KeyValue]) -> Result<(), Failure> {
+        let end = self.append(group, records)?;
+        self.wait_durable(group, end).await
+    }
+
+    /// Summaries of the groups with members or committed offsets.
+    pub fn summaries(&self) -> Vec<GroupSummary> {
+        self.groups
+            .borrow()
+            .values()
+            .filter(|g| !g.members().is_empty() || !g.offsets().is_empty())
+            .map(Group::summary)
+            .collect()
+    }
+
+    /// Expires silent members, follows deleted topics, and compacts a
+    /// partition that grew too long.
+    pub async fn tick(&self, now_ms: i64, counts: &TopicCounts) {
+        let mut writes: Vec<(String, Vec<KeyValue>)> = Vec::new();
+        {
+            let mut groups = self.groups.borrow_mut();
+            for g in groups.values_mut() {
+                let before = g.generation();
+                let expired = g.tick(now_ms, counts);
+                if expired > 0 {
+                    tracing::info!(
+                        group = g.id(),
+                        expired,
+                        generation = g.generation(),
+                        "members expired"
+                    );
+                }
+                let records = changed(g, before);
+                if !records.is_empty() {
+                    writes.push((g.id().to_owned(), records));
+                }
+            }
+        }
+        for (group, records) in writes {
+            // Nobody waits on an expiry; a failed append is retried by the
+            // next change of the group, which stores its whole membership.
+            if let Err(e) = self.append(&group, &records) {
+                tracing::warn!(group, error = %e, "storing a group's membership failed");
+            }
+        }
+        if !self.compacting.get() {
+            self.compacting.set(true);
+            for (p, l) in &self.logs {
+                if l.log.segment_count() > l.compact_above.get() {
+                    if let Err(e) = self.compact(*p, l).await {
+                        tracing::warn!(partition = p, error = %e, "compacting __offsets failed");
+                    }
+                }
+            }
+            self.compacting.set(false);
+        }
+    }
+
+    /// Rewrites the live state of partition `p`'s groups at its head, and
+    /// once that is durable drops the whole segments before it.
+    async fn compact(&self, p: u32, l: &OffsetsLog) -> Result<(), Failure> {
+        let records: Vec<KeyValue> = self
+            .groups
+            .borrow()
+            .values()
+            .filter(|g| store::partition_of(g.id()) == p)
+            .flat_map(store::snapshot)
+            .collect();
+        let start = l.log.next_offset();
+        for b in store::batches(&records, now_ms()) {
+            l.log.append(&b, 0)?;
+        }
+        l.log.sync().await?;
+        let dropped = l.log.drop_segments_below(start).await?;
+        let left = l.log.segment_count();
+        // A live state that is itself large must not be rewritten on every tick.
+        l.compact_above
+            .set(store::COMPACT_SEGMENTS.max(left.saturating_mul(2)));
+        tracing::info!(
+            partition = p,
+            dropped,
+            segments = left,
+            "compacted __offsets"
+        );
+        Ok(())
+    }
+
+    /// Syncs and closes the `__offsets` logs.
+    pub async fn close(&self) {
+        for (p, l) in &self.logs {
+            if let Err(e) = l.log.clone().close().await {
+                tracing::error!(partition = p, error = %e, "closing __offsets failed");
+            }
+        }
+    }
+}
+
+/// The records a change of `group` needs stored, and its metrics.
+fn changed(group: &mut Group, generation_before: u32) -> Vec<KeyValue> {
+    if !group.take_dirty() {
+        return Vec::new();
+    }
+    let bumps = group.generation().wrapping_sub(generation_before);
+    crate::metrics::group_rebalances(u64::from(bumps));
+    crate::metrics::group_members(group.id(), group.members().len());
+    vec![store::membership_record(group.id(), &group.membership())]
+}
+
+/// Replays one `__offsets` log into `groups`. A record it cannot read is
+/// skipped (and logged): losing one group's state beats a broker that does
+/// not start.
+async fn replay(log: &PartitionLog, groups: &mut BTreeMap<String, Group>, now_ms: i64) {
+    let end = log.next_offset();
+    let mut pos = log.start_offset();
+    while pos < end {
+        let chunk = match log.read(pos, 1 << 20, end).await {
+            Ok(c) if !c.is_empty() => c,
+            Ok(_) => break,
+            Err(e) => {
+                tracing::error!(error = %e, offset = pos, "reading __offsets failed; the rest is skipped");
+                break;
+            }
+        };
+        let before = pos;
+        for batch in batches(&chunk) {
+            let Ok(batch) = batch else { break };
+            if let Ok(h) = verify(&batch) {
+                pos = pos.max(h.next_offset());
+            }
+            apply_batch(&batch, groups, now_ms);
+        }
+        if pos == before {
+            tracing::error!(
+                offset = pos,
+                "__offsets does not advance; the rest is skipped"
+            );
+            break;
+        }
+    }
+}
+
+fn apply_batch(batch: &Bytes, groups: &mut BTreeMap<String, Group>, now_ms: i64) {
+    let records = match decode_records(batch) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "skipping an undecodable __offsets batch");
+            return;
+        }
+    };
+    for r in records {
+        let (Some(k), Some(v)) = (r.key, r.value) else {
+            continue;
+        };
+        match store::decode(&k, &v) {
+            Ok(rec) => store::apply(groups, rec, now_ms),
+            Err(e) => tracing::warn!(offset = r.offset, error = %e, "skipping a record"),
+        }
+    }
+}
+
+impl Shard {
+    /// The catalogue's partition counts, as the group state machine takes them.
+    fn topic_counts(&self) -> TopicCounts {
+        self.topics()
+            .into_iter()
+            .map(|t| (t.name, t.partitions))
+            .collect()
+    }
+
+    /// Serves a request of one group, on its coordinator core.
+    pub async fn group_request(&self, req: GroupRequest) -> Result<ResponseBody, Failure> {
+        validate_group_id("group id", req.group())?;
+        let core = self.groups.core_of(req.group());
+        if core != self.id {
+            return self
+                .ask(core, |reply| ShardMsg::Group {
+                    request: req,
+                    reply,
+                })
+                .await;
+        }
+        self.serve_group(req).await
+    }
+
+    pub(super) async fn serve_group(&self, req: GroupRequest) -> Result<ResponseBody, Failure> {
+        let now = now_ms();
+        let groups = &self.groups;
+        match req {
+            GroupRequest::Join(r) => {
+                let counts = self.topic_counts();
+                let (result, records) = groups.update(&r.group, |g| g.join(&r, now, &counts));
+                groups.store(&r.group, &records).await?;
+                let (member_id, assignment) = result?;
+                Ok(JoinGroupResponse {
+                    member_id,
+                    heartbeat_interval_ms: r.session_timeout_ms / 3,
+                    assignment,
+                }
+                .into())
+            }
+            GroupRequest::Heartbeat(r) => {
+                let (result, records) =
+                    groups.update(&r.group, |g| g.heartbeat(&r.member_id, r.generation, now));
+                // A heartbeat that handed a partition over stores the new
+                // holdings, but nobody waits for that.
+                groups.append(&r.group, &records)?;
+                Ok(HeartbeatResponse {
+                    assignment: result?,
+                }
+                .into())
+            }
+            GroupRequest::Leave(r) => {
+                let counts = self.topic_counts();
+                let (result, records) = groups.update(&r.group, |g| g.leave(&r.member_id, &counts));
+                groups.store(&r.group, &records).await?;
+                result?;
+                Ok(LeaveGroupResponse {}.into())
+            }
+            GroupRequest::Commit(r) => {
+                let (checked, _) = groups.update(&r.group, |g| {
+                    g.check_commit(&r.member_id, r.generation, &r.offsets, now)
+                });
+                let offsets = checked?;
+                let records: Vec<KeyValue> = offsets
+                    .iter()
+                    .map(|(p, o)| store::offset_record(&r.group, p, *o))
+                    .collect();
+                // Applied as soon as appended, so the state in memory and a
+                // compaction snapshot always follow the log's order.
+                let end = groups.append(&r.group, &records)?;
+                groups.update(&r.group, |g| g.apply_commit(offsets));
+                groups.wait_durable(&r.group, end).await?;
+                Ok(CommitOffsetsResponse {}.into())
+            }
+            GroupRequest::FetchOffsets(r) => {
+                let offsets = groups
+                    .read(&r.group, |g| g.fetch_offsets(&r.topics))
+                    .unwrap_or_default();
+                Ok(FetchOffsetsResponse { offsets }.into())
+            }
+            GroupRequest::Describe(r) => {
+                let counts = self.topic_counts();
+                let mut d = groups
+                    .read(&r.group, |g| g.describe(now, &counts))
+                    .unwrap_or_else(|| Group::new(r.group.clone()).describe(now, &counts));
+                for p in &mut d.partitions {
+                    if counts.contains_key(&p.topic) {
+                        // A partition that cannot answer (a topic deleted
+                        // meanwhile) is described with end offset 0.
+                        p.end_offset = self
+                            .list_offsets(&p.topic, p.partition, LATEST)
+                            .await
+                            .unwrap_or(0);
+                    }
+                }
+                Ok(d.into())
+            }
+        }
+    }
+
+    /// Every group of this node with members or committed offsets, by id.
+    pub async fn list_groups(&self) -> Result<Vec<GroupSummary>, Failure> {
+        let mut all = self.groups.summaries();
+        for core in (0..self.cores()).filter(|c| *c != self.id) {
+            all.extend(
+                self.ask(core, |reply| ShardMsg::ListGroups { reply })
+                    .await?,
+            );
+        }
+        all.sort_by(|a, b| a.group.cmp(&b.group));
+        Ok(all)
+    }
+
+    /// The groups this core coordinates, for another core's ListGroups.
+    pub(super) fn local_group_summaries(&self) -> Vec<GroupSummary> {
+        self.groups.summaries()
+    }
+
+    /// One tick of this core's groups (expiry, deleted topics, compaction).
+    pub async fn tick_groups(&self) {
+        let counts = self.topic_counts();
+        self.groups.tick(now_ms(), &counts).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::assignor::PartitionId;
+    use crate::log::FlushPolicy;
+    use glommio::{LocalExecutorBuilder, Placement};
+    use ringmq_protocol::JoinGroupRequest;
+
+    fn run(f: impl std::future::Future<Output = ()> + 'static) {
+        LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(64 << 10)
+            .ring_depth(64)
+            .make()
+            .expect("test executor")
+            .run(f);
+    }
+
+    #[test]
+    fn compaction_keeps_the_live_state_and_drops_old_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(async move {
+            let cfg = LogConfig {
+                flush: FlushPolicy::EveryBatch,
+                ..LogConfig::default()
+            };
+            let counts: TopicCounts = [("t".to_string(), 4)].into_iter().collect();
+            let groups = Groups::open(&path, &cfg, 0, 1, 0).await.unwrap();
+            let req = JoinGroupRequest {
+                group: "g".into(),
+                member_id: String::new(),
+                instance_id: Some("w".into()),
+                session_timeout_ms: 60_000,
+                topics: vec!["t".into()],
+            };
+            let (joined, records) = groups.update("g", |g| g.join(&req, 0, &counts));
+            groups.store("g", &records).await.unwrap();
+            let member = joined.unwrap().0;
+            let p = store::partition_of("g");
+            let log = groups.logs[&p].log.clone();
+            // Rewrite the same 4 offsets until the log is long enough.
+            let mut round = 0u64;
+            while log.segment_count() <= store::COMPACT_SEGMENTS {
+                let offsets: Vec<(PartitionId, u64)> = (0..2000)
+                    .map(|i| (PartitionId::new("t", i % 4), round * 2000 + u64::from(i)))
+                    .collect();
+                let records: Vec<KeyValue> = offsets
+                    .iter()
+                    .map(|(p, o)| store::offset_record("g", p, *o))
+                    .collect();
+                groups.append("g", &records).unwrap();
+                groups.update("g", |g| g.apply_commit(offsets));
+                round += 1;
+            }
+            let before = groups.read("g", |g| (g.membership(), g.offsets().clone()));
+            groups.tick(1, &counts).await;
+            assert!(log.segment_count() <= 2, "{} segments", log.segment_count());
+            groups.close().await;
+            drop(groups);
+
+            let reopened = Groups::open(&path, &cfg, 0, 1, 5).await.unwrap();
+            let after = reopened.read("g", |g| (g.membership(), g.offsets().clone()));
+            assert_eq!(before, after);
+            let m = reopened.read("g", |g| g.members()[&member].last_seen_ms);
+            assert_eq!(m, Some(5));
+            reopened.close().await;
+        });
+    }
+}
