@@ -42,6 +42,13 @@ struct GroupLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LagLabels {
+    group: String,
+    topic: String,
+    partition: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     api: String,
     code: String,
@@ -69,6 +76,7 @@ struct Families {
     partition_bytes: Family<PartitionLabels, Gauge>,
     rebalances: Family<CoreLabel, Counter>,
     group_members: Family<GroupLabel, Gauge>,
+    group_lag: Family<LagLabels, Gauge>,
 }
 
 fn families() -> &'static Families {
@@ -90,6 +98,7 @@ fn families() -> &'static Families {
             partition_bytes: Family::default(),
             rebalances: Family::default(),
             group_members: Family::default(),
+            group_lag: Family::default(),
             registry: Registry::default(),
         };
         registry.register("requests", "Requests answered, by API", f.requests.clone());
@@ -157,6 +166,11 @@ fn families() -> &'static Families {
             "group_members",
             "Members of each consumer group",
             f.group_members.clone(),
+        );
+        registry.register(
+            "group_lag",
+            "Records between a group's committed offset and the partition's end, per partition",
+            f.group_lag.clone(),
         );
         Families { registry, ..f }
     })
@@ -300,6 +314,27 @@ pub fn group_members(group: &str, members: usize) {
             group: group.to_owned(),
         })
         .set(members as i64);
+}
+
+/// Sets a group's lag on one partition (end offset minus committed offset).
+pub fn group_lag(group: &str, topic: &str, partition: u32, lag: u64) {
+    families()
+        .group_lag
+        .get_or_create(&LagLabels {
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            partition,
+        })
+        .set(saturating_i64(lag));
+}
+
+/// Drops a lag series that no longer applies (its topic was deleted).
+pub fn group_lag_removed(group: &str, topic: &str, partition: u32) {
+    families().group_lag.remove(&LagLabels {
+        group: group.to_owned(),
+        topic: topic.to_owned(),
+        partition,
+    });
 }
 
 /// Adds the executor's run time since the last call (`total` is cumulative).

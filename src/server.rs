@@ -180,6 +180,7 @@ async fn run_shard(
         async move {
             crate::metrics::core_busy(glommio::executor().executor_stats().total_runtime());
             shard.report_metrics();
+            shard.report_group_lag().await;
             Some(Duration::from_secs(1))
         }
     });

@@ -1,6 +1,6 @@
 //! The metrics endpoint scraped while clients produce and consume: the
 //! request, byte and connection series move, and every partition's offsets
-//! and size show.
+//! and size show, and a consumer group's lag.
 
 mod common;
 
@@ -165,4 +165,97 @@ fn counters_move_during_produce_and_consume() {
         "{third}"
     );
     assert!(third.contains("ringmq_cold_read_bytes "), "{third}");
+
+    // A group that committed offset 1 on each partition lags by the rest.
+    join_and_commit(&b, "lagging", "events", 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let fourth = loop {
+        let s = scrape(addr);
+        if s.contains("ringmq_group_lag{") || std::time::Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let ends: Vec<f64> = (0..4)
+        .map(|p| {
+            let label = format!("topic=\"events\",partition=\"{p}\"");
+            total(&fourth, "ringmq_partition_end_offset", &label)
+        })
+        .collect();
+    let expected: f64 = ends.iter().map(|e| (e - 1.0).max(0.0)).sum();
+    assert_eq!(
+        total(&fourth, "ringmq_group_lag", "group=\"lagging\""),
+        expected,
+        "{fourth}"
+    );
+    assert_eq!(
+        total(&fourth, "ringmq_group_members", "group=\"lagging\""),
+        1.0,
+        "{fourth}"
+    );
+    assert!(
+        total(&fourth, "ringmq_group_rebalances_total", "core=") >= 1.0,
+        "{fourth}"
+    );
+}
+
+/// Joins `group` as its only member and commits `offset` on every partition
+/// of `topic` (at most the partition's end).
+fn join_and_commit(bootstrap: &str, group: &str, topic: &str, offset: u64) {
+    use ringmq_client::{Client, ClientConfig};
+    use ringmq_protocol::{
+        CommitOffsetsRequest, JoinGroupRequest, ListOffsetsRequest, OffsetSpec, PartitionOffset,
+        Request, ResponseBody,
+    };
+    let (bootstrap, group, topic) = (bootstrap.to_owned(), group.to_owned(), topic.to_owned());
+    common::small_executor().run(async move {
+        let client = Client::connect(ClientConfig::new(&bootstrap))
+            .await
+            .expect("connect");
+        let join = client
+            .request(&Request::JoinGroup(JoinGroupRequest {
+                group: group.clone(),
+                member_id: String::new(),
+                instance_id: None,
+                session_timeout_ms: 30_000,
+                topics: vec![topic.clone()],
+            }))
+            .await
+            .expect("join");
+        let ResponseBody::JoinGroup(join) = join else {
+            panic!("{join:?}")
+        };
+        let mut offsets = Vec::new();
+        for tp in &join.assignment.partitions {
+            for &partition in &tp.partitions {
+                let end = match client
+                    .request(&Request::ListOffsets(ListOffsetsRequest {
+                        topic: tp.topic.clone(),
+                        partition,
+                        spec: OffsetSpec::Latest,
+                    }))
+                    .await
+                    .expect("list offsets")
+                {
+                    ResponseBody::ListOffsets(l) => l.offset,
+                    other => panic!("{other:?}"),
+                };
+                offsets.push(PartitionOffset {
+                    topic: tp.topic.clone(),
+                    partition,
+                    offset: offset.min(end),
+                });
+            }
+        }
+        assert_eq!(offsets.len(), 4, "the only member holds every partition");
+        client
+            .request(&Request::CommitOffsets(CommitOffsetsRequest {
+                group,
+                member_id: join.member_id,
+                generation: join.assignment.generation,
+                offsets,
+            }))
+            .await
+            .expect("commit");
+    });
 }

@@ -10,7 +10,7 @@
 //! waits for durability.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use bytes::Bytes;
@@ -45,6 +45,8 @@ pub struct Groups {
     groups: RefCell<BTreeMap<String, Group>>,
     /// A compaction runs (from the ticker); the next tick does not start one.
     compacting: Cell<bool>,
+    /// The (group, topic, partition) lag series this core published last.
+    lag_series: RefCell<BTreeSet<(String, String, u32)>>,
 }
 
 /// The settings of an `__offsets` log: small segments and a small
@@ -98,6 +100,7 @@ impl Groups {
             logs,
             groups: RefCell::new(groups),
             compacting: Cell::new(false),
+            lag_series: RefCell::new(BTreeSet::new()),
         })
     }
 
@@ -439,6 +442,36 @@ impl Shard {
     /// The groups this core coordinates, for another core's ListGroups.
     pub(super) fn local_group_summaries(&self) -> Vec<GroupSummary> {
         self.groups.summaries()
+    }
+
+    /// Publishes the lag of every committed partition of this core's groups.
+    pub async fn report_group_lag(&self) {
+        let counts = self.topic_counts();
+        let committed: Vec<(String, String, u32, u64)> = self
+            .groups
+            .groups
+            .borrow()
+            .values()
+            .flat_map(|g| {
+                g.offsets()
+                    .iter()
+                    .filter(|(p, _)| counts.contains_key(&p.topic))
+                    .map(|(p, o)| (g.id().to_owned(), p.topic.clone(), p.partition, *o))
+            })
+            .collect();
+        let mut now = BTreeSet::new();
+        for (group, topic, partition, offset) in committed {
+            // The end offset may live on another core: one ask per
+            // partition a second, off every request path.
+            if let Ok(end) = self.list_offsets(&topic, partition, LATEST).await {
+                crate::metrics::group_lag(&group, &topic, partition, end.saturating_sub(offset));
+                now.insert((group, topic, partition));
+            }
+        }
+        let before = self.groups.lag_series.replace(now);
+        for (group, topic, partition) in before.difference(&self.groups.lag_series.borrow()) {
+            crate::metrics::group_lag_removed(group, topic, *partition);
+        }
     }
 
     /// One tick of this core's groups (expiry, deleted topics, compaction).
