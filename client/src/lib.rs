@@ -19,6 +19,7 @@ pub mod client;
 pub mod connection;
 pub mod consumer;
 pub mod error;
+mod fetcher;
 pub mod producer;
 mod wait;
 
