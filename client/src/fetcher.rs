@@ -91,10 +91,6 @@ impl Fetcher {
         }
     }
 
-    pub(crate) fn config(&self) -> &ConsumerConfig {
-        &self.config
-    }
-
     fn find(&self, topic: &str, partition: u32) -> Option<usize> {
         self.parts
             .iter()
