@@ -229,7 +229,11 @@ impl Shared {
 fn flatten(parts: &[TopicPartitions]) -> BTreeSet<TopicPartition> {
     parts
         .iter()
-        .flat_map(|t| t.partitions.iter().map(|p| TopicPartition::new(&t.topic, *p)))
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| TopicPartition::new(&t.topic, *p))
+        })
         .collect()
 }
 
@@ -647,8 +651,7 @@ impl GroupConsumer {
             // One noted meanwhile is applied next, unless this covers it.
             let applied = s.applied;
             let covered = s.next.as_ref().is_some_and(|n| {
-                n.generation < applied
-                    || (n.generation == applied && flatten(&n.partitions) == new)
+                n.generation < applied || (n.generation == applied && flatten(&n.partitions) == new)
             });
             if covered {
                 s.next = None;

@@ -22,14 +22,16 @@ macro_rules! expect {
     ($body:expr, $variant:ident) => {
         match $body {
             ringmq_protocol::ResponseBody::$variant(b) => Ok(b),
-            other => Err($crate::ClientError::Protocol(ringmq_protocol::FrameError::Malformed(
-                format!(
-                    "expected a {} response, got {}",
-                    stringify!($variant),
-                    other.api_key()
-                )
-                .into(),
-            ))),
+            other => Err($crate::ClientError::Protocol(
+                ringmq_protocol::FrameError::Malformed(
+                    format!(
+                        "expected a {} response, got {}",
+                        stringify!($variant),
+                        other.api_key()
+                    )
+                    .into(),
+                ),
+            )),
         }
     };
 }

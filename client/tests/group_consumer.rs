@@ -148,10 +148,16 @@ fn a_second_member_takes_half_only_after_the_first_released_it() {
         assert!(b.assignment().is_empty());
         let seen_b = seen.clone();
         let tb = glommio::spawn_local(async move {
-            consume_until(&mut b, &seen_b, "b", deadline, |c, _| c.assignment().len() == 2).await;
+            consume_until(&mut b, &seen_b, "b", deadline, |c, _| {
+                c.assignment().len() == 2
+            })
+            .await;
             b
         });
-        consume_until(&mut a, &seen, "a", deadline, |c, _| c.assignment().len() == 2).await;
+        consume_until(&mut a, &seen, "a", deadline, |c, _| {
+            c.assignment().len() == 2
+        })
+        .await;
         let mut b = tb.await;
 
         let events = a.take_events();
@@ -166,14 +172,20 @@ fn a_second_member_takes_half_only_after_the_first_released_it() {
         };
         assert_eq!((*generation, removed.len(), added.len()), (2, 2, 0));
         let released: BTreeSet<_> = removed.iter().cloned().collect();
-        assert_eq!(b.assignment().into_iter().collect::<BTreeSet<_>>(), released);
+        assert_eq!(
+            b.assignment().into_iter().collect::<BTreeSet<_>>(),
+            released
+        );
 
         // New records go to whoever holds their partition now, once each.
         let before = seen.borrow().clone();
         produce(&client, "t", 40..80).await;
         let seen_b = seen.clone();
         let tb = glommio::spawn_local(async move {
-            consume_until(&mut b, &seen_b, "b", deadline, |_, s| s.borrow().len() == 80).await;
+            consume_until(&mut b, &seen_b, "b", deadline, |_, s| {
+                s.borrow().len() == 80
+            })
+            .await;
             b
         });
         consume_until(&mut a, &seen, "a", deadline, |_, s| s.borrow().len() == 80).await;
@@ -313,7 +325,10 @@ fn a_silent_member_is_removed_and_the_others_take_its_partitions() {
         // process would.
         drop(a);
         let seen = Seen::default();
-        consume_until(&mut b, &seen, "b", deadline, |c, _| c.assignment().len() == 4).await;
+        consume_until(&mut b, &seen, "b", deadline, |c, _| {
+            c.assignment().len() == 4
+        })
+        .await;
         let d = client.admin().describe_group("g").await.unwrap();
         assert_eq!(d.members.len(), 1);
         assert_eq!(d.state, GroupState::Stable);

@@ -32,7 +32,12 @@ pub struct ConsumeArgs {
     #[arg(long, value_name = "P", conflicts_with = "group")]
     partition: Option<u32>,
     /// Start at this offset (of the partition given with --partition).
-    #[arg(long, value_name = "O", requires = "partition", conflicts_with = "group")]
+    #[arg(
+        long,
+        value_name = "O",
+        requires = "partition",
+        conflicts_with = "group"
+    )]
     offset: Option<u64>,
     /// Stop when no message arrived for this long, e.g. 5s.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]

@@ -142,8 +142,10 @@ fn describe_text(d: &DescribeGroupResponse) -> String {
             p.holder.clone().unwrap_or_else(|| "-".into()),
             p.committed.map_or_else(|| "-".into(), |c| c.to_string()),
             p.end_offset.to_string(),
-            p.committed
-                .map_or_else(|| "-".into(), |c| p.end_offset.saturating_sub(c).to_string()),
+            p.committed.map_or_else(
+                || "-".into(),
+                |c| p.end_offset.saturating_sub(c).to_string(),
+            ),
         ]);
     }
     out.push_str(&table(&parts));

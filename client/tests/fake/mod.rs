@@ -389,8 +389,7 @@ fn handle(b: &mut Broker, req: Request) -> Result<ResponseBody, (ErrorCode, Stri
         }
         Request::JoinGroup(j) => {
             check_group(&j.group)?;
-            if !(MIN_SESSION_TIMEOUT_MS..=MAX_SESSION_TIMEOUT_MS).contains(&j.session_timeout_ms)
-            {
+            if !(MIN_SESSION_TIMEOUT_MS..=MAX_SESSION_TIMEOUT_MS).contains(&j.session_timeout_ms) {
                 return Err((ErrorCode::InvalidSessionTimeout, "out of bounds".into()));
             }
             if let Some(t) = j.topics.iter().find(|t| !b.topics.contains_key(*t)) {
@@ -456,12 +455,18 @@ fn handle(b: &mut Broker, req: Request) -> Result<ResponseBody, (ErrorCode, Stri
         }
         Request::Heartbeat(h) => {
             let parts = existing_group_parts(b, &h.group)?;
-            let g = b.groups.get_mut(&h.group).ok_or_else(|| unknown_member(&h.member_id))?;
+            let g = b
+                .groups
+                .get_mut(&h.group)
+                .ok_or_else(|| unknown_member(&h.member_id))?;
             g.expire(&parts);
             let generation = g.generation;
             let m = g.member(&h.member_id)?;
             if h.generation > generation {
-                return Err((ErrorCode::StaleGeneration, format!("{} > {generation}", h.generation)));
+                return Err((
+                    ErrorCode::StaleGeneration,
+                    format!("{} > {generation}", h.generation),
+                ));
             }
             m.last_seen = Instant::now();
             if h.generation == generation {
@@ -477,7 +482,10 @@ fn handle(b: &mut Broker, req: Request) -> Result<ResponseBody, (ErrorCode, Stri
         }
         Request::LeaveGroup(l) => {
             let parts = existing_group_parts(b, &l.group)?;
-            let g = b.groups.get_mut(&l.group).ok_or_else(|| unknown_member(&l.member_id))?;
+            let g = b
+                .groups
+                .get_mut(&l.group)
+                .ok_or_else(|| unknown_member(&l.member_id))?;
             g.member(&l.member_id)?;
             g.remove(&l.member_id, &parts);
             g.grant();
@@ -485,12 +493,18 @@ fn handle(b: &mut Broker, req: Request) -> Result<ResponseBody, (ErrorCode, Stri
         }
         Request::CommitOffsets(c) => {
             let parts = existing_group_parts(b, &c.group)?;
-            let g = b.groups.get_mut(&c.group).ok_or_else(|| unknown_member(&c.member_id))?;
+            let g = b
+                .groups
+                .get_mut(&c.group)
+                .ok_or_else(|| unknown_member(&c.member_id))?;
             g.expire(&parts);
             let generation = g.generation;
             g.member(&c.member_id)?.last_seen = Instant::now();
             if c.generation != generation {
-                return Err((ErrorCode::StaleGeneration, format!("{} != {generation}", c.generation)));
+                return Err((
+                    ErrorCode::StaleGeneration,
+                    format!("{} != {generation}", c.generation),
+                ));
             }
             for o in &c.offsets {
                 let tp = (o.topic.clone(), o.partition);
@@ -606,8 +620,7 @@ fn group_parts(b: &Broker, topics: &[String]) -> BTreeSet<Tp> {
 
 fn existing_group_parts(b: &Broker, group: &str) -> GroupResult<BTreeSet<Tp>> {
     check_group(group)?;
-    Ok(b
-        .groups
+    Ok(b.groups
         .get(group)
         .map(|g| group_parts(b, &g.topics))
         .unwrap_or_default())
