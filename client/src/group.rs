@@ -263,6 +263,9 @@ pub struct GroupConsumer {
     /// Per partition, one past the last record the last `poll` returned;
     /// processed once `poll` is called again.
     last_batch: HashMap<TopicPartition, u64>,
+    /// Partitions held but not fetched yet because looking up their start
+    /// failed; the next `poll` tries again.
+    unstarted: BTreeSet<TopicPartition>,
     last_commit: Instant,
     events: VecDeque<GroupEvent>,
     closed: bool,
@@ -315,6 +318,7 @@ impl GroupConsumer {
             processed: HashMap::new(),
             committed: HashMap::new(),
             last_batch: HashMap::new(),
+            unstarted: BTreeSet::new(),
             last_commit: Instant::now(),
             events: VecDeque::new(),
             closed: false,
@@ -608,8 +612,12 @@ impl GroupConsumer {
                         }
                     }
                 }
-                None => return Ok(()),
+                None => break,
             }
+        }
+        if !self.unstarted.is_empty() {
+            let parts: Vec<TopicPartition> = self.unstarted.iter().cloned().collect();
+            self.start(&parts).await?;
         }
         Ok(())
     }
@@ -625,6 +633,7 @@ impl GroupConsumer {
         for tp in &removed {
             self.fetcher.remove(&tp.topic, tp.partition);
             self.last_batch.remove(tp);
+            self.unstarted.remove(tp);
         }
         if !removed.is_empty() {
             self.shared.borrow_mut().applying = a.generation;
@@ -677,6 +686,7 @@ impl GroupConsumer {
         if parts.is_empty() {
             return Ok(());
         }
+        self.unstarted.extend(parts.iter().cloned());
         let topics: BTreeSet<String> = parts.iter().map(|tp| tp.topic.clone()).collect();
         let topics: Vec<String> = topics.into_iter().collect();
         let admin = self.client.admin();
@@ -703,6 +713,7 @@ impl GroupConsumer {
             };
             tracing::debug!(group = %self.config.group, partition = %tp, position, "starting");
             self.fetcher.add(&tp.topic, tp.partition, position);
+            self.unstarted.remove(tp);
         }
         Ok(())
     }
@@ -803,6 +814,7 @@ impl GroupConsumer {
         self.processed.clear();
         self.committed.clear();
         self.last_batch.clear();
+        self.unstarted.clear();
         self.join_group().await
     }
 

@@ -165,7 +165,9 @@ fn write_record(
 async fn consume_group(args: ConsumeArgs, group: String) -> Result<(), Box<dyn Error>> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone())
+        // A second signal exits at once, without committing.
+        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())
+            .and_then(|_| signal_hook::flag::register(sig, stop.clone()))
             .map_err(|e| format!("cannot handle signal {sig}: {e}"))?;
     }
     let client = args.bootstrap.connect().await?;
