@@ -324,6 +324,41 @@ mod tests {
     use super::*;
     use ringmq_protocol::ErrorCode;
 
+    fn parse(args: &[&str]) -> Result<ConsumeArgs, clap::Error> {
+        use clap::Parser;
+        let argv = ["ringmq", "consume"]
+            .into_iter()
+            .chain(args.iter().copied());
+        match crate::cli::Cli::try_parse_from(argv)?.command {
+            crate::cli::Command::Consume(a) => Ok(a),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn group_flags() {
+        let a = parse(&[
+            "t",
+            "--group",
+            "g",
+            "--session-timeout",
+            "3s",
+            "--from-beginning",
+        ])
+        .unwrap();
+        assert_eq!(a.group.as_deref(), Some("g"));
+        assert_eq!(a.session_timeout, Duration::from_secs(3));
+        assert_eq!(a.commit_interval, Duration::from_secs(1));
+        assert!(a.from_beginning && a.instance_id.is_none());
+        assert!(parse(&["t", "--group", "g", "--partition", "1"]).is_err());
+        assert!(parse(&["t", "--group", "g", "--partition", "1", "--offset", "3"]).is_err());
+        assert!(parse(&["t", "--instance-id", "w1"]).is_err());
+        assert!(parse(&["t", "--commit-interval", "5s"]).is_err());
+        // The plain consumer is unchanged.
+        let a = parse(&["t", "--partition", "1", "--offset", "3", "--print-key"]).unwrap();
+        assert!(a.group.is_none() && a.print_key);
+    }
+
     #[test]
     fn event_lines() {
         let tp = |p| TopicPartition::new("tasks", p);
