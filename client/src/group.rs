@@ -172,6 +172,10 @@ struct Shared {
     /// Partitions due to the member that another has not released yet.
     pending: u32,
     heartbeat_interval: Duration,
+    /// When the coordinator last answered a request of this member: past
+    /// the session timeout the member may have been removed without
+    /// knowing it.
+    last_heard: Instant,
     /// Set when the coordinator answered `UNKNOWN_MEMBER` (or another
     /// answer that means the member must join anew).
     fenced: Option<(ErrorCode, String)>,
@@ -307,6 +311,7 @@ impl GroupConsumer {
                 applying: 0,
                 pending: 0,
                 heartbeat_interval: config.session_timeout / 3,
+                last_heard: Instant::now(),
                 fenced: None,
                 failed: None,
                 beat_now: false,
@@ -399,6 +404,24 @@ impl GroupConsumer {
                 Vec::new()
             }
         };
+        if !records.is_empty() {
+            match self.still_member().await {
+                Ok(true) => {}
+                // Fenced: the records belong to whoever holds their
+                // partitions now, and the member has joined anew.
+                Ok(false) => return Ok(Vec::new()),
+                Err(e) => {
+                    // Not handed out, so fetched again by the next poll.
+                    for r in &records {
+                        let first = self.fetcher.position(&r.topic, r.partition);
+                        if first.is_some_and(|f| f > r.offset) {
+                            self.fetcher.add(&r.topic, r.partition, r.offset);
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
         for r in &records {
             let tp = TopicPartition::new(&r.topic, r.partition);
             let next = r.offset + 1;
@@ -406,6 +429,25 @@ impl GroupConsumer {
             *e = (*e).max(next);
         }
         Ok(records)
+    }
+
+    /// Whether the member may hand out records. Normally it heard from the
+    /// coordinator within a heartbeat interval and nothing is sent; past
+    /// its session timeout (a stopped process, a lost connection) it may
+    /// have been removed and its partitions given away, so it asks first.
+    /// `false`: it was fenced and has joined anew.
+    async fn still_member(&mut self) -> Result<bool, ClientError> {
+        if self.shared.borrow().last_heard.elapsed() < self.config.session_timeout {
+            return Ok(true);
+        }
+        match self.heartbeat_now().await {
+            Ok(()) => Ok(true),
+            Err(e) if is_fenced(&e) || e.code() == Some(ErrorCode::StaleGeneration) => {
+                self.rejoin(&e).await?;
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Marks a record processed (and every earlier one of its partition),
@@ -543,6 +585,7 @@ impl GroupConsumer {
             };
             match result {
                 Ok(()) => {
+                    self.shared.borrow_mut().last_heard = Instant::now();
                     for o in offsets {
                         self.committed
                             .insert(TopicPartition::new(&o.topic, o.partition), o.offset);
@@ -584,7 +627,9 @@ impl GroupConsumer {
         };
         let body = self.client.request(&req).await?;
         let a = expect!(body, Heartbeat)?.assignment;
-        self.shared.borrow_mut().note(a);
+        let mut s = self.shared.borrow_mut();
+        s.last_heard = Instant::now();
+        s.note(a);
         Ok(())
     }
 
@@ -761,6 +806,7 @@ impl GroupConsumer {
             s.pending = a.pending;
             s.fenced = None;
             s.failed = None;
+            s.last_heard = Instant::now();
             s.beat_now = false;
             s.heartbeat_interval = if resp.heartbeat_interval_ms == 0 {
                 self.config.session_timeout / 3
@@ -883,7 +929,10 @@ async fn heartbeat_loop(client: Client, group: String, shared: Rc<RefCell<Shared
         };
         let mut s = shared.borrow_mut();
         match result {
-            Ok(resp) => s.note(resp.assignment),
+            Ok(resp) => {
+                s.last_heard = Instant::now();
+                s.note(resp.assignment);
+            }
             Err(ClientError::Broker { code, message })
                 if matches!(code, ErrorCode::UnknownMember | ErrorCode::StaleGeneration) =>
             {
@@ -926,6 +975,7 @@ mod tests {
             applying: 0,
             pending: 0,
             heartbeat_interval: Duration::from_secs(1),
+            last_heard: Instant::now(),
             fenced: None,
             failed: None,
             beat_now: false,

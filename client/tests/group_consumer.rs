@@ -335,3 +335,48 @@ fn a_silent_member_is_removed_and_the_others_take_its_partitions() {
         b.close().await.unwrap();
     });
 }
+
+#[test]
+fn a_member_stopped_past_its_session_hands_out_nothing_before_rejoining() {
+    let addr = start_fake(Faults::default());
+    small_executor().run(async move {
+        let client = Client::connect(config(addr)).await.unwrap();
+        client.admin().create_topic("t", 2, 1).await.unwrap();
+        produce(&client, "t", 0..10).await;
+        let mut cfg = group_config("g", "t");
+        cfg.session_timeout = Duration::from_millis(600);
+        cfg.auto_commit_interval = None;
+        let mut a = GroupConsumer::join(&client, cfg).await.unwrap();
+        let seen = Seen::default();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        consume_until(&mut a, &seen, "a", deadline, |_, s| s.borrow().len() == 10).await;
+        a.take_events();
+        // The whole executor stops, heartbeats included, as with SIGSTOP.
+        std::thread::sleep(Duration::from_millis(1000));
+        produce(&client, "t", 10..15).await;
+        let records = loop {
+            assert!(Instant::now() < deadline);
+            let r = a.poll().await.unwrap();
+            if !r.is_empty() {
+                break r;
+            }
+        };
+        let events = a.take_events();
+        assert!(
+            matches!(
+                &events[..],
+                [
+                    GroupEvent::Fenced {
+                        code: ErrorCode::UnknownMember,
+                        ..
+                    },
+                    GroupEvent::Joined { .. }
+                ]
+            ),
+            "{events:?}"
+        );
+        // Nothing was committed, so the new member starts over.
+        assert!(records.iter().any(|r| r.offset == 0), "{records:?}");
+        a.close().await.unwrap();
+    });
+}
