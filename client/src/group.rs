@@ -435,8 +435,14 @@ impl GroupConsumer {
     /// coordinator within a heartbeat interval and nothing is sent; past
     /// its session timeout (a stopped process, a lost connection) it may
     /// have been removed and its partitions given away, so it asks first.
-    /// `false`: it was fenced and has joined anew.
+    /// `false`: it was (or has just learned it was) fenced, and has joined
+    /// anew.
     async fn still_member(&mut self) -> Result<bool, ClientError> {
+        let fenced = self.shared.borrow_mut().fenced.take();
+        if let Some((code, message)) = fenced {
+            self.rejoin(&ClientError::Broker { code, message }).await?;
+            return Ok(false);
+        }
         if self.shared.borrow().last_heard.elapsed() < self.config.session_timeout {
             return Ok(true);
         }
@@ -495,11 +501,9 @@ impl GroupConsumer {
         if self.closed {
             return Ok(());
         }
-        let committed = if self.shared.borrow().fenced.is_some() {
-            Ok(())
-        } else {
-            self.commit_held().await
-        };
+        // Also when known to be fenced: the refusal tells the caller that
+        // its last progress was not stored.
+        let committed = self.commit_held().await;
         self.closed = true;
         self.stop_heartbeat();
         for tp in self.assignment() {
