@@ -847,7 +847,7 @@ impl GroupConsumer {
             s.fenced = None;
             std::mem::take(&mut s.member_id)
         };
-        tracing::info!(group = %self.config.group, %member_id, %code, "fenced; joining anew");
+        tracing::debug!(group = %self.config.group, %member_id, %code, "fenced; joining anew");
         self.push_event(GroupEvent::Fenced {
             member_id,
             code,

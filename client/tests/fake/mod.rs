@@ -104,10 +104,12 @@ impl Group {
         }
     }
 
+    /// A member leaves or times out: what it held is released at once.
     fn remove(&mut self, id: &str, parts: &BTreeSet<Tp>) {
         self.members.remove(id);
         self.holders.retain(|_, h| h != id);
         self.rebalance(parts);
+        self.grant();
     }
 
     /// A membership change: bump the generation, keep what balance allows
