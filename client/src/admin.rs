@@ -1,9 +1,11 @@
-//! [`Admin`]: topic administration and lookups, one request each.
+//! [`Admin`]: topic administration and lookups, one request each; also the
+//! read-only group calls (describe, list, committed offsets).
 
 use ringmq_protocol::{
-    ApiVersionsRequest, ApiVersionsResponse, CreateTopicRequest, DeleteTopicRequest, ErrorCode,
-    FrameError, ListOffsetsRequest, ListTopicsRequest, MetadataRequest, MetadataResponse,
-    OffsetSpec, Request, ResponseBody, TopicInfo, TopicMetadata,
+    ApiVersionsRequest, ApiVersionsResponse, CreateTopicRequest, DeleteTopicRequest,
+    DescribeGroupRequest, DescribeGroupResponse, ErrorCode, FetchOffsetsRequest, GroupSummary,
+    ListGroupsRequest, ListOffsetsRequest, ListTopicsRequest, MetadataRequest, MetadataResponse,
+    OffsetSpec, PartitionOffset, Request, TopicInfo, TopicMetadata,
 };
 
 use crate::client::Client;
@@ -14,24 +16,6 @@ use crate::error::ClientError;
 #[derive(Debug, Clone)]
 pub struct Admin {
     client: Client,
-}
-
-/// Unwraps the expected response variant; the decoder picked it from the
-/// api we sent, so another one is a client bug reported as a protocol error.
-macro_rules! expect {
-    ($body:expr, $variant:ident) => {
-        match $body {
-            ResponseBody::$variant(b) => Ok(b),
-            other => Err(ClientError::Protocol(FrameError::Malformed(
-                format!(
-                    "expected a {} response, got {}",
-                    stringify!($variant),
-                    other.api_key()
-                )
-                .into(),
-            ))),
-        }
-    };
 }
 
 impl Admin {
@@ -132,5 +116,36 @@ impl Admin {
     pub async fn api_versions(&self) -> Result<ApiVersionsResponse, ClientError> {
         let req = Request::ApiVersions(ApiVersionsRequest {});
         expect!(self.client.request(&req).await?, ApiVersions)
+    }
+
+    /// Everything about one group: state, generation, members and, per
+    /// partition, holder, committed offset and end offset. An unknown group
+    /// is described as empty, generation 0.
+    pub async fn describe_group(&self, group: &str) -> Result<DescribeGroupResponse, ClientError> {
+        let req = Request::DescribeGroup(DescribeGroupRequest {
+            group: group.to_owned(),
+        });
+        expect!(self.client.request(&req).await?, DescribeGroup)
+    }
+
+    /// Every group with members or committed offsets, by group id.
+    pub async fn list_groups(&self) -> Result<Vec<GroupSummary>, ClientError> {
+        let req = Request::ListGroups(ListGroupsRequest {});
+        Ok(expect!(self.client.request(&req).await?, ListGroups)?.groups)
+    }
+
+    /// A group's committed offsets in `topics` (every topic it has offsets
+    /// for when empty), by topic then partition; a partition with none is
+    /// absent.
+    pub async fn fetch_offsets(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> Result<Vec<PartitionOffset>, ClientError> {
+        let req = Request::FetchOffsets(FetchOffsetsRequest {
+            group: group.to_owned(),
+            topics: topics.to_vec(),
+        });
+        Ok(expect!(self.client.request(&req).await?, FetchOffsets)?.offsets)
     }
 }

@@ -9,16 +9,40 @@
 //! - [`Producer`] ([`producer`]): per-partition batching, keyed partitioning,
 //!   pipelined and bounded sends, retries that keep per-partition order.
 //! - [`Consumer`] ([`consumer`]): a long-polling fetch loop over partitions.
+//! - [`GroupConsumer`] ([`group`]): a member of a consumer group: joins,
+//!   heartbeats, follows reassignments, commits what was processed.
 //! - [`ClientError`] ([`error`]): every failure, printable as one sentence.
 //!
 //! The bytes on the wire all come from `ringmq-protocol`; nothing is encoded
 //! here.
+
+/// Unwraps the expected response variant; the decoder picked it from the
+/// api we sent, so another one is a client bug reported as a protocol error.
+macro_rules! expect {
+    ($body:expr, $variant:ident) => {
+        match $body {
+            ringmq_protocol::ResponseBody::$variant(b) => Ok(b),
+            other => Err($crate::ClientError::Protocol(
+                ringmq_protocol::FrameError::Malformed(
+                    format!(
+                        "expected a {} response, got {}",
+                        stringify!($variant),
+                        other.api_key()
+                    )
+                    .into(),
+                ),
+            )),
+        }
+    };
+}
 
 pub mod admin;
 pub mod client;
 pub mod connection;
 pub mod consumer;
 pub mod error;
+mod fetcher;
+pub mod group;
 pub mod producer;
 mod wait;
 
@@ -27,5 +51,6 @@ pub use client::{Client, ClientConfig};
 pub use connection::{Connection, ConnectionConfig, PendingResponse};
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, StartOffset};
 pub use error::ClientError;
+pub use group::{GroupConfig, GroupConsumer, GroupEvent, OffsetReset, TopicPartition};
 pub use producer::{Delivery, Producer, ProducerConfig, ProducerStats, RecordMetadata};
 pub use ringmq_protocol::{Acks, OffsetSpec};

@@ -54,3 +54,23 @@ pub fn describe(e: &ClientError, topic: &str) -> String {
         _ => e.to_string(),
     }
 }
+
+/// One sentence for a failure of a group call about `group` (consuming
+/// `topic`, if any).
+pub fn describe_group_error(e: &ClientError, group: &str, topic: &str) -> String {
+    match e.code() {
+        Some(ErrorCode::UnknownApi) => {
+            "the broker does not support consumer groups (it answered UNKNOWN_API)".to_owned()
+        }
+        Some(ErrorCode::InvalidGroupId) => format!("{group:?} is not a valid group id"),
+        Some(ErrorCode::UnknownMember) => format!(
+            "group {group} no longer knows this member (its session expired, or another \
+             consumer took its instance id); what it consumed since its last commit was not \
+             committed"
+        ),
+        Some(ErrorCode::InvalidSessionTimeout) => {
+            format!("the broker refused the session timeout: {e}")
+        }
+        _ => describe(e, topic),
+    }
+}

@@ -4,6 +4,7 @@
 
 mod connect;
 mod consume;
+mod group;
 mod produce;
 mod serve;
 mod topic;
@@ -28,6 +29,9 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Print the messages of a topic, one per line.
     Consume(consume::ConsumeArgs),
+    /// List consumer groups or describe one.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
 }
 
 /// Parses the command line, runs the command and returns the exit code.
@@ -39,6 +43,7 @@ pub fn main() -> i32 {
         Command::Topic(cmd) => topic::run(cmd),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
+        Command::Group(cmd) => group::run(cmd),
     };
     match result {
         Ok(()) => 0,

@@ -1,24 +1,33 @@
 //! A fake ringmq broker, in memory, on one executor thread: enough of the
 //! protocol to test the client (framing, pipelining, batches, retries, the
-//! fetch loop) before and apart from the real broker. Shared by the tests
-//! and `examples/fake_broker.rs`.
+//! fetch loop, the group consumer) before and apart from the real broker.
+//! Shared by the tests and `examples/fake_broker.rs`.
+//!
+//! Its group coordinator ([`Group`]) follows SPEC.md 5.9 where a member can
+//! tell: generations, holding until released, sessions, static membership,
+//! the commit rules. Its assignment is balanced and sticky but simpler than
+//! the broker's ring-driven one.
 #![allow(dead_code)]
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, Placement};
 use ringmq_protocol::batch::{self, BatchHeader};
+use ringmq_protocol::limits::{MAX_SESSION_TIMEOUT_MS, MIN_SESSION_TIMEOUT_MS};
 use ringmq_protocol::{
-    encode_error_response, BrokerMetadata, ErrorCode, FetchResponse, ListOffsetsResponse,
-    ListTopicsResponse, MetadataResponse, OffsetSpec, PartitionMetadata, ProduceResponse, Request,
-    RequestHeader, ResponseBody, TopicInfo, TopicMetadata, REQUEST_HEADER_LEN,
+    encode_error_response, BrokerMetadata, DescribeGroupResponse, ErrorCode, FetchOffsetsResponse,
+    FetchResponse, GroupState, GroupSummary, HeartbeatResponse, JoinGroupResponse,
+    ListGroupsResponse, ListOffsetsResponse, ListTopicsResponse, MemberAssignment,
+    MemberDescription, MetadataResponse, OffsetSpec, PartitionDescription, PartitionMetadata,
+    PartitionOffset, ProduceResponse, Request, RequestHeader, ResponseBody, TopicInfo,
+    TopicMetadata, TopicPartitions, REQUEST_HEADER_LEN,
 };
 
 /// How the fake misbehaves.
@@ -38,6 +47,155 @@ struct Broker {
     produces: u32,
     /// topic -> partition -> batches (stamped with their base offset).
     topics: HashMap<String, Vec<Vec<Bytes>>>,
+    groups: BTreeMap<String, Group>,
+    /// For member ids unique across groups.
+    next_member: u32,
+}
+
+type Tp = (String, u32);
+
+/// A consumer group, as the fake coordinates it.
+#[derive(Default)]
+struct Group {
+    generation: u32,
+    topics: Vec<String>,
+    members: BTreeMap<String, Member>,
+    /// Who holds each partition; a partition moves only once released.
+    holders: BTreeMap<Tp, String>,
+    offsets: BTreeMap<Tp, u64>,
+}
+
+struct Member {
+    instance_id: Option<String>,
+    session: Duration,
+    last_seen: Instant,
+    /// What the member is due at the current generation.
+    assigned: BTreeSet<Tp>,
+}
+
+type GroupResult<T> = Result<T, (ErrorCode, String)>;
+
+impl Group {
+    fn state(&self) -> GroupState {
+        if self.members.is_empty() {
+            GroupState::Empty
+        } else if self
+            .members
+            .iter()
+            .all(|(id, m)| m.assigned.iter().all(|tp| self.holders.get(tp) == Some(id)))
+        {
+            GroupState::Stable
+        } else {
+            GroupState::Rebalancing
+        }
+    }
+
+    /// Removes members whose session ran out, releasing what they held.
+    fn expire(&mut self, parts: &BTreeSet<Tp>) {
+        let now = Instant::now();
+        let gone: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, m)| now.duration_since(m.last_seen) > m.session)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            self.remove(&id, parts);
+        }
+    }
+
+    /// A member leaves or times out: what it held is released at once.
+    fn remove(&mut self, id: &str, parts: &BTreeSet<Tp>) {
+        self.members.remove(id);
+        self.holders.retain(|_, h| h != id);
+        self.rebalance(parts);
+        self.grant();
+    }
+
+    /// A membership change: bump the generation, keep what balance allows
+    /// where it is, hand the rest to the members below their share.
+    fn rebalance(&mut self, parts: &BTreeSet<Tp>) {
+        self.generation += 1;
+        let n = self.members.len();
+        if n == 0 {
+            self.topics.clear();
+            return;
+        }
+        let (q, mut extra) = (parts.len() / n, parts.len() % n);
+        let mut free: Vec<Tp> = Vec::new();
+        for m in self.members.values_mut() {
+            m.assigned.retain(|tp| parts.contains(tp));
+            let cap = if m.assigned.len() > q && extra > 0 {
+                extra -= 1;
+                q + 1
+            } else {
+                q
+            };
+            while m.assigned.len() > cap {
+                let last = m.assigned.iter().next_back().cloned().unwrap();
+                m.assigned.remove(&last);
+                free.push(last);
+            }
+        }
+        let taken: BTreeSet<Tp> = self
+            .members
+            .values()
+            .flat_map(|m| m.assigned.iter().cloned())
+            .collect();
+        free.extend(parts.iter().filter(|tp| !taken.contains(*tp)).cloned());
+        free.sort();
+        free.dedup();
+        free.reverse();
+        for m in self.members.values_mut() {
+            while m.assigned.len() < q {
+                let Some(tp) = free.pop() else { break };
+                m.assigned.insert(tp);
+            }
+        }
+        // What is left are the q+1 slots not taken by a member keeping one.
+        for m in self.members.values_mut() {
+            if m.assigned.len() == q {
+                let Some(tp) = free.pop() else { break };
+                m.assigned.insert(tp);
+            }
+        }
+    }
+
+    /// Hands every partition nobody holds to the member it is assigned to.
+    fn grant(&mut self) {
+        for (id, m) in &self.members {
+            for tp in &m.assigned {
+                self.holders.entry(tp.clone()).or_insert_with(|| id.clone());
+            }
+        }
+    }
+
+    fn assignment(&self, id: &str) -> MemberAssignment {
+        let m = &self.members[id];
+        let mut by_topic: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        let mut pending = 0;
+        for tp in &m.assigned {
+            if self.holders.get(tp).map(String::as_str) == Some(id) {
+                by_topic.entry(tp.0.clone()).or_default().push(tp.1);
+            } else {
+                pending += 1;
+            }
+        }
+        MemberAssignment {
+            generation: self.generation,
+            partitions: by_topic
+                .into_iter()
+                .map(|(topic, partitions)| TopicPartitions { topic, partitions })
+                .collect(),
+            pending,
+        }
+    }
+
+    fn member(&mut self, id: &str) -> GroupResult<&mut Member> {
+        self.members
+            .get_mut(id)
+            .ok_or_else(|| (ErrorCode::UnknownMember, format!("no member {id}")))
+    }
 }
 
 /// Starts a fake broker on its own executor thread; returns its address.
@@ -231,14 +389,241 @@ fn handle(b: &mut Broker, req: Request) -> Result<ResponseBody, (ErrorCode, Stri
             };
             ResponseBody::ListOffsets(ListOffsetsResponse { offset })
         }
+        Request::JoinGroup(j) => {
+            check_group(&j.group)?;
+            if !(MIN_SESSION_TIMEOUT_MS..=MAX_SESSION_TIMEOUT_MS).contains(&j.session_timeout_ms) {
+                return Err((ErrorCode::InvalidSessionTimeout, "out of bounds".into()));
+            }
+            if let Some(t) = j.topics.iter().find(|t| !b.topics.contains_key(*t)) {
+                return Err(unknown(t));
+            }
+            let parts = group_parts(b, &j.topics);
+            b.next_member += 1;
+            let new_id = format!("m-{}", b.next_member);
+            let g = b.groups.entry(j.group.clone()).or_default();
+            g.expire(&parts);
+            if !j.member_id.is_empty() {
+                g.member(&j.member_id)?;
+                return Err((ErrorCode::InvalidRequest, "the fake does not rejoin".into()));
+            }
+            if !g.members.is_empty() && {
+                let mut a = g.topics.clone();
+                let mut c = j.topics.clone();
+                a.sort();
+                c.sort();
+                a != c
+            } {
+                return Err((ErrorCode::InvalidRequest, "other topics".into()));
+            }
+            g.topics = j.topics.clone();
+            let session = Duration::from_millis(j.session_timeout_ms.into());
+            let old = g
+                .members
+                .iter()
+                .find(|(_, m)| m.instance_id.is_some() && m.instance_id == j.instance_id)
+                .map(|(id, _)| id.clone());
+            match old {
+                // Static membership: the new id takes the old one's place.
+                Some(old) => {
+                    let mut m = g.members.remove(&old).unwrap();
+                    m.last_seen = Instant::now();
+                    m.session = session;
+                    for h in g.holders.values_mut() {
+                        if *h == old {
+                            *h = new_id.clone();
+                        }
+                    }
+                    g.members.insert(new_id.clone(), m);
+                }
+                None => {
+                    g.members.insert(
+                        new_id.clone(),
+                        Member {
+                            instance_id: j.instance_id,
+                            session,
+                            last_seen: Instant::now(),
+                            assigned: BTreeSet::new(),
+                        },
+                    );
+                    g.rebalance(&parts);
+                }
+            }
+            g.grant();
+            ResponseBody::JoinGroup(JoinGroupResponse {
+                assignment: g.assignment(&new_id),
+                member_id: new_id,
+                heartbeat_interval_ms: j.session_timeout_ms / 3,
+            })
+        }
+        Request::Heartbeat(h) => {
+            let parts = existing_group_parts(b, &h.group)?;
+            let g = b
+                .groups
+                .get_mut(&h.group)
+                .ok_or_else(|| unknown_member(&h.member_id))?;
+            g.expire(&parts);
+            let generation = g.generation;
+            let m = g.member(&h.member_id)?;
+            if h.generation > generation {
+                return Err((
+                    ErrorCode::StaleGeneration,
+                    format!("{} > {generation}", h.generation),
+                ));
+            }
+            m.last_seen = Instant::now();
+            if h.generation == generation {
+                // The acknowledgement: what it holds and is not due goes.
+                let assigned = m.assigned.clone();
+                g.holders
+                    .retain(|tp, holder| *holder != h.member_id || assigned.contains(tp));
+                g.grant();
+            }
+            ResponseBody::Heartbeat(HeartbeatResponse {
+                assignment: g.assignment(&h.member_id),
+            })
+        }
+        Request::LeaveGroup(l) => {
+            let parts = existing_group_parts(b, &l.group)?;
+            let g = b
+                .groups
+                .get_mut(&l.group)
+                .ok_or_else(|| unknown_member(&l.member_id))?;
+            g.member(&l.member_id)?;
+            g.remove(&l.member_id, &parts);
+            g.grant();
+            ResponseBody::LeaveGroup(Default::default())
+        }
+        Request::CommitOffsets(c) => {
+            let parts = existing_group_parts(b, &c.group)?;
+            let g = b
+                .groups
+                .get_mut(&c.group)
+                .ok_or_else(|| unknown_member(&c.member_id))?;
+            g.expire(&parts);
+            let generation = g.generation;
+            g.member(&c.member_id)?.last_seen = Instant::now();
+            if c.generation != generation {
+                return Err((
+                    ErrorCode::StaleGeneration,
+                    format!("{} != {generation}", c.generation),
+                ));
+            }
+            for o in &c.offsets {
+                let tp = (o.topic.clone(), o.partition);
+                if g.holders.get(&tp) != Some(&c.member_id) {
+                    return Err((
+                        ErrorCode::PartitionNotAssigned,
+                        format!("{}/{} is not held by {}", o.topic, o.partition, c.member_id),
+                    ));
+                }
+            }
+            for o in c.offsets {
+                g.offsets.insert((o.topic, o.partition), o.offset);
+            }
+            ResponseBody::CommitOffsets(Default::default())
+        }
+        Request::FetchOffsets(f) => {
+            check_group(&f.group)?;
+            let offsets = b.groups.get(&f.group).map_or_else(Vec::new, |g| {
+                g.offsets
+                    .iter()
+                    .filter(|(tp, _)| f.topics.is_empty() || f.topics.contains(&tp.0))
+                    .map(|((topic, partition), offset)| PartitionOffset {
+                        topic: topic.clone(),
+                        partition: *partition,
+                        offset: *offset,
+                    })
+                    .collect()
+            });
+            ResponseBody::FetchOffsets(FetchOffsetsResponse { offsets })
+        }
+        Request::DescribeGroup(d) => {
+            check_group(&d.group)?;
+            let Some(g) = b.groups.get(&d.group) else {
+                return Ok(ResponseBody::DescribeGroup(DescribeGroupResponse {
+                    group: d.group,
+                    state: GroupState::Empty,
+                    generation: 0,
+                    topics: vec![],
+                    members: vec![],
+                    partitions: vec![],
+                }));
+            };
+            let mut tps = group_parts(b, &g.topics);
+            tps.extend(g.offsets.keys().cloned());
+            ResponseBody::DescribeGroup(DescribeGroupResponse {
+                group: d.group,
+                state: g.state(),
+                generation: g.generation,
+                topics: g.topics.clone(),
+                members: g
+                    .members
+                    .iter()
+                    .map(|(id, m)| MemberDescription {
+                        member_id: id.clone(),
+                        instance_id: m.instance_id.clone(),
+                        session_timeout_ms: m.session.as_millis() as u32,
+                        idle_ms: m.last_seen.elapsed().as_millis() as u32,
+                        partitions: g.assignment(id).partitions,
+                    })
+                    .collect(),
+                partitions: tps
+                    .into_iter()
+                    .map(|(topic, partition)| PartitionDescription {
+                        holder: g.holders.get(&(topic.clone(), partition)).cloned(),
+                        committed: g.offsets.get(&(topic.clone(), partition)).copied(),
+                        end_offset: hwm(b, &topic, partition).unwrap_or(0),
+                        topic,
+                        partition,
+                    })
+                    .collect(),
+            })
+        }
+        Request::ListGroups(_) => ResponseBody::ListGroups(ListGroupsResponse {
+            groups: b
+                .groups
+                .iter()
+                .filter(|(_, g)| !g.members.is_empty() || !g.offsets.is_empty())
+                .map(|(id, g)| GroupSummary {
+                    group: id.clone(),
+                    state: g.state(),
+                    generation: g.generation,
+                    members: g.members.len() as u32,
+                })
+                .collect(),
+        }),
         Request::ApiVersions(_) => {
             ResponseBody::ApiVersions(ringmq_protocol::ApiVersionsResponse::supported())
         }
-        other => {
-            return Err((
-                ErrorCode::UnknownApi,
-                format!("the fake broker does not serve {}", other.api_key()),
-            ))
-        }
     })
+}
+
+fn check_group(g: &str) -> GroupResult<()> {
+    if g.is_empty() || g.len() > 249 || !g.bytes().all(|c| c.is_ascii_graphic()) {
+        return Err((ErrorCode::InvalidGroupId, format!("{g:?}")));
+    }
+    Ok(())
+}
+
+fn unknown_member(id: &str) -> (ErrorCode, String) {
+    (ErrorCode::UnknownMember, format!("no member {id}"))
+}
+
+/// Every partition of `topics`.
+fn group_parts(b: &Broker, topics: &[String]) -> BTreeSet<Tp> {
+    topics
+        .iter()
+        .flat_map(|t| {
+            let n = b.topics.get(t).map_or(0, Vec::len) as u32;
+            (0..n).map(move |p| (t.clone(), p))
+        })
+        .collect()
+}
+
+fn existing_group_parts(b: &Broker, group: &str) -> GroupResult<BTreeSet<Tp>> {
+    check_group(group)?;
+    Ok(b.groups
+        .get(group)
+        .map(|g| group_parts(b, &g.topics))
+        .unwrap_or_default())
 }
