@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod group;
 pub mod raw;
 
 use std::io::{BufRead, BufReader};

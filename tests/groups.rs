@@ -1,0 +1,365 @@
+//! Consumer groups end to end (issue 6): real `ringmq consume --group`
+//! processes against a real broker. Members share the partitions evenly, a
+//! join moves only what it must, a killed member's unprocessed tasks reach the
+//! survivors, a paused member is fenced and rejoins, and committed offsets
+//! survive broker restarts.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use common::group::{commit, committed, describe, holders, settled, wait_for, GroupConsumer};
+use common::{small_executor, Broker};
+use ringmq_client::{Client, ClientConfig, Producer, ProducerConfig};
+use ringmq_protocol::{ErrorCode, PartitionOffset};
+
+const SETTLE: Duration = Duration::from_secs(30);
+
+fn create_topic(bootstrap: &str, topic: &str, partitions: u32) {
+    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
+    small_executor().run(async move {
+        let client = Client::connect(ClientConfig::new(&bootstrap))
+            .await
+            .expect("connect");
+        client
+            .admin()
+            .create_topic(&topic, partitions, 1)
+            .await
+            .expect("create topic");
+    });
+}
+
+/// Produces `task-<i>` for every `i` in `range`, keyed by `i`, and waits
+/// until each is acknowledged.
+fn produce_tasks(bootstrap: &str, topic: &str, range: std::ops::Range<u64>) {
+    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
+    small_executor().run(async move {
+        let client = Client::connect(ClientConfig::new(&bootstrap))
+            .await
+            .expect("connect");
+        let producer = Producer::new(&client, &topic, ProducerConfig::default())
+            .await
+            .expect("producer");
+        let mut deliveries = Vec::new();
+        for i in range {
+            let d = producer
+                .send(
+                    Some(i.to_string().as_bytes()),
+                    format!("task-{i}").as_bytes(),
+                )
+                .await
+                .expect("send");
+            deliveries.push(d);
+        }
+        producer.flush().await.expect("flush");
+        for d in deliveries {
+            d.await.expect("every task acknowledged");
+        }
+    });
+}
+
+fn task_names(range: std::ops::Range<u64>) -> BTreeSet<String> {
+    range.map(|i| format!("task-{i}")).collect()
+}
+
+/// Waits until the group has `members` members sharing `partitions`
+/// partitions evenly, and returns the partition holders.
+fn wait_settled(
+    bootstrap: &str,
+    group: &str,
+    members: usize,
+    partitions: usize,
+    consumers: &[&GroupConsumer],
+) -> std::collections::BTreeMap<(String, u32), String> {
+    let d = wait_for(SETTLE, || {
+        let d = describe(bootstrap, group);
+        settled(&d, members, partitions).then_some(d)
+    });
+    match d {
+        Some(d) => holders(&d),
+        None => {
+            let last = describe(bootstrap, group);
+            let logs: Vec<String> = consumers
+                .iter()
+                .map(|c| format!("--- {}:\n{}", c.name, c.stderr()))
+                .collect();
+            panic!(
+                "group {group} did not settle on {members} members over {partitions} partitions: {last:#?}\n{}",
+                logs.join("\n")
+            );
+        }
+    }
+}
+
+#[test]
+fn a_fourth_member_takes_three_partitions_and_nothing_else_moves() {
+    let broker = Broker::start(&[]);
+    let b = broker.bootstrap();
+    create_topic(&b, "jobs", 12);
+    let session = ["--session-timeout", "10s"];
+    let c1 = GroupConsumer::start("c1", &b, "jobs", "g", &session);
+    let c2 = GroupConsumer::start("c2", &b, "jobs", "g", &session);
+    let c3 = GroupConsumer::start("c3", &b, "jobs", "g", &session);
+    let before = wait_settled(&b, "g", 3, 12, &[&c1, &c2, &c3]);
+    let old_members: HashSet<&String> = before.values().collect();
+    assert_eq!(old_members.len(), 3);
+
+    let c4 = GroupConsumer::start("c4", &b, "jobs", "g", &session);
+    let after = wait_settled(&b, "g", 4, 12, &[&c1, &c2, &c3, &c4]);
+    let moved: Vec<&(String, u32)> = before.keys().filter(|p| before[*p] != after[*p]).collect();
+    println!("4th member joined: {} of 12 partitions moved", moved.len());
+    assert_eq!(moved.len(), 3, "before {before:?}\nafter {after:?}");
+    for p in moved {
+        assert!(
+            !old_members.contains(&after[p]),
+            "{p:?} moved between old members"
+        );
+    }
+}
+
+#[test]
+fn a_killed_members_tasks_reach_the_survivors() {
+    const TASKS: u64 = 100_000;
+    let broker = Broker::start(&[]);
+    let b = broker.bootstrap();
+    create_topic(&b, "tasks", 12);
+    // Session 2 s, heartbeats every 667 ms; commits every 200 ms.
+    let flags = ["--session-timeout", "2s", "--commit-interval", "200ms"];
+    let mut c1 = GroupConsumer::start("c1", &b, "tasks", "workers", &flags);
+    let mut c2 = GroupConsumer::start("c2", &b, "tasks", "workers", &flags);
+    let mut c3 = GroupConsumer::start("c3", &b, "tasks", "workers", &flags);
+    wait_settled(&b, "workers", 3, 12, &[&c1, &c2, &c3]);
+
+    let producer = {
+        let b = b.clone();
+        std::thread::spawn(move || produce_tasks(&b, "tasks", 0..TASKS))
+    };
+    let consumed = |cs: &[&GroupConsumer]| cs.iter().map(|c| c.count()).sum::<usize>();
+    wait_for(Duration::from_secs(60), || {
+        (consumed(&[&c1, &c2, &c3]) >= 20_000).then_some(())
+    })
+    .expect("the group consumes");
+
+    c2.stop_with(libc::SIGKILL);
+    let killed_at = Instant::now();
+    let d = wait_for(SETTLE, || {
+        let d = describe(&b, "workers");
+        settled(&d, 2, 12).then_some(d)
+    })
+    .expect("the survivors take over");
+    let took_over = killed_at.elapsed();
+    println!(
+        "survivors held all 12 partitions {:.2} s after the SIGKILL (session 2 s + heartbeat 0.67 s)",
+        took_over.as_secs_f64()
+    );
+    // The coordinator sees the silence after the session timeout and the
+    // survivors hear of it at their next heartbeat; the rest is slack for a
+    // loaded machine.
+    assert!(
+        took_over < Duration::from_millis(2_000 + 667 + 1_500),
+        "takeover took {took_over:?}: {d:#?}"
+    );
+
+    producer.join().expect("producer");
+    let all = task_names(0..TASKS);
+    let union = || -> HashSet<String> { [&c1, &c2, &c3].iter().flat_map(|c| c.values()).collect() };
+    wait_for(Duration::from_secs(120), || {
+        (union().len() == all.len()).then_some(())
+    })
+    .unwrap_or_else(|| {
+        let seen = union();
+        let missing: Vec<&String> = all.iter().filter(|t| !seen.contains(*t)).take(10).collect();
+        panic!(
+            "{} of {TASKS} tasks never processed, e.g. {missing:?}",
+            all.len() - seen.len()
+        )
+    });
+    assert!(c1.stop_with(libc::SIGTERM).success());
+    assert!(c3.stop_with(libc::SIGTERM).success());
+
+    let mut times: HashMap<String, usize> = HashMap::new();
+    for c in [&c1, &c2, &c3] {
+        for v in c.values() {
+            assert!(
+                all.contains(&v),
+                "{} printed {v:?}, which was never produced",
+                c.name
+            );
+            *times.entry(v).or_default() += 1;
+        }
+    }
+    let killed: HashSet<String> = c2.values().into_iter().collect();
+    let duplicates: Vec<&String> = times
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(v, _)| v)
+        .collect();
+    let extra: usize = times.values().map(|n| n - 1).sum();
+    println!(
+        "tasks {TASKS}, processed {}, duplicates {extra} ({} tasks), every one first processed by the killed member",
+        times.values().sum::<usize>(),
+        duplicates.len()
+    );
+    // At least once, and the only repeats are the killed member's
+    // uncommitted tail: live members hand partitions over only after a commit.
+    for v in duplicates {
+        assert!(
+            killed.contains(v),
+            "{v} processed twice, not by the killed member"
+        );
+        assert_eq!(times[v], 2, "{v} processed {} times", times[v]);
+    }
+}
+
+#[test]
+fn a_paused_member_is_fenced_and_rejoins() {
+    let broker = Broker::start(&[]);
+    let b = broker.bootstrap();
+    create_topic(&b, "jobs", 12);
+    let flags = ["--session-timeout", "2s", "--commit-interval", "200ms"];
+    let c1 = GroupConsumer::start(
+        "c1",
+        &b,
+        "jobs",
+        "g",
+        &[&flags[..], &["--instance-id", "c1"]].concat(),
+    );
+    let c2 = GroupConsumer::start(
+        "c2",
+        &b,
+        "jobs",
+        "g",
+        &[&flags[..], &["--instance-id", "c2"]].concat(),
+    );
+    let c3 = GroupConsumer::start("c3", &b, "jobs", "g", &flags);
+    wait_settled(&b, "g", 3, 12, &[&c1, &c2, &c3]);
+    produce_tasks(&b, "jobs", 0..3_000);
+    wait_for(Duration::from_secs(30), || {
+        (c1.count() + c2.count() + c3.count() == 3_000).then_some(())
+    })
+    .expect("all consumed");
+    let d = describe(&b, "g");
+    let paused = d
+        .members
+        .iter()
+        .find(|m| m.instance_id.is_none())
+        .expect("c3 is the member without an instance id")
+        .clone();
+    let generation = d.generation;
+
+    c3.signal(libc::SIGSTOP);
+    let stopped_at = Instant::now();
+    wait_settled(&b, "g", 2, 12, &[&c1, &c2]);
+    println!(
+        "paused member removed, partitions reassigned {:.2} s after SIGSTOP",
+        stopped_at.elapsed().as_secs_f64()
+    );
+    let after_expiry = committed(&b, "g");
+
+    // The zombie's progress can no longer be stored, whatever it carries.
+    let (topic, partition) = (
+        paused.partitions[0].topic.clone(),
+        paused.partitions[0].partitions[0],
+    );
+    let offset = vec![PartitionOffset {
+        topic,
+        partition,
+        offset: 0,
+    }];
+    let e = commit(&b, "g", &paused.member_id, generation, offset).unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::UnknownMember), "{e}");
+
+    let resumed_at = Instant::now();
+    c3.signal(libc::SIGCONT);
+    wait_for(Duration::from_secs(10), || {
+        c3.said_since(resumed_at, "UNKNOWN_MEMBER").then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the resumed member did not notice it was fenced:\n{}",
+            c3.stderr()
+        )
+    });
+    let rejoined = wait_settled(&b, "g", 3, 12, &[&c1, &c2, &c3]);
+    assert!(
+        !rejoined.values().any(|m| *m == paused.member_id),
+        "the fenced member id came back"
+    );
+
+    // Nothing the zombie did moved a committed offset backwards.
+    produce_tasks(&b, "jobs", 3_000..4_000);
+    wait_for(Duration::from_secs(30), || {
+        (c1.count() + c2.count() + c3.count() >= 4_000).then_some(())
+    })
+    .expect("all consumed after the rejoin");
+    let now = committed(&b, "g");
+    for (p, o) in &after_expiry {
+        assert!(
+            now.get(p).is_some_and(|n| n >= o),
+            "{p:?} went back from {o}"
+        );
+    }
+}
+
+#[test]
+fn committed_offsets_and_members_survive_broker_restarts() {
+    let mut broker = Broker::start(&[]);
+    let b = broker.bootstrap();
+    create_topic(&b, "jobs", 4);
+    produce_tasks(&b, "jobs", 0..1_000);
+
+    // A consumer that stops after a count commits what it printed first.
+    let run = |count: u64| -> Vec<String> {
+        let mut c = GroupConsumer::start(
+            "once",
+            &b,
+            "jobs",
+            "g",
+            &["--count", &count.to_string(), "--session-timeout", "10s"],
+        );
+        let st = c.wait_exit(Duration::from_secs(60));
+        assert!(st.success(), "consumer failed: {}", c.stderr());
+        c.values()
+    };
+    let first = run(1_000);
+    assert_eq!(
+        first.iter().collect::<BTreeSet<_>>(),
+        task_names(0..1_000).iter().collect()
+    );
+    let total =
+        |offsets: &std::collections::BTreeMap<(String, u32), u64>| offsets.values().sum::<u64>();
+    assert_eq!(total(&committed(&b, "g")), 1_000);
+
+    for (signal, range) in [(libc::SIGTERM, 1_000..1_500), (libc::SIGKILL, 1_500..2_000)] {
+        broker.stop_with(signal);
+        broker.restart();
+        assert_eq!(
+            total(&committed(&b, "g")),
+            range.start,
+            "offsets after a restart by signal {signal}"
+        );
+        produce_tasks(&b, "jobs", range.clone());
+        // The next consumer resumes where the last one committed: only the new tasks.
+        let got = run(range.end - range.start);
+        assert_eq!(
+            got.iter().collect::<BTreeSet<_>>(),
+            task_names(range).iter().collect(),
+            "after a restart by signal {signal}"
+        );
+    }
+
+    // Membership: a member survives a restart with its id and generation.
+    let c = GroupConsumer::start("live", &b, "jobs", "live", &["--session-timeout", "30s"]);
+    wait_settled(&b, "live", 1, 4, &[&c]);
+    let before = describe(&b, "live");
+    c.signal(libc::SIGSTOP); // no heartbeat reaches the restarted broker first
+    broker.stop_with(libc::SIGKILL);
+    broker.restart();
+    let after = describe(&b, "live");
+    assert_eq!(after.generation, before.generation);
+    assert_eq!(after.members.len(), 1);
+    assert_eq!(after.members[0].member_id, before.members[0].member_id);
+    assert_eq!(holders(&after), holders(&before));
+    c.signal(libc::SIGCONT);
+}
