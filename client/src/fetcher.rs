@@ -31,7 +31,7 @@ use futures_lite::future;
 use glommio::timer::Timer;
 use ringmq_protocol::batch::{self, BatchHeader};
 use ringmq_protocol::limits::{MAX_FETCH_BYTES, MAX_FETCH_WAIT_MS};
-use ringmq_protocol::{FetchRequest, FetchResponse, Request, ResponseBody};
+use ringmq_protocol::{ErrorCode, FetchRequest, FetchResponse, Request, ResponseBody};
 
 use crate::client::Client;
 use crate::connection::{Connection, PendingResponse};
@@ -338,7 +338,12 @@ impl Fetcher {
     /// the error to report.
     fn failed(&mut self, i: usize, e: ClientError) -> Option<ClientError> {
         let p = &mut self.parts[i];
-        p.failures += 1;
+        // A broker that is busy or throttling is healthy and asks to slow
+        // down: back off as long as it says so, without giving up.
+        let pushback = matches!(e.code(), Some(ErrorCode::Busy | ErrorCode::Throttled));
+        if !pushback {
+            p.failures += 1;
+        }
         let retriable = e.is_retriable() || matches!(e, ClientError::Connect { .. });
         if !retriable || p.failures > self.config.retries {
             return Some(e);

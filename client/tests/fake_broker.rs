@@ -156,6 +156,38 @@ fn retries_keep_partition_order() {
 }
 
 #[test]
+fn a_consumer_outlasts_a_busy_broker() {
+    // More BUSY answers than the consumer's retry count: a busy broker asks
+    // to slow down, which is no reason to give up.
+    let retries = ConsumerConfig::default().retries;
+    let addr = start_fake(Faults {
+        busy_fetches: retries * 3,
+        ..Faults::default()
+    });
+    small_executor().run(async move {
+        let client = Client::connect(config(addr)).await.unwrap();
+        client.admin().create_topic("t", 1, 1).await.unwrap();
+        let producer = Producer::new(&client, "t", ProducerConfig::default())
+            .await
+            .unwrap();
+        producer.send(None, b"after the storm").await.unwrap();
+        producer.flush().await.unwrap();
+        let cfg = ConsumerConfig {
+            retry_backoff: Duration::from_millis(1),
+            ..ConsumerConfig::default()
+        };
+        let mut consumer = Consumer::new(&client, "t", None, StartOffset::Earliest, cfg)
+            .await
+            .unwrap();
+        let record = consumer
+            .next()
+            .await
+            .expect("served once the broker is not busy");
+        assert_eq!(record.value.as_deref(), Some(&b"after the storm"[..]));
+    });
+}
+
+#[test]
 fn producer_reconnects_and_retries_in_order() {
     let addr = start_fake(Faults {
         close_every: Some(7),

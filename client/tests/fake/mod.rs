@@ -35,6 +35,8 @@ use ringmq_protocol::{
 pub struct Faults {
     /// Answer every n-th Produce `BUSY` (without appending it).
     pub busy_every: Option<u32>,
+    /// Answer the first n Fetches `BUSY`.
+    pub busy_fetches: u32,
     /// Never answer anything.
     pub silent: bool,
     /// Hang up, without appending, on every n-th Produce.
@@ -45,6 +47,7 @@ pub struct Faults {
 struct Broker {
     faults: Faults,
     produces: u32,
+    fetches: u32,
     /// topic -> partition -> batches (stamped with their base offset).
     topics: HashMap<String, Vec<Vec<Bytes>>>,
     groups: BTreeMap<String, Group>,
@@ -360,6 +363,10 @@ fn handle(b: &mut Broker, req: Request) -> Result<ResponseBody, (ErrorCode, Stri
             })
         }
         Request::Fetch(f) => {
+            b.fetches += 1;
+            if b.fetches <= b.faults.busy_fetches {
+                return Err((ErrorCode::Busy, "busy, try again".into()));
+            }
             let hw = hwm(b, &f.topic, f.partition).ok_or_else(|| unknown(&f.topic))?;
             if f.offset > hw {
                 return Err((ErrorCode::OffsetOutOfRange, format!("{} > {hw}", f.offset)));
