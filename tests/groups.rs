@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use common::group::{commit, committed, describe, holders, settled, wait_for, GroupConsumer};
-use common::{small_executor, Broker};
+use common::{cli, small_executor, Broker};
 use ringmq_client::{Client, ClientConfig, Producer, ProducerConfig};
 use ringmq_protocol::{ErrorCode, PartitionOffset};
 
@@ -362,4 +362,62 @@ fn committed_offsets_and_members_survive_broker_restarts() {
     assert_eq!(after.members[0].member_id, before.members[0].member_id);
     assert_eq!(holders(&after), holders(&before));
     c.signal(libc::SIGCONT);
+}
+
+#[test]
+fn the_cli_lists_and_describes_groups() {
+    let broker = Broker::start(&[]);
+    let b = broker.bootstrap();
+    create_topic(&b, "jobs", 2);
+    produce_tasks(&b, "jobs", 0..10);
+    let (st, out, err) = cli(
+        &[
+            "consume",
+            "jobs",
+            "--group",
+            "reporting",
+            "--from-beginning",
+            "--count",
+            "4",
+            "--bootstrap",
+            &b,
+        ],
+        "",
+    );
+    assert!(st.success(), "{err}");
+    assert_eq!(out.lines().count(), 4, "{out}");
+    assert!(err.contains("group reporting: member "), "{err}");
+
+    let (st, out, err) = cli(&["group", "list", "--bootstrap", &b], "");
+    assert!(st.success(), "{err}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("reporting"))
+        .expect(&out);
+    assert!(row.contains("empty"), "the member left on exit: {out}");
+
+    let (st, out, err) = cli(&["group", "describe", "reporting", "--bootstrap", &b], "");
+    assert!(st.success(), "{err}");
+    // Four processed and committed; each row's lag is its end minus its commit.
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .filter(|l| l.starts_with("jobs/"))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(!rows.is_empty(), "{out}");
+    let mut committed = 0;
+    for r in &rows {
+        let (c, end, lag): (u64, u64, u64) = (
+            r[2].parse().expect(&out),
+            r[3].parse().expect(&out),
+            r[4].parse().expect(&out),
+        );
+        assert_eq!(lag, end - c, "{out}");
+        committed += c;
+    }
+    assert_eq!(committed, 4, "{out}");
+
+    let (st, _, err) = cli(&["group", "describe", "bad group", "--bootstrap", &b], "");
+    assert!(!st.success());
+    assert!(err.contains("group id"), "{err}");
 }
