@@ -188,6 +188,25 @@ struct Shared {
 }
 
 impl Shared {
+    /// A member not yet joined, heartbeating every `heartbeat_interval`.
+    fn new(heartbeat_interval: Duration) -> Shared {
+        Shared {
+            member_id: String::new(),
+            applied: 0,
+            held: BTreeSet::new(),
+            next: None,
+            applying: 0,
+            pending: 0,
+            heartbeat_interval,
+            last_heard: Instant::now(),
+            fenced: None,
+            failed: None,
+            beat_now: false,
+            heartbeat_waker: None,
+            consumer_waker: None,
+        }
+    }
+
     /// Notes an assignment from a JoinGroup or Heartbeat answer: a newer
     /// generation, or the same one with partitions added (released by
     /// their previous holder), is left for the consumer to apply.
@@ -303,21 +322,7 @@ impl GroupConsumer {
         let mut c = GroupConsumer {
             client: client.clone(),
             fetcher: Fetcher::new(client, config.fetch.clone()),
-            shared: Rc::new(RefCell::new(Shared {
-                member_id: String::new(),
-                applied: 0,
-                held: BTreeSet::new(),
-                next: None,
-                applying: 0,
-                pending: 0,
-                heartbeat_interval: config.session_timeout / 3,
-                last_heard: Instant::now(),
-                fenced: None,
-                failed: None,
-                beat_now: false,
-                heartbeat_waker: None,
-                consumer_waker: None,
-            })),
+            shared: Rc::new(RefCell::new(Shared::new(config.session_timeout / 3))),
             config,
             heartbeat: None,
             processed: HashMap::new(),
@@ -975,16 +980,7 @@ mod tests {
             member_id: "m".into(),
             applied: 2,
             held: flatten(&[tp("a", &[0, 1])]),
-            next: None,
-            applying: 0,
-            pending: 0,
-            heartbeat_interval: Duration::from_secs(1),
-            last_heard: Instant::now(),
-            fenced: None,
-            failed: None,
-            beat_now: false,
-            heartbeat_waker: None,
-            consumer_waker: None,
+            ..Shared::new(Duration::from_secs(1))
         }
     }
 

@@ -16,21 +16,9 @@ use ringmq_client::{
 };
 use ringmq_protocol::{ErrorCode, OffsetSpec, REQUEST_HEADER_LEN};
 
-fn small_executor() -> LocalExecutor {
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .io_memory(64 << 10)
-        .ring_depth(64)
-        .make()
-        .unwrap()
-}
-
 mod fake;
 
-use fake::{start_fake, Faults};
-
-fn config(addr: SocketAddr) -> ClientConfig {
-    ClientConfig::new(&addr.to_string())
-}
+use fake::{config, small_executor, start_fake, Faults};
 
 #[test]
 fn admin_round_trip() {

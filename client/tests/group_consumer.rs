@@ -18,19 +18,7 @@ use ringmq_protocol::{ErrorCode, GroupState};
 
 mod fake;
 
-use fake::{start_fake, Faults};
-
-fn small_executor() -> LocalExecutor {
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .io_memory(64 << 10)
-        .ring_depth(64)
-        .make()
-        .unwrap()
-}
-
-fn config(addr: SocketAddr) -> ClientConfig {
-    ClientConfig::new(&addr.to_string())
-}
+use fake::{config, small_executor, start_fake, Faults};
 
 fn group_config(group: &str, topic: &str) -> GroupConfig {
     let mut c = GroupConfig::new(group, &[topic]);

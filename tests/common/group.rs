@@ -79,21 +79,7 @@ impl GroupConsumer {
     /// Signals the process and waits for it to exit (at most 20 s).
     pub fn stop_with(&mut self, signal: i32) -> ExitStatus {
         self.signal(signal);
-        let mut child = self.child.take().expect("running");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(st) = child.try_wait().expect("wait") {
-                // Let the reader threads drain the pipes.
-                std::thread::sleep(Duration::from_millis(100));
-                return st;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{} did not exit after signal {signal}", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.wait_exit(Duration::from_secs(20))
     }
 
     /// Waits for the process to exit on its own (at most `timeout`).

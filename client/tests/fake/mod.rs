@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::{LocalExecutor, LocalExecutorBuilder, Placement};
 use ringmq_protocol::batch::{self, BatchHeader};
 use ringmq_protocol::limits::{MAX_SESSION_TIMEOUT_MS, MIN_SESSION_TIMEOUT_MS};
 use ringmq_protocol::{
@@ -199,6 +199,20 @@ impl Group {
             .get_mut(id)
             .ok_or_else(|| (ErrorCode::UnknownMember, format!("no member {id}")))
     }
+}
+
+/// A glommio executor that is cheap to create, for one test's client.
+pub fn small_executor() -> LocalExecutor {
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(64 << 10)
+        .ring_depth(64)
+        .make()
+        .unwrap()
+}
+
+/// A client config for the fake broker at `addr`.
+pub fn config(addr: SocketAddr) -> ringmq_client::ClientConfig {
+    ringmq_client::ClientConfig::new(&addr.to_string())
 }
 
 /// Starts a fake broker on its own executor thread; returns its address.
