@@ -6,6 +6,7 @@
 //! uncontended atomic adds on the core's own cache lines: no lock, no lookup.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::OnceLock;
@@ -27,6 +28,13 @@ struct CoreLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ApiLabels {
     core: u32,
+    api: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TopicLabels {
+    core: u32,
+    topic: String,
     api: String,
 }
 
@@ -69,6 +77,8 @@ struct Families {
     errors: Family<ErrorLabels, Counter>,
     connections: Family<CoreLabel, Gauge>,
     busy: Family<CoreLabel, Counter<f64>>,
+    topic_requests: Family<TopicLabels, Counter>,
+    topic_bytes: Family<TopicLabels, Counter>,
     memory: Family<CoreLabel, Gauge>,
     cold_reads: Gauge,
     start_offset: Family<PartitionLabels, Gauge>,
@@ -91,6 +101,8 @@ fn families() -> &'static Families {
             errors: Family::default(),
             connections: Family::default(),
             busy: Family::default(),
+            topic_requests: Family::default(),
+            topic_bytes: Family::default(),
             memory: Family::default(),
             cold_reads: Gauge::default(),
             start_offset: Family::default(),
@@ -131,6 +143,16 @@ fn families() -> &'static Families {
             "core_busy_seconds",
             "Time each core's executor spent running tasks",
             f.busy.clone(),
+        );
+        registry.register(
+            "topic_requests",
+            "Produce and fetch requests answered, per topic",
+            f.topic_requests.clone(),
+        );
+        registry.register(
+            "topic_record_bytes",
+            "Record bytes produced to and fetched from each topic",
+            f.topic_bytes.clone(),
         );
         registry.register(
             "memory_budget_used_bytes",
@@ -207,11 +229,39 @@ struct ApiSeries {
 
 /// One core's series, resolved once.
 struct CoreSeries {
+    id: u32,
     apis: Vec<ApiSeries>,
     connections: Gauge,
     busy: Counter<f64>,
     busy_seen: Duration,
     rebalances: Counter,
+    /// Produce and fetch series of each topic this core has served, by name.
+    topics: HashMap<String, TopicSeries>,
+}
+
+/// A topic's produce and fetch series on one core.
+struct TopicSeries {
+    produce_requests: Counter,
+    produce_bytes: Counter,
+    fetch_requests: Counter,
+    fetch_bytes: Counter,
+}
+
+impl TopicSeries {
+    fn new(core: u32, topic: &str) -> TopicSeries {
+        let f = families();
+        let l = |api: &str| TopicLabels {
+            core,
+            topic: topic.to_owned(),
+            api: api.to_owned(),
+        };
+        TopicSeries {
+            produce_requests: f.topic_requests.get_or_create_owned(&l("produce")),
+            produce_bytes: f.topic_bytes.get_or_create_owned(&l("produce")),
+            fetch_requests: f.topic_requests.get_or_create_owned(&l("fetch")),
+            fetch_bytes: f.topic_bytes.get_or_create_owned(&l("fetch")),
+        }
+    }
 }
 
 thread_local! {
@@ -238,11 +288,13 @@ pub fn install_core(core: usize) {
         })
         .collect();
     let series = CoreSeries {
+        id: c,
         apis,
         connections: f.connections.get_or_create_owned(&CoreLabel { core: c }),
         busy: f.busy.get_or_create_owned(&CoreLabel { core: c }),
         busy_seen: Duration::ZERO,
         rebalances: f.rebalances.get_or_create_owned(&CoreLabel { core: c }),
+        topics: HashMap::new(),
     };
     CORE.with(|s| *s.borrow_mut() = Some(series));
 }
@@ -303,6 +355,55 @@ pub fn group_rebalances(bumps: u64) {
             s.rebalances.inc_by(bumps);
         });
     }
+}
+
+/// Which way a topic's records went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Traffic {
+    Produce,
+    Fetch,
+}
+
+/// Counts a produce or fetch of `bytes` record bytes on `topic`, on this
+/// core. A topic's series are looked up by name without allocating; they
+/// are made the first time this core serves the topic.
+pub fn topic_traffic(topic: &str, traffic: Traffic, bytes: usize) {
+    CORE.with(|s| {
+        let mut s = s.borrow_mut();
+        let Some(core) = s.as_mut() else { return };
+        if !core.topics.contains_key(topic) {
+            let series = TopicSeries::new(core.id, topic);
+            core.topics.insert(topic.to_owned(), series);
+        }
+        if let Some(t) = core.topics.get(topic) {
+            let (requests, total) = match traffic {
+                Traffic::Produce => (&t.produce_requests, &t.produce_bytes),
+                Traffic::Fetch => (&t.fetch_requests, &t.fetch_bytes),
+            };
+            requests.inc();
+            total.inc_by(bytes as u64);
+        }
+    });
+}
+
+/// Drops a deleted topic's produce and fetch series of this core.
+pub fn topic_removed(topic: &str) {
+    CORE.with(|s| {
+        let mut s = s.borrow_mut();
+        let Some(core) = s.as_mut() else { return };
+        if core.topics.remove(topic).is_some() {
+            let f = families();
+            for api in ["produce", "fetch"] {
+                let l = TopicLabels {
+                    core: core.id,
+                    topic: topic.to_owned(),
+                    api: api.to_owned(),
+                };
+                f.topic_requests.remove(&l);
+                f.topic_bytes.remove(&l);
+            }
+        }
+    });
 }
 
 /// Sets a group's member count. Membership changes are rare, so a lookup

@@ -127,6 +127,18 @@ fn counters_move_during_produce_and_consume() {
         total(&second, "ringmq_connections", "core=") >= 1.0,
         "{second}"
     );
+    // Per topic: the five records' bytes went in and came out.
+    for api in ["produce", "fetch"] {
+        let label = format!("topic=\"events\",api=\"{api}\"");
+        assert!(
+            total(&second, "ringmq_topic_requests_total", &label) >= 1.0,
+            "{second}"
+        );
+        assert!(
+            total(&second, "ringmq_topic_record_bytes_total", &label) > 0.0,
+            "{second}"
+        );
+    }
     assert!(
         second.contains("ringmq_core_busy_seconds_total{core=\"0\"}"),
         "{second}"

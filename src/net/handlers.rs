@@ -13,6 +13,7 @@ use ringmq_protocol::{
     TopicMetadata,
 };
 
+use crate::metrics::{self, Traffic};
 use crate::shard::{now_ms, Failure, Shard};
 use crate::topics::TopicMeta;
 
@@ -136,7 +137,9 @@ pub async fn produce(shard: &Shard, req: ProduceRequest) -> Result<Answer, Failu
         ));
     }
     // acks=all on a single node: the leader is the whole in-sync set.
+    let bytes = req.batch.len();
     let produced = shard.produce(&req.topic, req.partition, req.batch).await?;
+    metrics::topic_traffic(&req.topic, Traffic::Produce, bytes);
     body(ProduceResponse {
         base_offset: produced.base_offset,
         log_start_offset: produced.log_start_offset,
@@ -157,6 +160,7 @@ pub async fn fetch(shard: &Shard, req: FetchRequest) -> Result<Answer, Failure> 
             max_wait,
         )
         .await?;
+    metrics::topic_traffic(&req.topic, Traffic::Fetch, f.records.len());
     Ok(Answer::Fetch(FetchResponse {
         high_watermark: f.high_watermark,
         log_start_offset: f.log_start_offset,

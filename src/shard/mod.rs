@@ -364,6 +364,7 @@ impl Shard {
         let Some(topic) = self.topics.borrow_mut().remove(name) else {
             return Ok(());
         };
+        crate::metrics::topic_removed(name);
         for (p, part) in topic.local.into_iter().enumerate() {
             if let Some(part) = part {
                 crate::metrics::partition_removed(name, p as u32);
