@@ -109,6 +109,11 @@ error_codes! {
     Busy = 29, "BUSY", true;
     /// A group member committed for a partition it does not hold.
     PartitionNotAssigned = 30, "PARTITION_NOT_ASSIGNED", false;
+    /// Another member joined with this member's instance id and took its
+    /// place; this one must stop, not rejoin.
+    FencedInstanceId = 31, "FENCED_INSTANCE_ID", false;
+    /// The group already has `MAX_GROUP_MEMBERS` members.
+    GroupFull = 32, "GROUP_FULL", false;
 }
 
 impl ErrorCode {
@@ -146,7 +151,7 @@ mod tests {
             assert_eq!(c.as_u16() as usize, i);
             assert_eq!(ErrorCode::from_u16(c.as_u16()), *c);
         }
-        assert_eq!(ErrorCode::from_u16(31), ErrorCode::UnknownServerError);
+        assert_eq!(ErrorCode::from_u16(33), ErrorCode::UnknownServerError);
         assert_eq!(ErrorCode::from_u16(u16::MAX), ErrorCode::UnknownServerError);
         assert_eq!(ErrorCode::CorruptBatch.to_string(), "CORRUPT_BATCH");
     }

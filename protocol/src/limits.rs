@@ -46,6 +46,9 @@ pub const MAX_SESSION_TIMEOUT_MS: u32 = 300_000;
 /// Longest group id and instance id, in bytes.
 pub const MAX_GROUP_ID_LEN: usize = 249;
 
+/// Most members one group has; a join past it is `GROUP_FULL`.
+pub const MAX_GROUP_MEMBERS: usize = 1_000;
+
 /// Most topics one group consumes.
 pub const MAX_GROUP_TOPICS: usize = 64;
 
