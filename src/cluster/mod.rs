@@ -12,3 +12,4 @@
 //! come once the consumer-group work has landed.
 
 pub mod metadata;
+pub mod raft_log;
