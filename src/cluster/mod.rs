@@ -12,4 +12,6 @@
 //! come once the consumer-group work has landed.
 
 pub mod metadata;
+pub mod node;
 pub mod raft_log;
+pub mod transport;
