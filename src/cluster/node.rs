@@ -29,7 +29,7 @@ use futures_channel::oneshot;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::timer::Timer;
 use glommio::Task;
-use raft::eraftpb::{Entry, EntryType, Snapshot};
+use raft::eraftpb::{Entry, EntryType, MessageType, Snapshot};
 use raft::{RawNode, StateRole, Storage};
 
 use super::metadata::{Command, CommandError, Metadata, NodeId};
@@ -135,6 +135,11 @@ pub enum ReceiveError {
         to: u64,
         me: NodeId,
     },
+    /// A message type only a node gives itself (or a proposal, which only
+    /// the leader's own clients make), or term 0: raft-rs would step it
+    /// without a term check.
+    #[error("raft message {0:?} is not one peers exchange")]
+    NotPeerMessage(MessageType),
     #[error("inbox full")]
     Busy,
     #[error("the node has stopped")]
@@ -227,6 +232,9 @@ impl NodeHandle {
                 if !voter {
                     return Err(ReceiveError::UnknownNode(from));
                 }
+                if !is_peer_message(m.get_msg_type()) || m.term == 0 {
+                    return Err(ReceiveError::NotPeerMessage(m.get_msg_type()));
+                }
                 if m.from != u64::from(from) || m.to != u64::from(self.id) {
                     return Err(ReceiveError::Misaddressed {
                         from,
@@ -262,7 +270,10 @@ impl Node {
     /// metadata from its snapshot and starts the driver on this executor.
     /// Committed entries after the snapshot are applied again as Raft
     /// delivers them; the rest arrives from the leader.
-    pub async fn start(config: NodeConfig, transport: Rc<dyn Transport>) -> Result<Node, NodeError> {
+    pub async fn start(
+        config: NodeConfig,
+        transport: Rc<dyn Transport>,
+    ) -> Result<Node, NodeError> {
         if config.id == 0 || !config.voters.contains(&config.id) {
             return Err(NodeError::Config(format!(
                 "node {} must be one of the voters {:?} (ids start at 1)",
@@ -471,9 +482,7 @@ impl Driver {
         context.extend_from_slice(&seq.to_le_bytes());
         // Serializing a Command (strings and integers) cannot fail.
         let data = serde_json::to_vec(cmd).map_err(|_| ProposeError::Busy)?;
-        self.raw
-            .propose(context, data)
-            .map_err(|_| not_leader)?;
+        self.raw.propose(context, data).map_err(|_| not_leader)?;
         Ok(track.then_some(seq))
     }
 
@@ -582,7 +591,8 @@ impl Driver {
             return Ok(());
         }
         let mut snapshot = Snapshot::default();
-        let data = serde_json::to_vec(&self.shared.borrow().metadata).map_err(NodeError::Snapshot)?;
+        let data =
+            serde_json::to_vec(&self.shared.borrow().metadata).map_err(NodeError::Snapshot)?;
         snapshot.data = data.into();
         let meta = snapshot.mut_metadata();
         meta.index = self.applied;
@@ -592,7 +602,11 @@ impl Driver {
             .install_snapshot(self.raw.mut_store(), snapshot)
             .await?;
         self.shared.borrow_mut().status.snapshot_index = self.applied;
-        tracing::debug!(node = self.config.id, index = self.applied, "raft log compacted");
+        tracing::debug!(
+            node = self.config.id,
+            index = self.applied,
+            "raft log compacted"
+        );
         Ok(())
     }
 
@@ -601,7 +615,14 @@ impl Driver {
         if is_leader && !self.was_leader {
             // Nobody has had a chance to heartbeat this leader yet.
             let now = Instant::now();
-            let ids: Vec<NodeId> = self.shared.borrow().metadata.members().keys().copied().collect();
+            let ids: Vec<NodeId> = self
+                .shared
+                .borrow()
+                .metadata
+                .members()
+                .keys()
+                .copied()
+                .collect();
             for id in ids {
                 self.last_heard.insert(id, now);
             }
@@ -667,6 +688,24 @@ impl Driver {
     }
 }
 
+/// The raft messages nodes legitimately send each other.
+fn is_peer_message(t: MessageType) -> bool {
+    use MessageType::*;
+    matches!(
+        t,
+        MsgAppend
+            | MsgAppendResponse
+            | MsgRequestVote
+            | MsgRequestVoteResponse
+            | MsgRequestPreVote
+            | MsgRequestPreVoteResponse
+            | MsgSnapshot
+            | MsgHeartbeat
+            | MsgHeartbeatResponse
+            | MsgTimeoutNow
+    )
+}
+
 fn leader_of(raw: &RawNode<RaftStore>) -> Option<NodeId> {
     NodeId::try_from(raw.raft.leader_id)
         .ok()
@@ -705,9 +744,13 @@ impl slog::Drain for TracingDrain {
         use slog::KV as _;
         let level = record.level();
         let enabled = match level {
-            slog::Level::Critical | slog::Level::Error => tracing::enabled!(target: "raft", tracing::Level::ERROR),
+            slog::Level::Critical | slog::Level::Error => {
+                tracing::enabled!(target: "raft", tracing::Level::ERROR)
+            }
             slog::Level::Warning => tracing::enabled!(target: "raft", tracing::Level::WARN),
-            slog::Level::Info | slog::Level::Debug => tracing::enabled!(target: "raft", tracing::Level::DEBUG),
+            slog::Level::Info | slog::Level::Debug => {
+                tracing::enabled!(target: "raft", tracing::Level::DEBUG)
+            }
             slog::Level::Trace => tracing::enabled!(target: "raft", tracing::Level::TRACE),
         };
         if !enabled {
