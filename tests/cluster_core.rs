@@ -30,6 +30,7 @@ struct Cluster {
     dir: tempfile::TempDir,
     nodes: BTreeMap<NodeId, Node>,
     snapshot_every: u64,
+    replace_after: Duration,
 }
 
 impl Cluster {
@@ -39,6 +40,7 @@ impl Cluster {
             dir: tempfile::tempdir().unwrap(),
             nodes: BTreeMap::new(),
             snapshot_every,
+            replace_after: Duration::from_secs(60),
         };
         for id in IDS {
             c.start_node(id).await;
@@ -55,6 +57,7 @@ impl Cluster {
         cfg.node_timeout = Duration::from_millis(300);
         cfg.proposal_timeout = Duration::from_secs(2);
         cfg.snapshot_every = self.snapshot_every;
+        cfg.replace_after = self.replace_after;
         cfg.inbox = 256;
         cfg
     }
@@ -400,6 +403,37 @@ fn bad_peer_input_is_refused_or_ignored_without_disturbing_the_cluster() {
         for h in c.handles() {
             let s = h.status();
             assert_eq!((s.term, s.leader), (term, Some(leader)), "node {}", s.id);
+        }
+        for (_, node) in c.nodes {
+            node.stop().await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn a_node_dead_past_replace_after_leaves_the_ring() {
+    run(|| async {
+        let mut c = Cluster::start(1000).await;
+        c.replace_after = Duration::from_millis(400);
+        // Restart every node with the short replace_after.
+        for id in IDS {
+            c.stop_node(id).await;
+            c.start_node(id).await;
+        }
+        c.join_all().await;
+        let leader = c.leader().await;
+        c.propose_via(leader, create("t", 12, 2)).await.unwrap();
+        let gone = IDS.into_iter().find(|&id| id != leader).unwrap();
+        c.stop_node(gone).await;
+        let md = wait_for("the dead node replaced", || {
+            let md = c.handle(leader).metadata();
+            md.member(gone).is_none().then_some(md)
+        })
+        .await;
+        for p in &md.topic("t").unwrap().partitions {
+            assert_eq!(p.replicas.len(), 2);
+            assert!(!p.replicas.contains(&gone));
+            assert_eq!(p.leader, Some(p.replicas[0]));
         }
         for (_, node) in c.nodes {
             node.stop().await.unwrap();

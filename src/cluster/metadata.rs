@@ -501,7 +501,7 @@ mod tests {
             },
             Command::Remove { node: 1 },
         ];
-        let mut replicas = vec![Metadata::new(), Metadata::new(), Metadata::new()];
+        let mut replicas = [Metadata::new(), Metadata::new(), Metadata::new()];
         let mut results = Vec::new();
         for (i, r) in replicas.iter_mut().enumerate() {
             let mut mine = Vec::new();

@@ -119,6 +119,10 @@ pub enum ProposeError {
     Timeout(Duration),
     #[error("too many proposals in flight")]
     Busy,
+    /// The command could not be written, or its committed entry read, as a
+    /// command (a bug, or an entry from an incompatible version).
+    #[error("not a metadata command: {0}")]
+    Encoding(String),
     #[error("the node has stopped")]
     Stopped,
 }
@@ -414,7 +418,8 @@ impl Driver {
                 None => {}
             }
             let now = Instant::now();
-            if now >= next_tick {
+            let ticked = now >= next_tick;
+            if ticked {
                 self.raw.tick();
                 next_tick = now + tick;
                 self.pending.retain(|_, reply| !reply.is_canceled());
@@ -429,7 +434,7 @@ impl Driver {
             }
             self.on_ready().await?;
             self.refresh_status();
-            if self.was_leader {
+            if ticked && self.was_leader {
                 self.judge_liveness(now);
             }
         }
@@ -480,8 +485,7 @@ impl Driver {
         context.extend_from_slice(&self.config.id.to_le_bytes());
         context.extend_from_slice(&self.incarnation.to_le_bytes());
         context.extend_from_slice(&seq.to_le_bytes());
-        // Serializing a Command (strings and integers) cannot fail.
-        let data = serde_json::to_vec(cmd).map_err(|_| ProposeError::Busy)?;
+        let data = serde_json::to_vec(cmd).map_err(|e| ProposeError::Encoding(e.to_string()))?;
         self.raw.propose(context, data).map_err(|_| not_leader)?;
         Ok(track.then_some(seq))
     }
@@ -557,7 +561,7 @@ impl Driver {
                 Err(e) => {
                     // Same bytes on every node, so every node skips it alike.
                     tracing::warn!(index = entry.index, error = %e, "undecodable metadata command skipped");
-                    Err(ProposeError::Busy)
+                    Err(ProposeError::Encoding(e.to_string()))
                 }
             };
             if let Some(seq) = self.own_seq(&entry.context) {
