@@ -202,27 +202,38 @@ impl PeerMessage {
 mod tests {
     use super::*;
 
-    /// SPEC.md section 11.5: the bytes of a Hello from node 3 of cluster "eu".
+    /// The hex digits of the fenced block after `marker` in SPEC.md, without
+    /// whitespace and `#` comments.
+    fn spec_block(marker: &str) -> Vec<u8> {
+        let spec = include_str!("../../SPEC.md");
+        let after = &spec[spec.find(marker).expect("marker in SPEC.md")..];
+        let body = &after[after.find("```").expect("a fenced block") + 3..];
+        let body = &body[body.find('\n').expect("a newline")..];
+        let body = &body[..body.find("```").expect("the end of the block")];
+        let digits: String = body
+            .lines()
+            .filter_map(|l| l.split('#').next())
+            .flat_map(|l| l.chars().filter(|c| !c.is_whitespace()))
+            .collect();
+        (0..digits.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&digits[i..i + 2], 16).expect("hex"))
+            .collect()
+    }
+
+    /// SPEC.md section 11.5: a Hello from node 3 of cluster "eu".
     #[test]
-    fn hello_bytes_match_the_spec() {
-        let mut buf = BytesMut::new();
-        PeerMessage::Hello(Hello {
+    fn spec_hello_example_matches_the_encoder() {
+        let hello = PeerMessage::Hello(Hello {
             protocol_version: 0,
             cluster_id: "eu".into(),
             node_id: 3,
-        })
-        .encode(&mut buf);
-        assert_eq!(
-            &buf[..],
-            &[
-                0x0e, 0, 0, 0, // length = 14
-                0, 0, // kind = Hello
-                0, 0, // version = 0
-                0, 0, // protocol_version = 0
-                2, 0, b'e', b'u', // cluster_id
-                3, 0, 0, 0, // node_id = 3
-            ]
-        );
+        });
+        let mut buf = BytesMut::new();
+        hello.encode(&mut buf);
+        assert_eq!(&buf[..], &spec_block("<!-- peer-hello-example -->")[..]);
+        let buf = buf.freeze();
+        assert_eq!(PeerMessage::decode_frame(&buf), Ok(Some((hello, 18))));
     }
 
     #[test]
