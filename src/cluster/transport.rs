@@ -8,7 +8,10 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
+use bytes::Bytes;
+use protobuf::Message as _;
 use raft::eraftpb::Message;
+use ringmq_protocol::peer;
 
 use super::metadata::NodeId;
 use super::node::NodeHandle;
@@ -29,6 +32,59 @@ pub enum PeerMessage {
 /// Implementations keep a bounded queue per peer.
 pub trait Transport {
     fn send(&self, to: NodeId, msg: PeerMessage);
+}
+
+/// Why a peer frame could not become a [`PeerMessage`] (or the reverse).
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("raft message is not valid protobuf: {0}")]
+    Protobuf(#[from] protobuf::ProtobufError),
+    #[error("heartbeat names node {claimed} on the connection of node {hello}")]
+    WrongSender { claimed: u32, hello: NodeId },
+}
+
+/// The peer-protocol frame (`protocol/src/peer`) for a message node `me`
+/// sends; `incarnation` tells this process start from the last.
+pub fn to_wire(
+    me: NodeId,
+    incarnation: u64,
+    msg: &PeerMessage,
+) -> Result<peer::PeerMessage, WireError> {
+    Ok(match msg {
+        PeerMessage::Raft(m) => peer::PeerMessage::Raft(peer::RaftMessage {
+            message: Bytes::from(m.write_to_bytes()?),
+        }),
+        PeerMessage::Heartbeat => peer::PeerMessage::Heartbeat(peer::NodeHeartbeat {
+            node_id: me,
+            incarnation,
+            sent_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        }),
+    })
+}
+
+/// The message a peer frame carries, on a connection whose Hello named node
+/// `hello`. `None` for the connection's own frames (Hello, Reject), which
+/// the connection handles. The receiving node still checks the sender and
+/// addresses inside a raft message ([`NodeHandle::receive`]).
+pub fn from_wire(
+    hello: NodeId,
+    frame: peer::PeerMessage,
+) -> Result<Option<PeerMessage>, WireError> {
+    Ok(match frame {
+        peer::PeerMessage::Raft(m) => {
+            Some(PeerMessage::Raft(Message::parse_from_bytes(&m.message)?))
+        }
+        peer::PeerMessage::Heartbeat(h) if h.node_id == hello => Some(PeerMessage::Heartbeat),
+        peer::PeerMessage::Heartbeat(h) => {
+            return Err(WireError::WrongSender {
+                claimed: h.node_id,
+                hello,
+            })
+        }
+        peer::PeerMessage::Hello(_) | peer::PeerMessage::Reject(_) => None,
+    })
 }
 
 /// Nodes on one executor that reach each other by function call, with links
@@ -117,5 +173,61 @@ impl Transport for MemTransport {
         // The handle is cloned out so no borrow of the network is held while
         // the receiver runs.
         self.net.inject(self.me, to, msg);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use raft::eraftpb::{Entry, MessageType};
+
+    #[test]
+    fn raft_messages_and_heartbeats_cross_the_peer_protocol() {
+        let raft = Message {
+            msg_type: MessageType::MsgAppend,
+            from: 2,
+            to: 3,
+            term: 7,
+            index: 41,
+            log_term: 6,
+            commit: 40,
+            entries: vec![Entry {
+                index: 42,
+                term: 7,
+                data: b"{}".to_vec().into(),
+                ..Default::default()
+            }]
+            .into(),
+            ..Default::default()
+        };
+        for msg in [PeerMessage::Raft(raft), PeerMessage::Heartbeat] {
+            let mut buf = BytesMut::new();
+            to_wire(2, 99, &msg).unwrap().encode(&mut buf);
+            let buf = buf.freeze();
+            let (frame, used) = peer::PeerMessage::decode_frame(&buf).unwrap().unwrap();
+            assert_eq!(used, buf.len());
+            assert_eq!(from_wire(2, frame).unwrap(), Some(msg));
+        }
+    }
+
+    #[test]
+    fn bad_frames_are_refused() {
+        let garbage = peer::PeerMessage::Raft(peer::RaftMessage {
+            message: Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0x0f]),
+        });
+        assert!(matches!(from_wire(2, garbage), Err(WireError::Protobuf(_))));
+        let spoofed = peer::PeerMessage::Heartbeat(peer::NodeHeartbeat {
+            node_id: 5,
+            incarnation: 1,
+            sent_ms: 0,
+        });
+        assert!(matches!(
+            from_wire(2, spoofed),
+            Err(WireError::WrongSender {
+                claimed: 5,
+                hello: 2
+            })
+        ));
     }
 }
