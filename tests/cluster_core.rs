@@ -284,8 +284,22 @@ fn a_node_behind_a_compacted_log_catches_up_from_a_snapshot() {
         })
         .await;
 
+        // The first snapshot sent to it is lost on the way: the leader must
+        // notice and send another.
+        let lost = std::rc::Rc::new(std::cell::Cell::new(0));
+        let counter = lost.clone();
+        c.net.drop_if(move |_, to, msg| {
+            let snapshot =
+                matches!(msg, PeerMessage::Raft(m) if m.get_msg_type() == MessageType::MsgSnapshot);
+            if to == behind && snapshot && counter.get() == 0 {
+                counter.set(1);
+                return true;
+            }
+            false
+        });
         c.start_node(behind).await;
         let md = c.converged().await;
+        assert_eq!(lost.get(), 1, "a snapshot was dropped");
         assert_eq!(md.topics().len(), 12);
         assert!(
             c.handle(behind).status().snapshot_index >= snap,

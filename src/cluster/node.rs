@@ -517,25 +517,38 @@ impl Driver {
                 .await?;
         }
 
-        self.send(ready.take_messages());
-        self.send(ready.take_persisted_messages());
+        let mut snapshots = self.send(ready.take_messages());
+        snapshots.extend(self.send(ready.take_persisted_messages()));
         self.apply(ready.take_committed_entries());
 
         let mut light = self.raw.advance(ready);
-        self.send(light.take_messages());
+        snapshots.extend(self.send(light.take_messages()));
         self.apply(light.take_committed_entries());
         self.raw.advance_apply();
+        // The transport cannot tell whether a snapshot arrived, and raft-rs
+        // sends a follower nothing more until told. Reporting it finished at
+        // once is safe: if it was lost, the follower refuses the appends that
+        // follow and the leader probes back down to sending it again.
+        for to in snapshots {
+            self.raw.report_snapshot(to, raft::SnapshotStatus::Finish);
+        }
 
         self.maybe_snapshot().await
     }
 
-    fn send(&self, messages: Vec<raft::eraftpb::Message>) {
+    /// Hands messages to the transport; returns the peers sent a snapshot.
+    fn send(&self, messages: Vec<raft::eraftpb::Message>) -> Vec<u64> {
+        let mut snapshots = Vec::new();
         for m in messages {
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                snapshots.push(m.to);
+            }
             match NodeId::try_from(m.to) {
                 Ok(to) => self.transport.send(to, PeerMessage::Raft(m)),
                 Err(_) => tracing::warn!(to = m.to, "raft message to an impossible node id"),
             }
         }
+        snapshots
     }
 
     fn apply(&mut self, entries: Vec<Entry>) {

@@ -95,11 +95,15 @@ pub struct MemNetwork {
     inner: Rc<RefCell<Net>>,
 }
 
+type DropFilter = Box<dyn FnMut(NodeId, NodeId, &PeerMessage) -> bool>;
+
 #[derive(Default)]
 struct Net {
     nodes: BTreeMap<NodeId, NodeHandle>,
     /// Directed links that drop everything: (from, to).
     cut: BTreeSet<(NodeId, NodeId)>,
+    /// Drops the messages for which it answers true (fault injection).
+    drop_if: Option<DropFilter>,
     delivered: u64,
     refused: u64,
 }
@@ -132,6 +136,16 @@ impl MemNetwork {
         let mut net = self.inner.borrow_mut();
         net.cut.insert((a, b));
         net.cut.insert((b, a));
+    }
+
+    /// Drops every message `(from, to, msg)` for which `filter` answers true,
+    /// until [`MemNetwork::clear_filter`].
+    pub fn drop_if(&self, filter: impl FnMut(NodeId, NodeId, &PeerMessage) -> bool + 'static) {
+        self.inner.borrow_mut().drop_if = Some(Box::new(filter));
+    }
+
+    pub fn clear_filter(&self) {
+        self.inner.borrow_mut().drop_if = None;
     }
 
     pub fn heal(&self, a: NodeId, b: NodeId) {
@@ -167,8 +181,17 @@ struct MemTransport {
 
 impl Transport for MemTransport {
     fn send(&self, to: NodeId, msg: PeerMessage) {
-        if self.net.inner.borrow().cut.contains(&(self.me, to)) {
-            return;
+        {
+            let mut net = self.net.inner.borrow_mut();
+            let net = &mut *net;
+            if net.cut.contains(&(self.me, to)) {
+                return;
+            }
+            if let Some(filter) = net.drop_if.as_mut() {
+                if filter(self.me, to, &msg) {
+                    return;
+                }
+            }
         }
         // The handle is cloned out so no borrow of the network is held while
         // the receiver runs.
