@@ -454,3 +454,43 @@ fn a_node_dead_past_replace_after_leaves_the_ring() {
         }
     });
 }
+
+#[test]
+fn an_isolated_leader_steps_down_and_rejoins_without_disrupting() {
+    run(|| async {
+        let c = Cluster::start(1000).await;
+        c.join_all().await;
+        let old = c.leader().await;
+        for id in IDS.into_iter().filter(|&id| id != old) {
+            c.net.cut(old, id);
+        }
+        // The majority elects another; the old one, hearing no quorum, stops
+        // leading (check_quorum) and so cannot accept proposals it could not
+        // commit.
+        let others: Vec<NodeHandle> = c.handles().into_iter().filter(|h| h.id() != old).collect();
+        let new = wait_for("a leader among the majority", || {
+            let l = others[0].status().leader?;
+            (l != old && others.iter().all(|h| h.status().leader == Some(l))).then_some(l)
+        })
+        .await;
+        wait_for("the isolated node to step down", || {
+            (!c.handle(old).status().is_leader).then_some(())
+        })
+        .await;
+        c.propose_via(new, create("during", 2, 2)).await.unwrap();
+        let term = c.handle(new).status().term;
+
+        // Healed: it follows the new leader (pre-vote keeps it from forcing
+        // an election with the term it may have raised while cut off).
+        for id in IDS.into_iter().filter(|&id| id != old) {
+            c.net.heal(old, id);
+        }
+        let md = c.converged().await;
+        assert!(md.topic("during").is_some());
+        assert_eq!(c.leader().await, new);
+        assert_eq!(c.handle(new).status().term, term);
+        for (_, node) in c.nodes {
+            node.stop().await.unwrap();
+        }
+    });
+}

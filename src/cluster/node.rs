@@ -172,6 +172,7 @@ enum Input {
         cmd: Command,
         reply: oneshot::Sender<Result<(), ProposeError>>,
     },
+    Unreachable(NodeId),
     Stop,
 }
 
@@ -223,6 +224,13 @@ impl NodeHandle {
         })
         .await;
         result.unwrap_or(Err(ProposeError::Timeout(timeout)))
+    }
+
+    /// The transport could not reach `peer` (connect failed, connection
+    /// lost): Raft stops streaming appends to it and probes instead. Never
+    /// waits; dropped when the inbox is full (the next failure reports again).
+    pub fn report_unreachable(&self, peer: NodeId) {
+        let _ = self.tx.try_send(Input::Unreachable(peer));
     }
 
     /// Takes a message that arrived from node `from` (as authenticated by
@@ -463,6 +471,7 @@ impl Driver {
                     }
                 }
             }
+            Input::Unreachable(peer) => self.raw.report_unreachable(u64::from(peer)),
             Input::Stop => {}
         }
     }
