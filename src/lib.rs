@@ -6,6 +6,7 @@
 //! one, `cli` is the `ringmq` command.
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod group;
 pub mod log;

@@ -17,6 +17,7 @@ pub mod error_code;
 pub mod frame;
 pub mod limits;
 pub mod messages;
+pub mod peer;
 pub mod varint;
 
 pub use api::ApiKey;

@@ -1,0 +1,782 @@
+//! The cluster's metadata as a replicated state machine: member nodes and
+//! their liveness, topics, and the placement derived from them.
+//!
+//! Every controller applies the same committed [`Command`]s in the same order
+//! to a [`Metadata`], so every node computes the same placement without
+//! anyone handing placements out. Hence this room is pure: no clocks (a time
+//! a command needs travels inside it), no I/O, no hash other than the ring's
+//! xxh3, only ordered maps.
+//!
+//! Membership is not liveness (see `docs/architecture.md`, "Placement"):
+//! - the ring over the member node ids gives each partition its replicas; it
+//!   changes only on [`Command::Join`], [`Command::Remove`] (decommission) and
+//!   [`Command::ReplaceDead`] (dead longer than `replace_after`);
+//! - liveness ([`Command::MarkDead`], [`Command::MarkAlive`]) moves leadership
+//!   only: a partition is led by its first live replica in ring order, so the
+//!   preferred leader (the first replica) takes back over when it returns.
+//!
+//! Every change of a partition's leader bumps its leader epoch, which lets a
+//! replica fence off requests from a leader that no longer is one.
+
+use std::collections::BTreeMap;
+
+use ringmq_protocol::limits::{self, TopicNameError};
+use serde::{Deserialize, Serialize};
+
+use crate::ring::{Epsilon, Ring, RingError};
+
+/// A node's id in the cluster; also its Raft id. 0 is not a node (Raft
+/// reserves it for "nobody").
+pub type NodeId = u32;
+
+/// Where a node can be reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: NodeId,
+    /// `host:port` of its client listener (what Metadata answers carry).
+    pub client_addr: String,
+    /// `host:port` of its peer listener (node-to-node protocol).
+    pub peer_addr: String,
+}
+
+/// Whether the controller currently hears from a node. Only applied
+/// commands change it, so every replica agrees on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Liveness {
+    Alive,
+    /// Marked dead by the controller leader at `since_ms` (its wall clock, ms
+    /// since the Unix epoch); the start of the `replace_after` countdown.
+    Dead {
+        since_ms: u64,
+    },
+}
+
+impl Liveness {
+    pub fn is_alive(self) -> bool {
+        matches!(self, Liveness::Alive)
+    }
+}
+
+/// A member of the cluster: on the ring until removed or replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub info: NodeInfo,
+    pub liveness: Liveness,
+}
+
+/// One partition's place in the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionPlacement {
+    /// Replica nodes, preferred leader first, then in ring order. Changes only
+    /// with membership.
+    pub replicas: Vec<NodeId>,
+    /// The first live replica; `None` while every replica is dead.
+    pub leader: Option<NodeId>,
+    /// Bumped on every change of `leader`.
+    pub leader_epoch: u64,
+}
+
+/// A topic and the placement of each of its partitions (index = partition).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topic {
+    pub name: String,
+    /// The replication factor asked for. Placement uses
+    /// `min(replication, members)`, so removing members never makes a topic
+    /// unplaceable.
+    pub replication: u16,
+    pub partitions: Vec<PartitionPlacement>,
+}
+
+impl Topic {
+    pub fn partition_count(&self) -> u32 {
+        // Bounded by MAX_PARTITIONS at creation.
+        self.partitions.len() as u32
+    }
+}
+
+/// A change to the metadata. Serialized (JSON) into Raft log entries, so
+/// variants and fields may be added but never renamed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// A new member joins the ring (alive).
+    Join {
+        node: NodeInfo,
+    },
+    /// Decommission: the node leaves the ring, its replicas move elsewhere.
+    Remove {
+        node: NodeId,
+    },
+    /// A node dead for at least `replace_after_ms` at `now_ms` leaves the
+    /// ring, as if removed. Both times come from the proposer (the
+    /// controller leader), so every replica checks the same numbers.
+    ReplaceDead {
+        node: NodeId,
+        now_ms: u64,
+        replace_after_ms: u64,
+    },
+    /// The controller stopped hearing from `node` (at `at_ms`). Marking a
+    /// dead node dead again is a no-op, so a retried proposal is harmless.
+    MarkDead {
+        node: NodeId,
+        at_ms: u64,
+    },
+    /// The controller hears from `node` again. Idempotent like `MarkDead`.
+    MarkAlive {
+        node: NodeId,
+    },
+    CreateTopic {
+        name: String,
+        partitions: u32,
+        replication: u16,
+    },
+    DeleteTopic {
+        name: String,
+    },
+}
+
+/// Why a command was refused. A refused command changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum CommandError {
+    #[error("node id 0 is reserved")]
+    InvalidNodeId,
+    #[error("node {0} is already a member")]
+    NodeExists(NodeId),
+    #[error("node {0} is not a member")]
+    UnknownNode(NodeId),
+    #[error("node {node} is alive; only a dead node can be replaced")]
+    NodeAlive { node: NodeId },
+    #[error(
+        "node {node} has been dead {dead_ms} ms, less than replace_after ({replace_after_ms} ms)"
+    )]
+    NotDeadLongEnough {
+        node: NodeId,
+        dead_ms: u64,
+        replace_after_ms: u64,
+    },
+    #[error("removing node {0}, the last member, would leave topics with nowhere to live")]
+    LastMember(NodeId),
+    #[error("topic {0} already exists")]
+    TopicExists(String),
+    #[error("unknown topic {0}")]
+    UnknownTopic(String),
+    #[error("invalid topic name: {0}")]
+    InvalidTopicName(String),
+    #[error("a topic has 1..={max} partitions, not {requested}", max = limits::MAX_PARTITIONS)]
+    InvalidPartitions { requested: u32 },
+    #[error("replication factor {requested} is invalid with {members} member node(s)")]
+    InvalidReplication { requested: u16, members: usize },
+}
+
+impl From<TopicNameError> for CommandError {
+    fn from(e: TopicNameError) -> Self {
+        CommandError::InvalidTopicName(e.to_string())
+    }
+}
+
+/// The whole replicated state. `Eq` and serialization are what the tests
+/// compare across replicas; the snapshot of the Raft log is this, as JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    members: BTreeMap<NodeId, Member>,
+    topics: BTreeMap<String, Topic>,
+}
+
+impl Metadata {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn members(&self) -> &BTreeMap<NodeId, Member> {
+        &self.members
+    }
+
+    pub fn member(&self, id: NodeId) -> Option<&Member> {
+        self.members.get(&id)
+    }
+
+    pub fn topics(&self) -> &BTreeMap<String, Topic> {
+        &self.topics
+    }
+
+    pub fn topic(&self, name: &str) -> Option<&Topic> {
+        self.topics.get(name)
+    }
+
+    /// Partition `partition` of `topic`, if both exist.
+    pub fn partition(&self, topic: &str, partition: u32) -> Option<&PartitionPlacement> {
+        self.topics.get(topic)?.partitions.get(partition as usize)
+    }
+
+    /// Per member: (replicas held, partitions led). For `cluster status`.
+    pub fn load_per_node(&self) -> BTreeMap<NodeId, (usize, usize)> {
+        let mut load: BTreeMap<NodeId, (usize, usize)> =
+            self.members.keys().map(|&id| (id, (0, 0))).collect();
+        for p in self.topics.values().flat_map(|t| &t.partitions) {
+            for r in &p.replicas {
+                if let Some(l) = load.get_mut(r) {
+                    l.0 += 1;
+                }
+            }
+            if let Some(l) = p.leader.and_then(|id| load.get_mut(&id)) {
+                l.1 += 1;
+            }
+        }
+        load
+    }
+
+    /// Applies one command, or refuses it and changes nothing.
+    pub fn apply(&mut self, cmd: &Command) -> Result<(), CommandError> {
+        match cmd {
+            Command::Join { node } => {
+                if node.id == 0 {
+                    return Err(CommandError::InvalidNodeId);
+                }
+                if self.members.contains_key(&node.id) {
+                    return Err(CommandError::NodeExists(node.id));
+                }
+                let before = self.member_ids();
+                self.members.insert(
+                    node.id,
+                    Member {
+                        info: node.clone(),
+                        liveness: Liveness::Alive,
+                    },
+                );
+                self.replace_all(&before);
+            }
+            Command::Remove { node } => {
+                self.check_removable(*node)?;
+                let before = self.member_ids();
+                self.members.remove(node);
+                self.replace_all(&before);
+            }
+            Command::ReplaceDead {
+                node,
+                now_ms,
+                replace_after_ms,
+            } => {
+                let member = self
+                    .members
+                    .get(node)
+                    .ok_or(CommandError::UnknownNode(*node))?;
+                let Liveness::Dead { since_ms } = member.liveness else {
+                    return Err(CommandError::NodeAlive { node: *node });
+                };
+                let dead_ms = now_ms.saturating_sub(since_ms);
+                if dead_ms < *replace_after_ms {
+                    return Err(CommandError::NotDeadLongEnough {
+                        node: *node,
+                        dead_ms,
+                        replace_after_ms: *replace_after_ms,
+                    });
+                }
+                self.check_removable(*node)?;
+                let before = self.member_ids();
+                self.members.remove(node);
+                self.replace_all(&before);
+            }
+            Command::MarkDead { node, at_ms } => {
+                let member = self
+                    .members
+                    .get_mut(node)
+                    .ok_or(CommandError::UnknownNode(*node))?;
+                if member.liveness.is_alive() {
+                    member.liveness = Liveness::Dead { since_ms: *at_ms };
+                    self.elect_all();
+                }
+            }
+            Command::MarkAlive { node } => {
+                let member = self
+                    .members
+                    .get_mut(node)
+                    .ok_or(CommandError::UnknownNode(*node))?;
+                if !member.liveness.is_alive() {
+                    member.liveness = Liveness::Alive;
+                    self.elect_all();
+                }
+            }
+            Command::CreateTopic {
+                name,
+                partitions,
+                replication,
+            } => {
+                limits::validate_internal_topic_name(name)?;
+                if self.topics.contains_key(name) {
+                    return Err(CommandError::TopicExists(name.clone()));
+                }
+                if *partitions == 0 || *partitions > limits::MAX_PARTITIONS {
+                    return Err(CommandError::InvalidPartitions {
+                        requested: *partitions,
+                    });
+                }
+                let members = self.members.len();
+                if *replication == 0 || usize::from(*replication) > members {
+                    return Err(CommandError::InvalidReplication {
+                        requested: *replication,
+                        members,
+                    });
+                }
+                let mut topic = Topic {
+                    name: name.clone(),
+                    replication: *replication,
+                    partitions: vec![
+                        PartitionPlacement {
+                            replicas: Vec::new(),
+                            leader: None,
+                            leader_epoch: 0,
+                        };
+                        *partitions as usize
+                    ],
+                };
+                let ring = self.ring();
+                place_topic(&ring, &mut topic, &self.members).map_err(|_| {
+                    CommandError::InvalidReplication {
+                        requested: *replication,
+                        members,
+                    }
+                })?;
+                self.topics.insert(name.clone(), topic);
+            }
+            Command::DeleteTopic { name } => {
+                if self.topics.remove(name).is_none() {
+                    return Err(CommandError::UnknownTopic(name.clone()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_removable(&self, node: NodeId) -> Result<(), CommandError> {
+        if !self.members.contains_key(&node) {
+            return Err(CommandError::UnknownNode(node));
+        }
+        if self.members.len() == 1 && !self.topics.is_empty() {
+            return Err(CommandError::LastMember(node));
+        }
+        Ok(())
+    }
+
+    fn member_ids(&self) -> Vec<NodeId> {
+        self.members.keys().copied().collect()
+    }
+
+    fn ring(&self) -> Ring<NodeId> {
+        Ring::new(self.members.keys().copied())
+    }
+
+    /// Membership changed from `before`: partitions that must move take their
+    /// place on the new ring; the others stay where they are.
+    ///
+    /// A partition must move when it lost a replica (a member left), when it
+    /// has fewer replicas than `min(replication, members)`, or when the new
+    /// ring puts one of its replicas on a member that just joined. Without
+    /// that stickiness the bound on loads would reshuffle a few partitions
+    /// between members that did not change (the bound shrinks as members
+    /// join), moving data and leadership for nothing.
+    fn replace_all(&mut self, before: &[NodeId]) {
+        let ring = self.ring();
+        for topic in self.topics.values_mut() {
+            let keys = partition_keys(&topic.name, topic.partitions.len());
+            let want = usize::from(topic.replication).min(self.members.len());
+            // Cannot fail: `check_removable` keeps a member while topics exist.
+            let fresh = ring
+                .place_replicas(&keys, usize::from(topic.replication), Epsilon::NODES)
+                .unwrap_or_default();
+            for (i, p) in topic.partitions.iter_mut().enumerate() {
+                let Some(new) = fresh.get(i) else {
+                    p.replicas.clear();
+                    elect(p, &self.members);
+                    continue;
+                };
+                let must_move = p.replicas.len() != want
+                    || p.replicas.iter().any(|r| !self.members.contains_key(r))
+                    || new.iter().any(|r| !before.contains(r));
+                if must_move {
+                    p.replicas = new.iter().map(|&&r| r).collect();
+                }
+                elect(p, &self.members);
+            }
+        }
+    }
+
+    /// Liveness changed: leaders only, replicas stay.
+    fn elect_all(&mut self) {
+        for p in self.topics.values_mut().flat_map(|t| &mut t.partitions) {
+            elect(p, &self.members);
+        }
+    }
+}
+
+/// Places a topic's partitions on the ring: one placement per topic, so that
+/// creating a topic never moves another's partitions. Keeps each partition's
+/// epoch and bumps it where the leader changes (a new partition starts at
+/// epoch 0 with no leader, so its first leader has epoch 1).
+fn place_topic(
+    ring: &Ring<NodeId>,
+    topic: &mut Topic,
+    members: &BTreeMap<NodeId, Member>,
+) -> Result<(), RingError> {
+    let keys = partition_keys(&topic.name, topic.partitions.len());
+    let placed = ring.place_replicas(&keys, usize::from(topic.replication), Epsilon::NODES)?;
+    for (p, replicas) in topic.partitions.iter_mut().zip(placed) {
+        p.replicas = replicas.into_iter().copied().collect();
+        elect(p, members);
+    }
+    Ok(())
+}
+
+/// `"topic/partition"`: the bytes a partition is hashed by (architecture.md,
+/// "Placement"); never change them, or a live cluster moves its data.
+fn partition_keys(topic: &str, count: usize) -> Vec<String> {
+    (0..count).map(|p| format!("{topic}/{p}")).collect()
+}
+
+/// Leader = first live replica; a change bumps the epoch.
+fn elect(p: &mut PartitionPlacement, members: &BTreeMap<NodeId, Member>) {
+    let leader = p
+        .replicas
+        .iter()
+        .copied()
+        .find(|id| members.get(id).is_some_and(|m| m.liveness.is_alive()));
+    if leader != p.leader {
+        p.leader = leader;
+        p.leader_epoch += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: NodeId) -> NodeInfo {
+        NodeInfo {
+            id,
+            client_addr: format!("127.0.0.1:{}", 9000 + id),
+            peer_addr: format!("127.0.0.1:{}", 9100 + id),
+        }
+    }
+
+    fn cluster(ids: impl IntoIterator<Item = NodeId>) -> Metadata {
+        let mut m = Metadata::new();
+        for id in ids {
+            m.apply(&Command::Join { node: node(id) }).unwrap();
+        }
+        m
+    }
+
+    fn create(m: &mut Metadata, name: &str, partitions: u32, replication: u16) {
+        m.apply(&Command::CreateTopic {
+            name: name.into(),
+            partitions,
+            replication,
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn same_commands_give_the_same_state_on_every_replica() {
+        let cmds = vec![
+            Command::Join { node: node(1) },
+            Command::Join { node: node(2) },
+            Command::CreateTopic {
+                name: "orders".into(),
+                partitions: 30,
+                replication: 2,
+            },
+            Command::Join { node: node(3) },
+            Command::CreateTopic {
+                name: "orders".into(),
+                partitions: 1,
+                replication: 1,
+            },
+            Command::MarkDead { node: 2, at_ms: 10 },
+            Command::CreateTopic {
+                name: "events".into(),
+                partitions: 7,
+                replication: 3,
+            },
+            Command::MarkAlive { node: 2 },
+            Command::DeleteTopic {
+                name: "missing".into(),
+            },
+            Command::Remove { node: 1 },
+        ];
+        let mut replicas = [Metadata::new(), Metadata::new(), Metadata::new()];
+        let mut results = Vec::new();
+        for (i, r) in replicas.iter_mut().enumerate() {
+            let mut mine = Vec::new();
+            for (n, c) in cmds.iter().enumerate() {
+                mine.push(r.apply(c));
+                // One replica restarts from a snapshot half way through.
+                if i == 2 && n == 5 {
+                    let bytes = serde_json::to_vec(&*r).unwrap();
+                    *r = serde_json::from_slice(&bytes).unwrap();
+                }
+            }
+            results.push(mine);
+        }
+        assert_eq!(replicas[0], replicas[1]);
+        assert_eq!(replicas[0], replicas[2]);
+        let bytes: Vec<Vec<u8>> = replicas
+            .iter()
+            .map(|r| serde_json::to_vec(r).unwrap())
+            .collect();
+        assert_eq!(bytes[0], bytes[1]);
+        assert_eq!(bytes[0], bytes[2]);
+        assert_eq!(results[0], results[1]);
+        assert_eq!(results[0], results[2]);
+        assert_eq!(
+            results[0][4],
+            Err(CommandError::TopicExists("orders".into()))
+        );
+        assert_eq!(
+            results[0][8],
+            Err(CommandError::UnknownTopic("missing".into()))
+        );
+        assert!(replicas[0].member(1).is_none());
+    }
+
+    /// Adding a 4th node: about 1/4 of the replica slots move (at most 1.5 ×
+    /// 1/4), all onto the new node, and every partition the new node does
+    /// not take a replica of keeps its replicas, leader and epoch.
+    #[test]
+    fn a_fourth_node_moves_about_a_quarter() {
+        for (partitions, replication) in [(240u32, 1u16), (120, 3), (30, 1), (30, 3)] {
+            let mut m = cluster(1..=3);
+            create(&mut m, "t", partitions, replication);
+            let before = m.topic("t").unwrap().clone();
+            m.apply(&Command::Join { node: node(4) }).unwrap();
+            let after = m.topic("t").unwrap().clone();
+
+            let slots = (partitions as usize) * usize::from(replication);
+            let mut moved = 0;
+            for (b, a) in before.partitions.iter().zip(&after.partitions) {
+                moved += a
+                    .replicas
+                    .iter()
+                    .filter(|r| !b.replicas.contains(r))
+                    .count();
+                if !a.replicas.contains(&4) {
+                    assert_eq!(a, b, "a partition the new node does not join changed");
+                }
+            }
+            let on_new = after
+                .partitions
+                .iter()
+                .filter(|p| p.replicas.contains(&4))
+                .count();
+            assert_eq!(moved, on_new, "every moved replica went to the new node");
+            // Sticky placement may keep an old member a little above the
+            // 4-member bound (30x1: 11 against 10), never above the 3-member
+            // one it was placed under.
+            for (id, (replicas, _)) in m.load_per_node() {
+                assert!(
+                    replicas <= Epsilon::NODES.bound(slots, 3),
+                    "{partitions}x{replication}: node {id} holds {replicas}"
+                );
+            }
+            // moved / slots <= 1.5 * 1/4, in integers.
+            assert!(
+                moved * 8 <= slots * 3,
+                "{partitions}x{replication}: {moved} of {slots} slots moved"
+            );
+            assert!(
+                moved * 8 >= slots,
+                "{partitions}x{replication}: only {moved} of {slots} slots moved"
+            );
+        }
+    }
+
+    #[test]
+    fn leadership_is_spread_within_the_ring_bound() {
+        let mut m = cluster(1..=3);
+        create(&mut m, "t", 30, 3);
+        let bound = Epsilon::NODES.bound(30, 3);
+        for (id, (replicas, leads)) in m.load_per_node() {
+            assert_eq!(replicas, 30, "node {id}");
+            assert!(leads <= bound, "node {id} leads {leads} > {bound}");
+        }
+    }
+
+    #[test]
+    fn death_moves_leaders_only_and_the_preferred_leader_returns() {
+        let mut m = cluster(1..=3);
+        create(&mut m, "t", 30, 3);
+        create(&mut m, "one", 12, 1);
+        let start = m.clone();
+
+        m.apply(&Command::MarkDead { node: 2, at_ms: 5 }).unwrap();
+        let dead = m.clone();
+        for (name, topic) in start.topics() {
+            for (p, (s, d)) in topic
+                .partitions
+                .iter()
+                .zip(&dead.topic(name).unwrap().partitions)
+                .enumerate()
+            {
+                assert_eq!(
+                    s.replicas, d.replicas,
+                    "{name}/{p}: replicas changed on death"
+                );
+                if s.leader == Some(2) {
+                    let expected = s.replicas.iter().copied().find(|&r| r != 2);
+                    assert_eq!(d.leader, expected, "{name}/{p}");
+                    assert_eq!(d.leader_epoch, s.leader_epoch + 1, "{name}/{p}");
+                } else {
+                    assert_eq!(s, d, "{name}/{p}: untouched partition changed");
+                }
+            }
+        }
+        // Marking it dead again changes nothing.
+        m.apply(&Command::MarkDead { node: 2, at_ms: 9 }).unwrap();
+        assert_eq!(m, dead);
+
+        m.apply(&Command::MarkAlive { node: 2 }).unwrap();
+        for (name, topic) in start.topics() {
+            for (p, (s, b)) in topic
+                .partitions
+                .iter()
+                .zip(&m.topic(name).unwrap().partitions)
+                .enumerate()
+            {
+                assert_eq!(
+                    s.replicas, b.replicas,
+                    "{name}/{p}: replicas changed on return"
+                );
+                assert_eq!(
+                    s.leader, b.leader,
+                    "{name}/{p}: preferred leader did not return"
+                );
+                let bumps = if s.leader == Some(2) { 2 } else { 0 };
+                assert_eq!(b.leader_epoch, s.leader_epoch + bumps, "{name}/{p}");
+            }
+        }
+        // A single-replica partition on a dead node has no leader.
+        m.apply(&Command::MarkDead { node: 2, at_ms: 20 }).unwrap();
+        let orphan = m
+            .topic("one")
+            .unwrap()
+            .partitions
+            .iter()
+            .find(|p| p.replicas == [2]);
+        if let Some(p) = orphan {
+            assert_eq!(p.leader, None);
+        }
+    }
+
+    #[test]
+    fn a_dead_node_is_replaced_only_after_replace_after() {
+        let mut m = cluster(1..=3);
+        create(&mut m, "t", 30, 2);
+        let replace = |now_ms| Command::ReplaceDead {
+            node: 3,
+            now_ms,
+            replace_after_ms: 600_000,
+        };
+        assert_eq!(
+            m.apply(&replace(0)),
+            Err(CommandError::NodeAlive { node: 3 })
+        );
+        m.apply(&Command::MarkDead {
+            node: 3,
+            at_ms: 1_000,
+        })
+        .unwrap();
+        assert_eq!(
+            m.apply(&replace(600_999)),
+            Err(CommandError::NotDeadLongEnough {
+                node: 3,
+                dead_ms: 599_999,
+                replace_after_ms: 600_000
+            })
+        );
+        m.apply(&replace(601_000)).unwrap();
+        assert!(m.member(3).is_none());
+        for p in &m.topic("t").unwrap().partitions {
+            assert_eq!(p.replicas.len(), 2);
+            assert!(!p.replicas.contains(&3));
+            assert_eq!(p.leader, Some(p.replicas[0]));
+        }
+    }
+
+    #[test]
+    fn invalid_commands_are_refused_and_change_nothing() {
+        let mut m = cluster(1..=2);
+        create(&mut m, "t", 4, 2);
+        let before = m.clone();
+        let cases = [
+            (Command::Join { node: node(0) }, CommandError::InvalidNodeId),
+            (Command::Join { node: node(2) }, CommandError::NodeExists(2)),
+            (Command::Remove { node: 9 }, CommandError::UnknownNode(9)),
+            (
+                Command::MarkDead { node: 9, at_ms: 0 },
+                CommandError::UnknownNode(9),
+            ),
+            (Command::MarkAlive { node: 9 }, CommandError::UnknownNode(9)),
+            (
+                Command::CreateTopic {
+                    name: "t".into(),
+                    partitions: 1,
+                    replication: 1,
+                },
+                CommandError::TopicExists("t".into()),
+            ),
+            (
+                Command::CreateTopic {
+                    name: "u".into(),
+                    partitions: 1,
+                    replication: 3,
+                },
+                CommandError::InvalidReplication {
+                    requested: 3,
+                    members: 2,
+                },
+            ),
+            (
+                Command::CreateTopic {
+                    name: "u".into(),
+                    partitions: 1,
+                    replication: 0,
+                },
+                CommandError::InvalidReplication {
+                    requested: 0,
+                    members: 2,
+                },
+            ),
+            (
+                Command::CreateTopic {
+                    name: "u".into(),
+                    partitions: 0,
+                    replication: 1,
+                },
+                CommandError::InvalidPartitions { requested: 0 },
+            ),
+            (
+                Command::CreateTopic {
+                    name: "a/b".into(),
+                    partitions: 1,
+                    replication: 1,
+                },
+                CommandError::InvalidTopicName(TopicNameError::BadChar.to_string()),
+            ),
+            (
+                Command::DeleteTopic { name: "u".into() },
+                CommandError::UnknownTopic("u".into()),
+            ),
+        ];
+        for (cmd, err) in cases {
+            assert_eq!(m.apply(&cmd), Err(err), "{cmd:?}");
+            assert_eq!(m, before, "{cmd:?} changed the state");
+        }
+        // The last member cannot leave while topics exist.
+        m.apply(&Command::Remove { node: 1 }).unwrap();
+        assert_eq!(
+            m.apply(&Command::Remove { node: 2 }),
+            Err(CommandError::LastMember(2))
+        );
+        // Fewer members than the replication factor: placement uses them all.
+        for p in &m.topic("t").unwrap().partitions {
+            assert_eq!(p.replicas, vec![2]);
+        }
+    }
+}
