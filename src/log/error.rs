@@ -91,10 +91,18 @@ pub enum LogError {
 }
 
 impl LogError {
+    /// An I/O failure; a full disk (or quota) is `StorageFull` wherever it
+    /// strikes (an append's reservation, a roll, an index write), so the
+    /// client hears the one code it can act on.
     pub(crate) fn io(context: impl Into<String>, source: impl Into<std::io::Error>) -> Self {
+        let source = source.into();
+        if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) {
+            tracing::debug!(context = %context.into(), "disk full");
+            return LogError::StorageFull;
+        }
         LogError::Io {
             context: context.into(),
-            source: source.into(),
+            source,
         }
     }
 
