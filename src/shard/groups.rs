@@ -8,6 +8,18 @@
 //! await: a request mutates the group, appends its records (appends are
 //! synchronous, so the log order is the order of the changes), and only then
 //! waits for durability.
+//!
+//! When storing fails, memory and log must not tell two stories to the
+//! client: a join whose membership cannot be stored is undone (the new
+//! member leaves again), a commit that cannot be stored is undone (the
+//! previous offsets come back), and a membership write that fails leaves
+//! the group dirty, so the next tick writes it again.
+//!
+//! A group with no members and no committed offsets is forgotten: a forget
+//! record goes to the log, and once it is appended the group leaves memory
+//! (until then the tick retries it). A deleted topic's committed offsets are
+//! dropped from every group at once (a drop record), so a topic recreated
+//! under the name is read from its start.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,6 +36,7 @@ use ringmq_protocol::{
 use super::messages::{GroupRequest, ShardMsg};
 use super::partition::LATEST;
 use super::{now_ms, place_partitions, Failure, Shard};
+use crate::group::assignor::PartitionId;
 use crate::group::coordinator::{validate_group_id, Group, TopicCounts};
 use crate::group::store::{self, KeyValue, OFFSETS_PARTITIONS, OFFSETS_TOPIC};
 use crate::log::{LogConfig, PartitionLog};
@@ -67,12 +80,16 @@ fn offsets_log_config(broker: &LogConfig) -> LogConfig {
 impl Groups {
     /// Opens this core's `__offsets` partitions and restores their groups.
     /// Every restored member's session starts at `now_ms`.
+    /// Offsets of topics not in `topics` (the catalogue) are dropped: a
+    /// drop record that never made it to disk must not bring back offsets
+    /// of a deleted topic.
     pub async fn open(
         data_dir: &Path,
         broker_log: &LogConfig,
         core: usize,
         cores: usize,
         now_ms: i64,
+        topics: &BTreeSet<String>,
     ) -> Result<Groups, Failure> {
         let owners = place_partitions(OFFSETS_TOPIC, OFFSETS_PARTITIONS, cores)?;
         let mut logs = BTreeMap::new();
@@ -89,6 +106,20 @@ impl Groups {
                 },
             );
         }
+        for g in groups.values_mut() {
+            let gone: BTreeSet<String> = g
+                .offsets()
+                .keys()
+                .filter(|p| !topics.contains(&p.topic))
+                .map(|p| p.topic.clone())
+                .collect();
+            for t in gone {
+                g.drop_offsets(&t, None);
+            }
+        }
+        // Nothing worth keeping (a forget record lost, or written by a
+        // broker that kept such groups).
+        groups.retain(|_, g| !g.is_void());
         if !groups.is_empty() {
             tracing::info!(core, groups = groups.len(), "restored consumer groups");
         }
@@ -124,20 +155,27 @@ impl Groups {
             })
     }
 
-    /// Runs `f` on the group (a new one if unknown), then says what to store.
-    /// A group left with nothing worth keeping is forgotten.
+    /// Runs `f` on the group (a new one if unknown), then says what to store
+    /// (pass it to [`Groups::persist`] or [`Groups::store`]). A group made
+    /// here and left with nothing worth keeping was never stored: it goes
+    /// at once. One that was stored and is left with nothing gets a forget
+    /// record instead.
     fn update<R>(&self, id: &str, f: impl FnOnce(&mut Group) -> R) -> (R, Vec<KeyValue>) {
         let mut groups = self.groups.borrow_mut();
+        let existed = groups.contains_key(id);
         let group = groups
             .entry(id.to_owned())
             .or_insert_with(|| Group::new(id));
         let before = group.generation();
         let out = f(group);
-        let records = changed(group, before);
-        if group.is_void() {
+        if !existed && group.is_void() {
             groups.remove(id);
+            return (out, Vec::new());
         }
-        (out, records)
+        if group.is_void() {
+            group.mark_dirty();
+        }
+        (out, changed(group, before))
     }
 
     fn read<R>(&self, id: &str, f: impl FnOnce(&Group) -> R) -> Option<R> {
@@ -165,10 +203,101 @@ impl Groups {
         }
     }
 
-    /// Appends and waits until durable under the flush policy.
+    /// Appends the records [`Groups::update`] gave. If that fails the
+    /// group stays dirty, so the next tick writes its membership (or its
+    /// forget record) again: a change in memory is never left unstored for
+    /// good. A group forgotten by these records leaves memory.
+    fn persist(&self, group: &str, records: &[KeyValue]) -> Result<Option<u64>, Failure> {
+        let appended = self.append(group, records);
+        let mut groups = self.groups.borrow_mut();
+        match &appended {
+            Err(_) => {
+                if let Some(g) = groups.get_mut(group) {
+                    g.mark_dirty();
+                }
+            }
+            Ok(_) => {
+                if groups.get(group).is_some_and(Group::is_void) {
+                    groups.remove(group);
+                    crate::metrics::group_removed(group);
+                }
+            }
+        }
+        appended
+    }
+
+    /// Persists and waits until durable under the flush policy.
     async fn store(&self, group: &str, records: &[KeyValue]) -> Result<(), Failure> {
-        let end = self.append(group, records)?;
+        let end = self.persist(group, records)?;
         self.wait_durable(group, end).await
+    }
+
+    /// Takes back a commit that could not be stored (SPEC 5.9: nothing of
+    /// a refused commit is stored): in memory, and in the log as far as it
+    /// still takes writes, since part of the commit may be in it.
+    fn undo_commit(
+        &self,
+        group: &str,
+        committed: &[(PartitionId, u64)],
+        before: &[(PartitionId, Option<u64>)],
+    ) {
+        let (restored, records) = self.update(group, |g| g.undo_commit(committed, before));
+        if let Err(e) = self.persist(group, &records) {
+            tracing::warn!(group, error = %e, "storing a group's membership failed");
+        }
+        let mut undo: Vec<KeyValue> = Vec::with_capacity(restored.len());
+        let mut dropped: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+        for (p, old) in &restored {
+            match old {
+                Some(o) => undo.push(store::offset_record(group, p, *o)),
+                None => dropped.entry(&p.topic).or_default().push(p.partition),
+            }
+        }
+        undo.extend(
+            dropped
+                .iter()
+                .map(|(t, ps)| store::drop_record(group, t, Some(ps))),
+        );
+        if let Err(e) = self.append(group, &undo) {
+            tracing::warn!(
+                group,
+                error = %e,
+                "could not take back a failed commit in __offsets; a restart may restore part of it"
+            );
+        }
+    }
+
+    /// A topic was deleted (`counts` no longer has it): every group here
+    /// drops its committed offsets of it, durably, and a group consuming it
+    /// gets a new generation without its partitions. Done on the deletion
+    /// itself, not at the next tick: a topic deleted and created again
+    /// between two ticks must not find the old offsets.
+    pub async fn topic_deleted(&self, topic: &str, counts: &TopicCounts) {
+        let mut writes: Vec<(String, Vec<KeyValue>)> = Vec::new();
+        {
+            let mut groups = self.groups.borrow_mut();
+            for g in groups.values_mut() {
+                let before = g.generation();
+                let mut records = Vec::new();
+                if g.drop_topic(topic, counts) {
+                    records.push(store::drop_record(g.id(), topic, None));
+                }
+                if g.is_void() {
+                    g.mark_dirty();
+                }
+                records.extend(changed(g, before));
+                if !records.is_empty() {
+                    writes.push((g.id().to_owned(), records));
+                }
+            }
+        }
+        for (group, records) in writes {
+            // Should the drop record be lost, the next start drops offsets
+            // of topics missing from the catalogue anyway (see `open`).
+            if let Err(e) = self.store(&group, &records).await {
+                tracing::warn!(group, topic, error = %e, "storing the drop of a deleted topic's offsets failed");
+            }
+        }
     }
 
     /// Summaries of the groups with members or committed offsets.
@@ -198,6 +327,11 @@ impl Groups {
                         "members expired"
                     );
                 }
+                if g.is_void() {
+                    // Emptied by the expiry, or its forget record failed
+                    // before: forget it now.
+                    g.mark_dirty();
+                }
                 let records = changed(g, before);
                 if !records.is_empty() {
                     writes.push((g.id().to_owned(), records));
@@ -205,9 +339,9 @@ impl Groups {
             }
         }
         for (group, records) in writes {
-            // Nobody waits on an expiry; a failed append is retried by the
-            // next change of the group, which stores its whole membership.
-            if let Err(e) = self.append(&group, &records) {
+            // Nobody waits on an expiry. A failed append leaves the group
+            // dirty, so the next tick tries again.
+            if let Err(e) = self.persist(&group, &records) {
                 tracing::warn!(group, error = %e, "storing a group's membership failed");
             }
         }
@@ -232,7 +366,16 @@ impl Groups {
             .borrow()
             .values()
             .filter(|g| store::partition_of(g.id()) == p)
-            .flat_map(store::snapshot)
+            .flat_map(|g| {
+                // A group waiting for its forget record gets it here too:
+                // a membership record left in the kept segment must not
+                // bring it back.
+                if g.is_void() {
+                    vec![store::forget_record(g.id())]
+                } else {
+                    store::snapshot(g)
+                }
+            })
             .collect();
         let start = l.log.next_offset();
         for b in store::batches(&records, now_ms()) {
@@ -263,13 +406,17 @@ impl Groups {
     }
 }
 
-/// The records a change of `group` needs stored, and its metrics.
+/// The records a change of `group` needs stored, and its metrics: its
+/// membership, or a forget record if nothing of it is worth keeping.
 fn changed(group: &mut Group, generation_before: u32) -> Vec<KeyValue> {
     if !group.take_dirty() {
         return Vec::new();
     }
-    let bumps = group.generation().wrapping_sub(generation_before);
+    let bumps = group.generation().saturating_sub(generation_before);
     crate::metrics::group_rebalances(u64::from(bumps));
+    if group.is_void() {
+        return vec![store::forget_record(group.id())];
+    }
     crate::metrics::group_members(group.id(), group.members().len());
     vec![store::membership_record(group.id(), &group.membership())]
 }
@@ -328,7 +475,7 @@ fn apply_batch(batch: &Bytes, groups: &mut BTreeMap<String, Group>, now_ms: i64)
 
 impl Shard {
     /// The catalogue's partition counts, as the group state machine takes them.
-    fn topic_counts(&self) -> TopicCounts {
+    pub(super) fn topic_counts(&self) -> TopicCounts {
         self.topics()
             .into_iter()
             .map(|t| (t.name, t.partitions))
@@ -357,8 +504,27 @@ impl Shard {
             GroupRequest::Join(r) => {
                 let counts = self.topic_counts();
                 let (result, records) = groups.update(&r.group, |g| g.join(&r, now, &counts));
-                groups.store(&r.group, &records).await?;
+                let stored = groups.store(&r.group, &records).await;
+                // A refused join changed nothing (what it stored, if
+                // anything, was an earlier change retried).
                 let (member_id, assignment) = result?;
+                if let Err(e) = stored {
+                    if r.member_id.is_empty() {
+                        // The member this join made must not outlive the
+                        // error the client gets: it leaves again, so a
+                        // retried join does not leave an orphan holding
+                        // partitions until its session expires.
+                        let counts = self.topic_counts();
+                        let (_, undo) = groups.update(&r.group, |g| g.leave(&member_id, &counts));
+                        if let Err(e) = groups.persist(&r.group, &undo) {
+                            tracing::warn!(group = r.group, error = %e, "storing a group's membership failed");
+                        }
+                        return Err(e);
+                    }
+                    // A known member rejoining changed nothing itself; the
+                    // group stays dirty and the next tick retries.
+                    tracing::warn!(group = r.group, error = %e, "storing a group's membership failed");
+                }
                 Ok(JoinGroupResponse {
                     member_id,
                     heartbeat_interval_ms: r.session_timeout_ms / 3,
@@ -369,9 +535,14 @@ impl Shard {
             GroupRequest::Heartbeat(r) => {
                 let (result, records) =
                     groups.update(&r.group, |g| g.heartbeat(&r.member_id, r.generation, now));
-                // A heartbeat that handed a partition over stores the new
-                // holdings, but nobody waits for that.
-                groups.append(&r.group, &records)?;
+                // A heartbeat that handed a partition over appends the new
+                // holdings, and nobody waits for that. The handover stands
+                // in memory whether or not the append works (the member is
+                // told its assignment); a failed append leaves the group
+                // dirty, so the next tick writes the membership again.
+                if let Err(e) = groups.persist(&r.group, &records) {
+                    tracing::warn!(group = r.group, error = %e, "storing a group's membership failed");
+                }
                 Ok(HeartbeatResponse {
                     assignment: result?,
                 }
@@ -385,19 +556,37 @@ impl Shard {
                 Ok(LeaveGroupResponse {}.into())
             }
             GroupRequest::Commit(r) => {
-                let (checked, _) = groups.update(&r.group, |g| {
+                let (checked, pending) = groups.update(&r.group, |g| {
                     g.check_commit(&r.member_id, r.generation, &r.offsets, now)
                 });
+                // Only an earlier change retried (a check changes nothing
+                // to store); its failure is not this commit's.
+                if let Err(e) = groups.persist(&r.group, &pending) {
+                    tracing::warn!(group = r.group, error = %e, "storing a group's membership failed");
+                }
                 let offsets = checked?;
+                let before = groups
+                    .read(&r.group, |g| g.offsets_of(offsets.iter().map(|(p, _)| p)))
+                    .unwrap_or_default();
                 let records: Vec<KeyValue> = offsets
                     .iter()
                     .map(|(p, o)| store::offset_record(&r.group, p, *o))
                     .collect();
                 // Applied as soon as appended, so the state in memory and a
-                // compaction snapshot always follow the log's order.
-                let end = groups.append(&r.group, &records)?;
-                groups.update(&r.group, |g| g.apply_commit(offsets));
-                groups.wait_durable(&r.group, end).await?;
+                // compaction snapshot always follow the log's order. A
+                // failed append may still have written some batches, so it
+                // is undone like a failed durability wait.
+                let appended = groups.append(&r.group, &records);
+                let (_, none) = groups.update(&r.group, |g| g.apply_commit(offsets.clone()));
+                debug_assert!(none.is_empty());
+                let outcome = match appended {
+                    Ok(end) => groups.wait_durable(&r.group, end).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = outcome {
+                    groups.undo_commit(&r.group, &offsets, &before);
+                    return Err(e);
+                }
                 Ok(CommitOffsetsResponse {}.into())
             }
             GroupRequest::FetchOffsets(r) => {
@@ -484,10 +673,13 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::group::assignor::PartitionId;
     use crate::log::FlushPolicy;
     use glommio::{LocalExecutorBuilder, Placement};
     use ringmq_protocol::JoinGroupRequest;
+
+    fn topics(counts: &TopicCounts) -> BTreeSet<String> {
+        counts.keys().cloned().collect()
+    }
 
     fn run(f: impl std::future::Future<Output = ()> + 'static) {
         LocalExecutorBuilder::new(Placement::Unbound)
@@ -508,7 +700,7 @@ mod tests {
                 ..LogConfig::default()
             };
             let counts: TopicCounts = [("t".to_string(), 4)].into_iter().collect();
-            let groups = Groups::open(&path, &cfg, 0, 1, 0).await.unwrap();
+            let groups = Groups::open(&path, &cfg, 0, 1, 0, &topics(&counts)).await.unwrap();
             let req = JoinGroupRequest {
                 group: "g".into(),
                 member_id: String::new(),
@@ -541,7 +733,7 @@ mod tests {
             groups.close().await;
             drop(groups);
 
-            let reopened = Groups::open(&path, &cfg, 0, 1, 5).await.unwrap();
+            let reopened = Groups::open(&path, &cfg, 0, 1, 5, &topics(&counts)).await.unwrap();
             let after = reopened.read("g", |g| (g.membership(), g.offsets().clone()));
             assert_eq!(before, after);
             let m = reopened.read("g", |g| g.members()[&member].last_seen_ms);
