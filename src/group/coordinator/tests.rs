@@ -345,12 +345,25 @@ fn the_newest_static_join_wins_and_fenced_ids_are_bounded_and_stored() {
 fn a_group_takes_at_most_max_group_members() {
     let c = counts(2);
     let mut g = Group::new("g");
-    let mut first_static = None;
-    for i in 0..MAX_GROUP_MEMBERS {
-        let inst = (i == 0).then_some("w");
-        let id = g.join(&join_req(inst), 0, &c).unwrap().0;
-        first_static.get_or_insert(id);
-    }
+    // A full group, restored rather than joined one by one (that would run
+    // the assignor a thousand times).
+    let member = |i: usize| StoredMember {
+        member_id: format!("m-{i}"),
+        instance_id: (i == 0).then(|| "w".to_string()),
+        session_timeout_ms: TIMEOUT,
+        acked_generation: 1,
+        target: vec![],
+        held: vec![],
+    };
+    g.restore(
+        Membership {
+            generation: 1,
+            topics: vec![T.into()],
+            members: (0..MAX_GROUP_MEMBERS).map(member).collect(),
+            fenced: vec![],
+        },
+        0,
+    );
     assert_eq!(
         g.join(&join_req(None), 0, &c).unwrap_err().code,
         ErrorCode::GroupFull
@@ -359,6 +372,9 @@ fn a_group_takes_at_most_max_group_members() {
     // A static member taking its place back adds no one: still allowed.
     assert!(g.join(&join_req(Some("w")), 1, &c).is_ok());
     assert_eq!(g.members().len(), MAX_GROUP_MEMBERS);
+    // One leaves: there is room again.
+    g.leave("m-1", &c).unwrap();
+    assert!(g.join(&join_req(None), 2, &c).is_ok());
 }
 
 #[test]
