@@ -417,6 +417,14 @@ pub fn group_members(group: &str, members: usize) {
         .set(members as i64);
 }
 
+/// Drops a forgotten group's member series, so forgotten groups leave no
+/// series behind.
+pub fn group_removed(group: &str) {
+    families().group_members.remove(&GroupLabel {
+        group: group.to_owned(),
+    });
+}
+
 /// Sets a group's lag on one partition (end offset minus committed offset).
 pub fn group_lag(group: &str, topic: &str, partition: u32, lag: u64) {
     families()

@@ -1,15 +1,18 @@
 //! Consumer groups against a live broker: bad group input gets a clear
 //! error code and disturbs nothing, and a group (its committed offsets and
-//! its membership) survives a restart by SIGKILL and by SIGTERM.
+//! its membership) survives a restart by SIGKILL and by SIGTERM. A member
+//! replaced by its instance id is fenced for good, a deleted topic takes its
+//! committed offsets along, and a group left with nothing is forgotten.
 
 mod common;
 
 use common::raw::Raw;
 use common::Broker;
 use ringmq_protocol::{
-    CommitOffsetsRequest, DescribeGroupRequest, DescribeGroupResponse, ErrorCode,
-    FetchOffsetsRequest, GroupState, HeartbeatRequest, JoinGroupRequest, JoinGroupResponse,
-    ListGroupsRequest, PartitionOffset, Request, Response, ResponseBody,
+    CommitOffsetsRequest, DeleteTopicRequest, DescribeGroupRequest, DescribeGroupResponse,
+    ErrorCode, FetchOffsetsRequest, GroupState, GroupSummary, HeartbeatRequest, JoinGroupRequest,
+    JoinGroupResponse, LeaveGroupRequest, ListGroupsRequest, PartitionOffset, Request, Response,
+    ResponseBody,
 };
 
 const TOPIC: &str = "tasks";
@@ -289,8 +292,11 @@ fn a_silent_member_expires_and_cannot_commit() {
     loop {
         let d = describe(&mut c, "short");
         if d.members.is_empty() {
+            // No members and no offsets: the group is forgotten, so it is
+            // described like one never joined.
             assert_eq!(d.state, GroupState::Empty);
-            assert_eq!(d.generation, j.assignment.generation + 1);
+            assert_eq!(d.generation, 0);
+            assert!(list_groups(&mut c).is_empty());
             break;
         }
         assert!(
@@ -302,4 +308,156 @@ fn a_silent_member_expires_and_cannot_commit() {
     let r = commit(&mut c, "short", &j.member_id, j.assignment.generation, 0, 1);
     assert_eq!(code(&r), ErrorCode::UnknownMember);
     assert!(fetch_offsets(&mut c, "short").is_empty());
+}
+
+fn list_groups(c: &mut Raw) -> Vec<GroupSummary> {
+    match c.call(Request::ListGroups(ListGroupsRequest {})).result {
+        Ok(ResponseBody::ListGroups(l)) => l.groups,
+        other => panic!("list groups failed: {other:?}"),
+    }
+}
+
+fn static_join(c: &mut Raw, group: &str, member_id: &str, instance: &str) -> Response {
+    c.call(Request::JoinGroup(JoinGroupRequest {
+        group: group.into(),
+        member_id: member_id.into(),
+        instance_id: Some(instance.into()),
+        session_timeout_ms: SESSION_MS,
+        topics: vec![TOPIC.into()],
+    }))
+}
+
+fn heartbeat(c: &mut Raw, group: &str, member: &str, generation: u32) -> Response {
+    c.call(Request::Heartbeat(HeartbeatRequest {
+        group: group.into(),
+        member_id: member.into(),
+        generation,
+    }))
+}
+
+#[test]
+fn a_replaced_static_member_is_fenced_for_good() {
+    let mut broker = Broker::start(&[]);
+    let mut c = Raw::connect(broker.addr);
+    c.create_topic(TOPIC, PARTITIONS);
+    let join_ok = |r: Response| match r.result {
+        Ok(ResponseBody::JoinGroup(j)) => j,
+        other => panic!("join failed: {other:?}"),
+    };
+    let old = join_ok(static_join(&mut c, "st", "", "w1"));
+    let new = join_ok(static_join(&mut c, "st", "", "w1"));
+    let generation = new.assignment.generation;
+    assert_eq!(generation, old.assignment.generation);
+
+    for _ in 0..2 {
+        let mut c = Raw::connect(broker.addr);
+        // Everything the old process can send says FENCED_INSTANCE_ID, and
+        // none of it takes the place back.
+        assert_eq!(
+            code(&heartbeat(&mut c, "st", &old.member_id, generation)),
+            ErrorCode::FencedInstanceId
+        );
+        assert_eq!(
+            code(&commit(&mut c, "st", &old.member_id, generation, 0, 7)),
+            ErrorCode::FencedInstanceId
+        );
+        assert_eq!(
+            code(&c.call(Request::LeaveGroup(LeaveGroupRequest {
+                group: "st".into(),
+                member_id: old.member_id.clone(),
+            }))),
+            ErrorCode::FencedInstanceId
+        );
+        assert_eq!(
+            code(&static_join(&mut c, "st", &old.member_id, "w1")),
+            ErrorCode::FencedInstanceId
+        );
+        let d = describe(&mut c, "st");
+        assert_eq!(d.generation, generation);
+        assert_eq!(d.members.len(), 1);
+        assert_eq!(d.members[0].member_id, new.member_id);
+        assert_eq!(
+            code(&heartbeat(&mut c, "st", &new.member_id, generation)),
+            ErrorCode::None
+        );
+        assert!(fetch_offsets(&mut c, "st").is_empty());
+        // ...and so after a restart.
+        broker.stop_with(libc::SIGKILL);
+        broker.restart();
+    }
+}
+
+#[test]
+fn a_deleted_topic_takes_its_committed_offsets_along() {
+    let mut broker = Broker::start(&[]);
+    let mut c = Raw::connect(broker.addr);
+    c.create_topic(TOPIC, PARTITIONS);
+    let j = join(&mut c, "del");
+    let generation = j.assignment.generation;
+    assert_eq!(
+        code(&commit(&mut c, "del", &j.member_id, generation, 0, 5075)),
+        ErrorCode::None
+    );
+    // Another group with offsets only: it is left with nothing and goes.
+    let k = join(&mut c, "offsets-only");
+    assert_eq!(
+        code(&commit(&mut c, "offsets-only", &k.member_id, 1, 1, 3)),
+        ErrorCode::None
+    );
+    assert_eq!(
+        code(&c.call(Request::LeaveGroup(LeaveGroupRequest {
+            group: "offsets-only".into(),
+            member_id: k.member_id.clone(),
+        }))),
+        ErrorCode::None
+    );
+    // Delete and recreate at once, well within one tick.
+    let deleted = c.call(Request::DeleteTopic(DeleteTopicRequest {
+        name: TOPIC.into(),
+    }));
+    assert_eq!(code(&deleted), ErrorCode::None);
+    c.create_topic(TOPIC, PARTITIONS);
+    for round in 0..2 {
+        let mut c = Raw::connect(broker.addr);
+        assert!(fetch_offsets(&mut c, "del").is_empty(), "round {round}");
+        assert!(fetch_offsets(&mut c, "offsets-only").is_empty());
+        let d = describe(&mut c, "del");
+        assert!(d.partitions.iter().all(|p| p.committed.is_none()), "{d:?}");
+        assert!(d.generation > generation, "{d:?}");
+        let listed: Vec<String> = list_groups(&mut c).into_iter().map(|g| g.group).collect();
+        assert_eq!(listed, vec!["del".to_string()]);
+        broker.stop_with(libc::SIGKILL);
+        broker.restart();
+    }
+}
+
+#[test]
+fn groups_left_with_nothing_are_forgotten_for_good() {
+    let mut broker = Broker::start(&[]);
+    let mut c = Raw::connect(broker.addr);
+    c.create_topic(TOPIC, PARTITIONS);
+    for i in 0..30 {
+        let g = format!("junk{i}");
+        let j = join(&mut c, &g);
+        let r = c.call(Request::LeaveGroup(LeaveGroupRequest {
+            group: g.clone(),
+            member_id: j.member_id,
+        }));
+        assert_eq!(code(&r), ErrorCode::None);
+    }
+    let kept = join(&mut c, "kept");
+    assert_eq!(
+        code(&commit(&mut c, "kept", &kept.member_id, 1, 2, 9)),
+        ErrorCode::None
+    );
+    let names =
+        |c: &mut Raw| -> Vec<String> { list_groups(c).into_iter().map(|g| g.group).collect() };
+    assert_eq!(names(&mut c), vec!["kept".to_string()]);
+    for signal in [libc::SIGKILL, libc::SIGTERM] {
+        broker.stop_with(signal);
+        broker.restart();
+        let mut c = Raw::connect(broker.addr);
+        assert_eq!(names(&mut c), vec!["kept".to_string()], "{signal}");
+        assert_eq!(describe(&mut c, "junk0").generation, 0);
+    }
 }

@@ -23,13 +23,30 @@
 //! this partition" for every partition a member holds outside its target.
 //! Besides the membership changes of SPEC 5.9, a change of the group's
 //! partition set (a topic deleted) also bumps the generation for that reason.
+//!
+//! # Fenced members
+//!
+//! A static member taking another's place (same instance id, SPEC 5.9)
+//! fences the old member id: the group remembers the last
+//! [`MAX_FENCED_PER_GROUP`] such ids and answers `FENCED_INSTANCE_ID` to
+//! them, so the old process stops for good instead of rejoining and taking
+//! the place back (two processes with one instance id would otherwise swap
+//! forever). An id pushed out of that window reads as unknown.
+//!
+//! # Generation
+//!
+//! The generation is a `u32` that never wraps: going back to 1 would make a
+//! stale member's ack look current. Joins of new members are refused once
+//! fewer than [`GENERATION_RESERVE`] generations are left, which keeps
+//! enough for the leaves, expiries and topic changes of the members already
+//! in; should even those run out, the generation stays at `u32::MAX`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use xxhash_rust::xxh3::xxh3_64;
 
 use ringmq_protocol::limits::{
-    self, MAX_GROUP_TOPICS, MAX_SESSION_TIMEOUT_MS, MIN_SESSION_TIMEOUT_MS,
+    self, MAX_GROUP_MEMBERS, MAX_GROUP_TOPICS, MAX_SESSION_TIMEOUT_MS, MIN_SESSION_TIMEOUT_MS,
 };
 use ringmq_protocol::{
     DescribeGroupResponse, ErrorCode, GroupState, GroupSummary, JoinGroupRequest, MemberAssignment,
@@ -45,6 +62,16 @@ pub type TopicCounts = BTreeMap<String, u32>;
 
 /// Longest member id the coordinator makes (SPEC 5.9 allows 64 bytes).
 pub const MAX_MEMBER_ID_LEN: usize = 64;
+
+/// Fenced member ids a group remembers (the newest ones). Enough for any
+/// realistic number of processes wrongly sharing an instance id; bounded
+/// because every static join can fence one.
+pub const MAX_FENCED_PER_GROUP: usize = 32;
+
+/// Generations kept back for leaves, expiries and topic changes once joins
+/// are refused (see the module doc). Far more than the bumps the at most
+/// [`MAX_GROUP_MEMBERS`] members can cause by leaving.
+pub const GENERATION_RESERVE: u32 = 1 << 20;
 
 /// One member of a group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +105,8 @@ pub struct Membership {
     pub generation: u32,
     pub topics: Vec<String>,
     pub members: Vec<StoredMember>,
+    /// Member ids a static member replaced, oldest first.
+    pub fenced: Vec<MemberId>,
 }
 
 /// One consumer group. See the module documentation.
@@ -94,8 +123,12 @@ pub struct Group {
     /// Who holds each partition now. Only members hold, and only partitions
     /// of the group's topics.
     holders: BTreeMap<PartitionId, MemberId>,
-    /// Committed offsets, including those of topics the group no longer consumes.
+    /// Committed offsets, including those of topics the group no longer
+    /// consumes (but not of deleted topics: see [`Group::drop_topic`]).
     offsets: BTreeMap<PartitionId, u64>,
+    /// Member ids a static member replaced, oldest first, at most
+    /// [`MAX_FENCED_PER_GROUP`].
+    fenced: VecDeque<MemberId>,
     /// Member ids made so far, mixed into the next id so two joins in the
     /// same millisecond differ.
     ids_made: u64,
@@ -124,6 +157,7 @@ impl Group {
             target: Assignment::new(),
             holders: BTreeMap::new(),
             offsets: BTreeMap::new(),
+            fenced: VecDeque::new(),
             ids_made: 0,
             dirty: false,
         }
@@ -155,9 +189,21 @@ impl Group {
         std::mem::take(&mut self.dirty)
     }
 
-    /// Nothing worth keeping: no member, no committed offset, never joined.
+    /// The membership must be stored again (a write of it failed).
+    pub fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+
+    /// Nothing worth keeping: no member and no committed offset. Such a
+    /// group is forgotten (its generation and fenced ids with it); joining
+    /// it again starts at generation 1.
     pub fn is_void(&self) -> bool {
-        self.members.is_empty() && self.offsets.is_empty() && self.generation == 0
+        self.members.is_empty() && self.offsets.is_empty()
+    }
+
+    /// Whether `member_id` was fenced by a static member taking its place.
+    pub fn is_fenced(&self, member_id: &str) -> bool {
+        self.fenced.iter().any(|f| f == member_id)
     }
 
     pub fn state(&self) -> GroupState {
@@ -229,10 +275,8 @@ impl Group {
         }
 
         if !req.member_id.is_empty() {
-            let member = self
-                .members
-                .get_mut(&req.member_id)
-                .ok_or_else(|| unknown_member(&self.id, &req.member_id))?;
+            let gone = self.gone(&req.member_id);
+            let member = self.members.get_mut(&req.member_id).ok_or(gone)?;
             member.last_seen_ms = now_ms;
             let answer = self.assignment(&req.member_id);
             return Ok((req.member_id.clone(), answer));
@@ -244,6 +288,29 @@ impl Group {
                 .find(|(_, m)| m.instance_id.as_ref() == Some(instance))
                 .map(|(id, _)| id.clone())
         });
+        if replaced.is_none() {
+            // Only a new member grows the group or bumps the generation; a
+            // static member taking a place back does neither.
+            if self.members.len() >= MAX_GROUP_MEMBERS {
+                return Err(failure(
+                    ErrorCode::GroupFull,
+                    format!(
+                        "group {:?} already has {MAX_GROUP_MEMBERS} members",
+                        self.id
+                    ),
+                ));
+            }
+            if self.generation >= u32::MAX - GENERATION_RESERVE {
+                return Err(failure(
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "group {:?} has used up its generations ({}); it takes no new \
+                         members until it is forgotten (no members, no committed offsets)",
+                        self.id, self.generation
+                    ),
+                ));
+            }
+        }
         let id = self.new_member_id(now_ms);
         let member = Member {
             instance_id: req.instance_id.clone(),
@@ -256,6 +323,10 @@ impl Group {
                 // The new process takes the old one's place, holdings and
                 // target, under a new id that fences the old process.
                 self.members.remove(&old);
+                self.fenced.push_back(old.clone());
+                while self.fenced.len() > MAX_FENCED_PER_GROUP {
+                    self.fenced.pop_front();
+                }
                 self.members.insert(id.clone(), member);
                 if let Some(due) = self.target.remove(&old) {
                     self.target.insert(id.clone(), due);
@@ -288,10 +359,8 @@ impl Group {
         now_ms: i64,
     ) -> Result<MemberAssignment, Failure> {
         let current = self.generation;
-        let member = self
-            .members
-            .get_mut(member_id)
-            .ok_or_else(|| unknown_member(&self.id, member_id))?;
+        let gone = self.gone(member_id);
+        let member = self.members.get_mut(member_id).ok_or(gone)?;
         if generation > current {
             return Err(failure(
                 ErrorCode::StaleGeneration,
@@ -307,7 +376,7 @@ impl Group {
     /// LeaveGroup (SPEC 5.12): the member's partitions are released at once.
     pub fn leave(&mut self, member_id: &str, counts: &TopicCounts) -> Result<(), Failure> {
         if self.members.remove(member_id).is_none() {
-            return Err(unknown_member(&self.id, member_id));
+            return Err(self.gone(member_id));
         }
         self.bump(counts);
         Ok(())
@@ -323,10 +392,8 @@ impl Group {
         offsets: &[PartitionOffset],
         now_ms: i64,
     ) -> Result<Vec<(PartitionId, u64)>, Failure> {
-        let member = self
-            .members
-            .get_mut(member_id)
-            .ok_or_else(|| unknown_member(&self.id, member_id))?;
+        let gone = self.gone(member_id);
+        let member = self.members.get_mut(member_id).ok_or(gone)?;
         member.last_seen_ms = now_ms;
         if generation != self.generation {
             return Err(failure(
@@ -364,6 +431,63 @@ impl Group {
     /// Records committed offsets (after `check_commit`, or replayed from the log).
     pub fn apply_commit(&mut self, offsets: impl IntoIterator<Item = (PartitionId, u64)>) {
         self.offsets.extend(offsets);
+    }
+
+    /// The committed offsets of `partitions` now (`None`: none committed),
+    /// to undo a commit with [`Group::undo_commit`].
+    pub fn offsets_of<'a>(
+        &self,
+        partitions: impl IntoIterator<Item = &'a PartitionId>,
+    ) -> Vec<(PartitionId, Option<u64>)> {
+        partitions
+            .into_iter()
+            .map(|p| (p.clone(), self.offsets.get(p).copied()))
+            .collect()
+    }
+
+    /// Undoes a commit that could not be stored: each partition still
+    /// holding the commit's value gets its value from before back. One a
+    /// later commit changed keeps the later value. Returns what was put
+    /// back, for the caller to store.
+    pub fn undo_commit(
+        &mut self,
+        committed: &[(PartitionId, u64)],
+        before: &[(PartitionId, Option<u64>)],
+    ) -> Vec<(PartitionId, Option<u64>)> {
+        let mut restored = Vec::new();
+        for ((p, ours), (_, old)) in committed.iter().zip(before) {
+            if self.offsets.get(p) != Some(ours) {
+                continue;
+            }
+            match old {
+                Some(o) => self.offsets.insert(p.clone(), *o),
+                None => self.offsets.remove(p),
+            };
+            restored.push((p.clone(), *old));
+        }
+        restored
+    }
+
+    /// Drops the committed offsets of `partitions` of `topic` (all of them
+    /// if `None`), as a stored drop record says.
+    pub fn drop_offsets(&mut self, topic: &str, partitions: Option<&[u32]>) {
+        self.offsets.retain(|p, _| {
+            p.topic != topic || partitions.is_some_and(|ps| !ps.contains(&p.partition))
+        });
+    }
+
+    /// `topic` was deleted (`counts` no longer has it): its committed
+    /// offsets go, so a topic recreated under the name starts afresh, and a
+    /// group consuming it gets a new generation without its partitions at
+    /// once rather than at the next tick (a recreate before that tick would
+    /// otherwise go unnoticed). Returns whether the group had offsets of it.
+    pub fn drop_topic(&mut self, topic: &str, counts: &TopicCounts) -> bool {
+        let had = self.offsets.keys().any(|p| p.topic == topic);
+        self.drop_offsets(topic, None);
+        if !self.members.is_empty() && self.topics.iter().any(|t| t == topic) {
+            self.bump(counts);
+        }
+        had
     }
 
     /// Removes members silent for their session timeout, and follows the
@@ -504,6 +628,7 @@ impl Group {
                         .collect(),
                 })
                 .collect(),
+            fenced: self.fenced.iter().cloned().collect(),
         }
     }
 
@@ -516,6 +641,10 @@ impl Group {
         self.members.clear();
         self.target.clear();
         self.holders.clear();
+        self.fenced = stored.fenced.into_iter().collect();
+        while self.fenced.len() > MAX_FENCED_PER_GROUP {
+            self.fenced.pop_front();
+        }
         for m in stored.members {
             self.target
                 .insert(m.member_id.clone(), m.target.into_iter().collect());
@@ -545,7 +674,8 @@ impl Group {
 
     /// A membership change: new generation, new target, grants.
     fn bump(&mut self, counts: &TopicCounts) {
-        self.generation = self.generation.wrapping_add(1).max(1);
+        // Never wraps (module doc): joins stop well before the end.
+        self.generation = self.generation.saturating_add(1);
         self.dirty = true;
         if self.members.is_empty() {
             self.topics.clear();
@@ -603,9 +733,27 @@ impl Group {
             key.extend_from_slice(&now_ms.to_le_bytes());
             key.extend_from_slice(&self.ids_made.to_le_bytes());
             let id = format!("m-{:016x}", xxh3_64(&key));
-            if !self.members.contains_key(&id) {
+            if !self.members.contains_key(&id) && !self.is_fenced(&id) {
                 return id;
             }
+        }
+    }
+}
+
+impl Group {
+    /// The answer to a request of a member id the group does not have.
+    fn gone(&self, member_id: &str) -> Failure {
+        if self.is_fenced(member_id) {
+            failure(
+                ErrorCode::FencedInstanceId,
+                format!(
+                    "member {member_id:?} of group {:?} was replaced by a newer member with \
+                     its instance id; stop, do not rejoin",
+                    self.id
+                ),
+            )
+        } else {
+            unknown_member(&self.id, member_id)
         }
     }
 }

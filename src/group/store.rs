@@ -8,23 +8,42 @@
 //! look for every group on another partition than the one holding it.
 //!
 //! Records are ordinary record batches (`ringmq_protocol::batch`) with a key
-//! and a value. The newest record for a key wins; replaying a partition from
-//! its start restores every group on it. All integers little-endian; `str` is
-//! a `u16` byte length and UTF-8 bytes.
+//! and a value. Replaying a partition from its start, in log order, restores
+//! every group on it: an offset or membership record replaces what its key
+//! held, a drop record removes offsets recorded before it, a forget record
+//! removes the whole group as recorded before it. All integers
+//! little-endian; `str` is a `u16` byte length and UTF-8 bytes.
 //!
 //! ```text
 //! offset key:      u8 1 | str group | str topic | u32 partition
 //! offset value:    u8 version=1 | u64 offset (next offset to consume)
 //!
 //! membership key:  u8 2 | str group
-//! membership value: u8 version=1 | u32 generation
+//! membership value: u8 version=2 | u32 generation
 //!                  | u16 topic count | str topic ...
-//!                  | u16 member count | member ...
+//!                  | u32 member count | member ...
+//!                  | u32 fenced count | str member_id ...   (oldest first)
 //! member:          str member_id | u8 has_instance (0/1) | [str instance_id]
 //!                  | u32 session_timeout_ms | u32 acked_generation
 //!                  | u32 target count | partition ... | u32 held count | partition ...
 //! partition:       u16 index into the topics above | u32 partition
+//!
+//! drop key:        u8 3 | str group | str topic
+//! drop value:      u8 version=1 | u8 whole (1: every partition of the topic;
+//!                  0: those listed) | [u32 count | u32 partition ...] if 0
+//!
+//! forget key:      u8 4 | str group
+//! forget value:    u8 version=1
 //! ```
+//!
+//! Version 1 of the membership value (written by older brokers, still read)
+//! had a `u16` member count and no fenced list.
+//!
+//! A drop record is written when a topic is deleted (whole topic: its
+//! offsets must not come back, not even for a topic recreated under the
+//! name), and to undo a commit that could not be made durable (the
+//! partitions that had no offset before it). A forget record is written
+//! when a group is left with no members and no committed offsets.
 //!
 //! A membership record is written on every membership change: a generation
 //! bump, a static member replacing itself, a partition handed over. A
@@ -68,7 +87,12 @@ const BATCH_TARGET_BYTES: usize = 256 << 10;
 
 const KIND_OFFSET: u8 = 1;
 const KIND_MEMBERSHIP: u8 = 2;
+const KIND_DROP: u8 = 3;
+const KIND_FORGET: u8 = 4;
+/// Version of the offset, drop and forget values.
 const VERSION: u8 = 1;
+/// Version of the membership value written now (1 is still read).
+const MEMBERSHIP_VERSION: u8 = 2;
 
 /// The `__offsets` partition a group lives on.
 pub fn partition_of(group: &str) -> u32 {
@@ -93,6 +117,14 @@ pub enum StoredRecord {
         group: String,
         membership: Membership,
     },
+    /// Committed offsets of `topic` dropped: `partitions`, or all if `None`.
+    Dropped {
+        group: String,
+        topic: String,
+        partitions: Option<Vec<u32>>,
+    },
+    /// The group forgotten.
+    Forgotten { group: String },
 }
 
 /// A key and a value, ready for a batch.
@@ -167,7 +199,7 @@ pub fn membership_record(group: &str, m: &Membership) -> KeyValue {
     key.put_u8(KIND_MEMBERSHIP);
     put_str(&mut key, group);
     let mut value = Vec::with_capacity(64 + m.members.len() * 64);
-    value.put_u8(VERSION);
+    value.put_u8(MEMBERSHIP_VERSION);
     value.put_u32_le(m.generation);
     value.put_u16_le(m.topics.len() as u16);
     for t in &m.topics {
@@ -190,7 +222,8 @@ pub fn membership_record(group: &str, m: &Membership) -> KeyValue {
             value.put_u32_le(p);
         }
     };
-    value.put_u16_le(m.members.len() as u16);
+    // Members are at most MAX_GROUP_MEMBERS, far below u32::MAX.
+    value.put_u32_le(m.members.len() as u32);
     for member in &m.members {
         put_str(&mut value, &member.member_id);
         match &member.instance_id {
@@ -205,7 +238,41 @@ pub fn membership_record(group: &str, m: &Membership) -> KeyValue {
         put_partitions(&mut value, &member.target);
         put_partitions(&mut value, &member.held);
     }
+    value.put_u32_le(m.fenced.len() as u32);
+    for f in &m.fenced {
+        put_str(&mut value, f);
+    }
     (key, value)
+}
+
+/// The record dropping a group's committed offsets of `topic`: `partitions`,
+/// or every one if `None`.
+pub fn drop_record(group: &str, topic: &str, partitions: Option<&[u32]>) -> KeyValue {
+    let mut key = Vec::with_capacity(5 + group.len() + topic.len());
+    key.put_u8(KIND_DROP);
+    put_str(&mut key, group);
+    put_str(&mut key, topic);
+    let mut value = Vec::with_capacity(6 + partitions.map_or(0, |p| p.len() * 4));
+    value.put_u8(VERSION);
+    match partitions {
+        None => value.put_u8(1),
+        Some(ps) => {
+            value.put_u8(0);
+            value.put_u32_le(ps.len() as u32);
+            for p in ps {
+                value.put_u32_le(*p);
+            }
+        }
+    }
+    (key, value)
+}
+
+/// The record forgetting a group.
+pub fn forget_record(group: &str) -> KeyValue {
+    let mut key = Vec::with_capacity(3 + group.len());
+    key.put_u8(KIND_FORGET);
+    put_str(&mut key, group);
+    (key, vec![VERSION])
 }
 
 /// Decodes one record.
@@ -214,10 +281,36 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<StoredRecord, StoreError> {
     let kind = get_u8(&mut k)?;
     let group = get_str(&mut k)?;
     let mut v = value;
-    if get_u8(&mut v)? != VERSION {
+    let version = get_u8(&mut v)?;
+    let known = match kind {
+        KIND_MEMBERSHIP => version == 1 || version == MEMBERSHIP_VERSION,
+        _ => version == VERSION,
+    };
+    if !known {
         return Err(StoreError("unknown record version"));
     }
     match kind {
+        KIND_DROP => {
+            let topic = get_str(&mut k)?;
+            let partitions = match get_u8(&mut v)? {
+                1 => None,
+                0 => {
+                    let n = get_u32(&mut v)?;
+                    // n is untrusted: each entry is 4 bytes.
+                    if v.remaining() / 4 < n as usize {
+                        return Err(StoreError("partition list overruns the record"));
+                    }
+                    Some((0..n).map(|_| get_u32(&mut v)).collect::<Result<_, _>>()?)
+                }
+                _ => return Err(StoreError("drop flag")),
+            };
+            Ok(StoredRecord::Dropped {
+                group,
+                topic,
+                partitions,
+            })
+        }
+        KIND_FORGET => Ok(StoredRecord::Forgotten { group }),
         KIND_OFFSET => {
             let topic = get_str(&mut k)?;
             let partition = get_u32(&mut k)?;
@@ -250,8 +343,13 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<StoredRecord, StoreError> {
                     })
                     .collect()
             };
-            let n = get_u16(&mut v)?;
-            let mut members = Vec::with_capacity(usize::from(n).min(v.remaining()));
+            let n = if version == 1 {
+                u32::from(get_u16(&mut v)?)
+            } else {
+                get_u32(&mut v)?
+            };
+            // n is untrusted: reserve no more than the bytes left could hold.
+            let mut members = Vec::with_capacity((n as usize).min(v.remaining()));
             for _ in 0..n {
                 let member_id = get_str(&mut v)?;
                 let instance_id = match get_u8(&mut v)? {
@@ -272,12 +370,25 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<StoredRecord, StoreError> {
                     held,
                 });
             }
+            let fenced = if version == 1 {
+                Vec::new()
+            } else {
+                let n = get_u32(&mut v)?;
+                // n is untrusted: each id takes at least its 2-byte length.
+                if v.remaining() / 2 < n as usize {
+                    return Err(StoreError("fenced list overruns the record"));
+                }
+                (0..n)
+                    .map(|_| get_str(&mut v))
+                    .collect::<Result<Vec<_>, _>>()?
+            };
             Ok(StoredRecord::Membership {
                 group,
                 membership: Membership {
                     generation,
                     topics,
                     members,
+                    fenced,
                 },
             })
         }
@@ -301,6 +412,18 @@ pub fn apply(groups: &mut BTreeMap<String, Group>, record: StoredRecord, now_ms:
             .entry(group.clone())
             .or_insert_with(|| Group::new(group))
             .restore(membership, now_ms),
+        StoredRecord::Dropped {
+            group,
+            topic,
+            partitions,
+        } => {
+            if let Some(g) = groups.get_mut(&group) {
+                g.drop_offsets(&topic, partitions.as_deref());
+            }
+        }
+        StoredRecord::Forgotten { group } => {
+            groups.remove(&group);
+        }
     }
 }
 
@@ -362,6 +485,7 @@ mod tests {
                     held: vec![PartitionId::new("b", 3)],
                 },
             ],
+            fenced: vec!["m-0".into()],
         }
     }
 
@@ -406,9 +530,116 @@ mod tests {
         assert!(decode(&[9, 0, 0], &[1]).is_err());
         let mut huge = v.clone();
         // Claim 2^32-1 target partitions for the first member.
-        let at = 1 + 4 + 2 + 3 + 3 + 2 + 5 + 1 + 10 + 4 + 4;
+        let at = 1 + 4 + 2 + 3 + 3 + 4 + 5 + 1 + 10 + 4 + 4;
         huge[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode(&k, &huge).is_err());
+    }
+
+    #[test]
+    fn huge_counts_are_errors_not_allocations() {
+        let (k, v) = membership_record("g", &membership());
+        // The member count, then the fenced count (the last 4 + 2 + 3 bytes
+        // are its count and the one id "m-0").
+        let mut members = v.clone();
+        members[1 + 4 + 2 + 3 + 3..][..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode(&k, &members).is_err());
+        let mut fenced = v.clone();
+        let at = v.len() - 4 - 2 - 3;
+        fenced[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode(&k, &fenced).is_err());
+        let (k, mut v) = drop_record("g", "t", Some(&[1, 2]));
+        v[2..6].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode(&k, &v).is_err());
+    }
+
+    #[test]
+    fn more_than_u16_members_round_trip() {
+        let mut m = membership();
+        let template = m.members[1].clone();
+        m.members = (0..70_000)
+            .map(|i| StoredMember {
+                member_id: format!("m-{i}"),
+                ..template.clone()
+            })
+            .collect();
+        let (k, v) = membership_record("g", &m);
+        assert_eq!(
+            decode(&k, &v).unwrap(),
+            StoredRecord::Membership {
+                group: "g".into(),
+                membership: m
+            }
+        );
+    }
+
+    #[test]
+    fn version_1_membership_records_are_still_read() {
+        // Written by the broker before fenced ids: u16 member count, no
+        // fenced list, version byte 1.
+        let m = membership();
+        let (k, v2) = membership_record("g", &m);
+        let members_at = 1 + 4 + 2 + 3 + 3;
+        let fenced_len = 4 + 2 + 3;
+        let mut v1 = vec![1];
+        v1.extend_from_slice(&v2[1..members_at]);
+        v1.extend_from_slice(&(m.members.len() as u16).to_le_bytes());
+        v1.extend_from_slice(&v2[members_at + 4..v2.len() - fenced_len]);
+        assert_eq!(
+            decode(&k, &v1).unwrap(),
+            StoredRecord::Membership {
+                group: "g".into(),
+                membership: Membership {
+                    fenced: vec![],
+                    ..m
+                }
+            }
+        );
+        let mut v3 = v2.clone();
+        v3[0] = 3;
+        assert!(decode(&k, &v3).is_err());
+    }
+
+    #[test]
+    fn the_drop_and_forget_layouts_are_as_documented() {
+        let (k, v) = drop_record("g", "t", None);
+        assert_eq!(k, [3, 1, 0, b'g', 1, 0, b't']);
+        assert_eq!(v, [1, 1]);
+        let (_, v) = drop_record("g", "t", Some(&[2]));
+        assert_eq!(v, [1, 0, 1, 0, 0, 0, 2, 0, 0, 0]);
+        let (k, v) = forget_record("g");
+        assert_eq!((k, v), (vec![4, 1, 0, b'g'], vec![1]));
+    }
+
+    #[test]
+    fn drop_and_forget_records_apply_to_what_came_before() {
+        let now = 1000;
+        let mut g = BTreeMap::new();
+        let (a0, a1, b0) = (
+            PartitionId::new("a", 0),
+            PartitionId::new("a", 1),
+            PartitionId::new("b", 0),
+        );
+        for (k, v) in [
+            offset_record("g", &a0, 1),
+            offset_record("g", &a1, 2),
+            offset_record("g", &b0, 3),
+            membership_record("g", &membership()),
+            drop_record("g", "a", None),
+            // The topic recreated: new offsets count.
+            offset_record("g", &a0, 7),
+            drop_record("g", "b", Some(&[0])),
+            offset_record("h", &a0, 9),
+            drop_record("nobody", "a", None),
+        ] {
+            apply(&mut g, decode(&k, &v).unwrap(), now);
+        }
+        assert_eq!(g["g"].offsets().clone(), BTreeMap::from([(a0.clone(), 7)]));
+        assert_eq!(g["g"].membership().fenced, vec!["m-0".to_string()]);
+        let (k, v) = forget_record("g");
+        apply(&mut g, decode(&k, &v).unwrap(), now);
+        assert!(!g.contains_key("g"));
+        assert!(!g.contains_key("nobody"));
+        assert_eq!(g["h"].offsets()[&a0], 9);
     }
 
     #[test]

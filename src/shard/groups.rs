@@ -8,6 +8,18 @@
 //! await: a request mutates the group, appends its records (appends are
 //! synchronous, so the log order is the order of the changes), and only then
 //! waits for durability.
+//!
+//! When storing fails, memory and log must not tell two stories to the
+//! client: a join whose membership cannot be stored is undone (the new
+//! member leaves again), a commit that cannot be stored is undone (the
+//! previous offsets come back), and a membership write that fails leaves
+//! the group dirty, so the next tick writes it again.
+//!
+//! A group with no members and no committed offsets is forgotten: a forget
+//! record goes to the log, and once it is appended the group leaves memory
+//! (until then the tick retries it). A deleted topic's committed offsets are
+//! dropped from every group at once (a drop record), so a topic recreated
+//! under the name is read from its start.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,13 +29,15 @@ use bytes::Bytes;
 
 use ringmq_protocol::batch::{batches, decode_records, verify};
 use ringmq_protocol::{
-    CommitOffsetsResponse, ErrorCode, FetchOffsetsResponse, GroupSummary, HeartbeatResponse,
-    JoinGroupResponse, LeaveGroupResponse, ResponseBody,
+    CommitOffsetsRequest, CommitOffsetsResponse, ErrorCode, FetchOffsetsResponse, GroupSummary,
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupResponse,
+    ResponseBody,
 };
 
 use super::messages::{GroupRequest, ShardMsg};
 use super::partition::LATEST;
 use super::{now_ms, place_partitions, Failure, Shard};
+use crate::group::assignor::PartitionId;
 use crate::group::coordinator::{validate_group_id, Group, TopicCounts};
 use crate::group::store::{self, KeyValue, OFFSETS_PARTITIONS, OFFSETS_TOPIC};
 use crate::log::{LogConfig, PartitionLog};
@@ -47,6 +61,17 @@ pub struct Groups {
     compacting: Cell<bool>,
     /// The (group, topic, partition) lag series this core published last.
     lag_series: RefCell<BTreeSet<(String, String, u32)>>,
+    /// Tests make appends or durability waits fail, as a full or broken
+    /// disk would.
+    #[cfg(test)]
+    faults: Faults,
+}
+
+#[cfg(test)]
+#[derive(Default)]
+struct Faults {
+    append: Cell<bool>,
+    durable: Cell<bool>,
 }
 
 /// The settings of an `__offsets` log: small segments and a small
@@ -67,12 +92,16 @@ fn offsets_log_config(broker: &LogConfig) -> LogConfig {
 impl Groups {
     /// Opens this core's `__offsets` partitions and restores their groups.
     /// Every restored member's session starts at `now_ms`.
+    /// Offsets of topics not in `topics` (the catalogue) are dropped: a
+    /// drop record that never made it to disk must not bring back offsets
+    /// of a deleted topic.
     pub async fn open(
         data_dir: &Path,
         broker_log: &LogConfig,
         core: usize,
         cores: usize,
         now_ms: i64,
+        topics: &BTreeSet<String>,
     ) -> Result<Groups, Failure> {
         let owners = place_partitions(OFFSETS_TOPIC, OFFSETS_PARTITIONS, cores)?;
         let mut logs = BTreeMap::new();
@@ -89,6 +118,20 @@ impl Groups {
                 },
             );
         }
+        for g in groups.values_mut() {
+            let gone: BTreeSet<String> = g
+                .offsets()
+                .keys()
+                .filter(|p| !topics.contains(&p.topic))
+                .map(|p| p.topic.clone())
+                .collect();
+            for t in gone {
+                g.drop_offsets(&t, None);
+            }
+        }
+        // Nothing worth keeping (a forget record lost, or written by a
+        // broker that kept such groups).
+        groups.retain(|_, g| !g.is_void());
         if !groups.is_empty() {
             tracing::info!(core, groups = groups.len(), "restored consumer groups");
         }
@@ -101,6 +144,8 @@ impl Groups {
             groups: RefCell::new(groups),
             compacting: Cell::new(false),
             lag_series: RefCell::new(BTreeSet::new()),
+            #[cfg(test)]
+            faults: Faults::default(),
         })
     }
 
@@ -124,20 +169,27 @@ impl Groups {
             })
     }
 
-    /// Runs `f` on the group (a new one if unknown), then says what to store.
-    /// A group left with nothing worth keeping is forgotten.
+    /// Runs `f` on the group (a new one if unknown), then says what to store
+    /// (pass it to [`Groups::persist`] or [`Groups::store`]). A group made
+    /// here and left with nothing worth keeping was never stored: it goes
+    /// at once. One that was stored and is left with nothing gets a forget
+    /// record instead.
     fn update<R>(&self, id: &str, f: impl FnOnce(&mut Group) -> R) -> (R, Vec<KeyValue>) {
         let mut groups = self.groups.borrow_mut();
+        let existed = groups.contains_key(id);
         let group = groups
             .entry(id.to_owned())
             .or_insert_with(|| Group::new(id));
         let before = group.generation();
         let out = f(group);
-        let records = changed(group, before);
-        if group.is_void() {
+        if !existed && group.is_void() {
             groups.remove(id);
+            return (out, Vec::new());
         }
-        (out, records)
+        if group.is_void() {
+            group.mark_dirty();
+        }
+        (out, changed(group, before))
     }
 
     fn read<R>(&self, id: &str, f: impl FnOnce(&Group) -> R) -> Option<R> {
@@ -150,6 +202,10 @@ impl Groups {
         if records.is_empty() {
             return Ok(None);
         }
+        #[cfg(test)]
+        if self.faults.append.get() {
+            return Err(Failure::new(ErrorCode::StorageFull, "injected: disk full"));
+        }
         let log = self.log_of(group)?;
         let mut end = None;
         for b in store::batches(records, now_ms()) {
@@ -159,16 +215,204 @@ impl Groups {
     }
 
     async fn wait_durable(&self, group: &str, end: Option<u64>) -> Result<(), Failure> {
+        #[cfg(test)]
+        if end.is_some() && self.faults.durable.get() {
+            return Err(Failure::new(
+                ErrorCode::UnknownServerError,
+                "injected: fsync failed",
+            ));
+        }
         match end {
             Some(end) => Ok(self.log_of(group)?.wait_durable(end).await?),
             None => Ok(()),
         }
     }
 
-    /// Appends and waits until durable under the flush policy.
+    /// Appends the records [`Groups::update`] gave. If that fails the
+    /// group stays dirty, so the next tick writes its membership (or its
+    /// forget record) again: a change in memory is never left unstored for
+    /// good. A group forgotten by these records leaves memory.
+    fn persist(&self, group: &str, records: &[KeyValue]) -> Result<Option<u64>, Failure> {
+        let appended = self.append(group, records);
+        let mut groups = self.groups.borrow_mut();
+        match &appended {
+            Err(_) => {
+                if let Some(g) = groups.get_mut(group) {
+                    g.mark_dirty();
+                }
+            }
+            Ok(_) => {
+                if groups.get(group).is_some_and(Group::is_void) {
+                    groups.remove(group);
+                    crate::metrics::group_removed(group);
+                }
+            }
+        }
+        appended
+    }
+
+    /// Persists and waits until durable under the flush policy.
     async fn store(&self, group: &str, records: &[KeyValue]) -> Result<(), Failure> {
-        let end = self.append(group, records)?;
+        let end = self.persist(group, records)?;
         self.wait_durable(group, end).await
+    }
+
+    /// JoinGroup (SPEC 5.10), stored before it is answered.
+    async fn join(
+        &self,
+        r: &JoinGroupRequest,
+        now: i64,
+        counts: &TopicCounts,
+    ) -> Result<JoinGroupResponse, Failure> {
+        let (result, records) = self.update(&r.group, |g| g.join(r, now, counts));
+        let stored = self.store(&r.group, &records).await;
+        // A refused join changed nothing (what it stored, if anything, was
+        // an earlier change retried).
+        let (member_id, assignment) = result?;
+        if let Err(e) = stored {
+            if r.member_id.is_empty() {
+                // The member this join made must not outlive the error the
+                // client gets: it leaves again, so a retried join leaves no
+                // orphan holding partitions until its session expires.
+                let (_, undo) = self.update(&r.group, |g| g.leave(&member_id, counts));
+                if let Err(e) = self.persist(&r.group, &undo) {
+                    tracing::warn!(group = r.group, error = %e, "storing a group's membership failed");
+                }
+                return Err(e);
+            }
+            // A known member rejoining changed nothing itself; the group
+            // stays dirty and the next tick retries.
+            tracing::warn!(group = r.group, error = %e, "storing a group's membership failed");
+        }
+        Ok(JoinGroupResponse {
+            member_id,
+            heartbeat_interval_ms: r.session_timeout_ms / 3,
+            assignment,
+        })
+    }
+
+    /// Heartbeat (SPEC 5.11).
+    fn heartbeat(&self, r: &HeartbeatRequest, now: i64) -> Result<HeartbeatResponse, Failure> {
+        let (result, records) =
+            self.update(&r.group, |g| g.heartbeat(&r.member_id, r.generation, now));
+        // A heartbeat that handed a partition over appends the new
+        // holdings, and nobody waits for that. The handover stands in
+        // memory whether or not the append works (the member is told its
+        // assignment); a failed append leaves the group dirty, so the next
+        // tick writes the membership again.
+        if let Err(e) = self.persist(&r.group, &records) {
+            tracing::warn!(group = r.group, error = %e, "storing a group's membership failed");
+        }
+        Ok(HeartbeatResponse {
+            assignment: result?,
+        })
+    }
+
+    /// CommitOffsets (SPEC 5.13): answered once durable; all or nothing.
+    async fn commit(
+        &self,
+        r: &CommitOffsetsRequest,
+        now: i64,
+    ) -> Result<CommitOffsetsResponse, Failure> {
+        let (checked, pending) = self.update(&r.group, |g| {
+            g.check_commit(&r.member_id, r.generation, &r.offsets, now)
+        });
+        // Only an earlier change retried (a check changes nothing to
+        // store); its failure is not this commit's.
+        if let Err(e) = self.persist(&r.group, &pending) {
+            tracing::warn!(group = r.group, error = %e, "storing a group's membership failed");
+        }
+        let offsets = checked?;
+        let before = self
+            .read(&r.group, |g| g.offsets_of(offsets.iter().map(|(p, _)| p)))
+            .unwrap_or_default();
+        let records: Vec<KeyValue> = offsets
+            .iter()
+            .map(|(p, o)| store::offset_record(&r.group, p, *o))
+            .collect();
+        // Applied as soon as appended, so the state in memory and a
+        // compaction snapshot always follow the log's order. A failed
+        // append may still have written some batches, so it is undone like
+        // a failed durability wait.
+        let appended = self.append(&r.group, &records);
+        let _ = self.update(&r.group, |g| g.apply_commit(offsets.iter().cloned()));
+        let outcome = match appended {
+            Ok(end) => self.wait_durable(&r.group, end).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = outcome {
+            self.undo_commit(&r.group, &offsets, &before);
+            return Err(e);
+        }
+        Ok(CommitOffsetsResponse {})
+    }
+
+    /// Takes back a commit that could not be stored (SPEC 5.9: nothing of
+    /// a refused commit is stored): in memory, and in the log as far as it
+    /// still takes writes, since part of the commit may be in it.
+    fn undo_commit(
+        &self,
+        group: &str,
+        committed: &[(PartitionId, u64)],
+        before: &[(PartitionId, Option<u64>)],
+    ) {
+        let (restored, records) = self.update(group, |g| g.undo_commit(committed, before));
+        if let Err(e) = self.persist(group, &records) {
+            tracing::warn!(group, error = %e, "storing a group's membership failed");
+        }
+        let mut undo: Vec<KeyValue> = Vec::with_capacity(restored.len());
+        let mut dropped: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+        for (p, old) in &restored {
+            match old {
+                Some(o) => undo.push(store::offset_record(group, p, *o)),
+                None => dropped.entry(&p.topic).or_default().push(p.partition),
+            }
+        }
+        undo.extend(
+            dropped
+                .iter()
+                .map(|(t, ps)| store::drop_record(group, t, Some(ps))),
+        );
+        if let Err(e) = self.append(group, &undo) {
+            tracing::warn!(
+                group,
+                error = %e,
+                "could not take back a failed commit in __offsets; a restart may restore part of it"
+            );
+        }
+    }
+
+    /// A topic was deleted (`counts` no longer has it): every group here
+    /// drops its committed offsets of it, durably, and a group consuming it
+    /// gets a new generation without its partitions. Done on the deletion
+    /// itself, not at the next tick: a topic deleted and created again
+    /// between two ticks must not find the old offsets.
+    pub async fn topic_deleted(&self, topic: &str, counts: &TopicCounts) {
+        let mut writes: Vec<(String, Vec<KeyValue>)> = Vec::new();
+        {
+            let mut groups = self.groups.borrow_mut();
+            for g in groups.values_mut() {
+                let before = g.generation();
+                let mut records = Vec::new();
+                if g.drop_topic(topic, counts) {
+                    records.push(store::drop_record(g.id(), topic, None));
+                }
+                if g.is_void() {
+                    g.mark_dirty();
+                }
+                records.extend(changed(g, before));
+                if !records.is_empty() {
+                    writes.push((g.id().to_owned(), records));
+                }
+            }
+        }
+        for (group, records) in writes {
+            // Should the drop record be lost, the next start drops offsets
+            // of topics missing from the catalogue anyway (see `open`).
+            if let Err(e) = self.store(&group, &records).await {
+                tracing::warn!(group, topic, error = %e, "storing the drop of a deleted topic's offsets failed");
+            }
+        }
     }
 
     /// Summaries of the groups with members or committed offsets.
@@ -198,6 +442,11 @@ impl Groups {
                         "members expired"
                     );
                 }
+                if g.is_void() {
+                    // Emptied by the expiry, or its forget record failed
+                    // before: forget it now.
+                    g.mark_dirty();
+                }
                 let records = changed(g, before);
                 if !records.is_empty() {
                     writes.push((g.id().to_owned(), records));
@@ -205,9 +454,9 @@ impl Groups {
             }
         }
         for (group, records) in writes {
-            // Nobody waits on an expiry; a failed append is retried by the
-            // next change of the group, which stores its whole membership.
-            if let Err(e) = self.append(&group, &records) {
+            // Nobody waits on an expiry. A failed append leaves the group
+            // dirty, so the next tick tries again.
+            if let Err(e) = self.persist(&group, &records) {
                 tracing::warn!(group, error = %e, "storing a group's membership failed");
             }
         }
@@ -232,7 +481,16 @@ impl Groups {
             .borrow()
             .values()
             .filter(|g| store::partition_of(g.id()) == p)
-            .flat_map(store::snapshot)
+            .flat_map(|g| {
+                // A group waiting for its forget record gets it here too:
+                // a membership record left in the kept segment must not
+                // bring it back.
+                if g.is_void() {
+                    vec![store::forget_record(g.id())]
+                } else {
+                    store::snapshot(g)
+                }
+            })
             .collect();
         let start = l.log.next_offset();
         for b in store::batches(&records, now_ms()) {
@@ -263,13 +521,17 @@ impl Groups {
     }
 }
 
-/// The records a change of `group` needs stored, and its metrics.
+/// The records a change of `group` needs stored, and its metrics: its
+/// membership, or a forget record if nothing of it is worth keeping.
 fn changed(group: &mut Group, generation_before: u32) -> Vec<KeyValue> {
     if !group.take_dirty() {
         return Vec::new();
     }
-    let bumps = group.generation().wrapping_sub(generation_before);
+    let bumps = group.generation().saturating_sub(generation_before);
     crate::metrics::group_rebalances(u64::from(bumps));
+    if group.is_void() {
+        return vec![store::forget_record(group.id())];
+    }
     crate::metrics::group_members(group.id(), group.members().len());
     vec![store::membership_record(group.id(), &group.membership())]
 }
@@ -328,7 +590,7 @@ fn apply_batch(batch: &Bytes, groups: &mut BTreeMap<String, Group>, now_ms: i64)
 
 impl Shard {
     /// The catalogue's partition counts, as the group state machine takes them.
-    fn topic_counts(&self) -> TopicCounts {
+    pub(super) fn topic_counts(&self) -> TopicCounts {
         self.topics()
             .into_iter()
             .map(|t| (t.name, t.partitions))
@@ -356,27 +618,9 @@ impl Shard {
         match req {
             GroupRequest::Join(r) => {
                 let counts = self.topic_counts();
-                let (result, records) = groups.update(&r.group, |g| g.join(&r, now, &counts));
-                groups.store(&r.group, &records).await?;
-                let (member_id, assignment) = result?;
-                Ok(JoinGroupResponse {
-                    member_id,
-                    heartbeat_interval_ms: r.session_timeout_ms / 3,
-                    assignment,
-                }
-                .into())
+                Ok(groups.join(&r, now, &counts).await?.into())
             }
-            GroupRequest::Heartbeat(r) => {
-                let (result, records) =
-                    groups.update(&r.group, |g| g.heartbeat(&r.member_id, r.generation, now));
-                // A heartbeat that handed a partition over stores the new
-                // holdings, but nobody waits for that.
-                groups.append(&r.group, &records)?;
-                Ok(HeartbeatResponse {
-                    assignment: result?,
-                }
-                .into())
-            }
+            GroupRequest::Heartbeat(r) => Ok(groups.heartbeat(&r, now)?.into()),
             GroupRequest::Leave(r) => {
                 let counts = self.topic_counts();
                 let (result, records) = groups.update(&r.group, |g| g.leave(&r.member_id, &counts));
@@ -384,22 +628,7 @@ impl Shard {
                 result?;
                 Ok(LeaveGroupResponse {}.into())
             }
-            GroupRequest::Commit(r) => {
-                let (checked, _) = groups.update(&r.group, |g| {
-                    g.check_commit(&r.member_id, r.generation, &r.offsets, now)
-                });
-                let offsets = checked?;
-                let records: Vec<KeyValue> = offsets
-                    .iter()
-                    .map(|(p, o)| store::offset_record(&r.group, p, *o))
-                    .collect();
-                // Applied as soon as appended, so the state in memory and a
-                // compaction snapshot always follow the log's order.
-                let end = groups.append(&r.group, &records)?;
-                groups.update(&r.group, |g| g.apply_commit(offsets));
-                groups.wait_durable(&r.group, end).await?;
-                Ok(CommitOffsetsResponse {}.into())
-            }
+            GroupRequest::Commit(r) => Ok(groups.commit(&r, now).await?.into()),
             GroupRequest::FetchOffsets(r) => {
                 let offsets = groups
                     .read(&r.group, |g| g.fetch_offsets(&r.topics))
@@ -484,10 +713,12 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::group::assignor::PartitionId;
     use crate::log::FlushPolicy;
     use glommio::{LocalExecutorBuilder, Placement};
-    use ringmq_protocol::JoinGroupRequest;
+
+    fn topics(counts: &TopicCounts) -> BTreeSet<String> {
+        counts.keys().cloned().collect()
+    }
 
     fn run(f: impl std::future::Future<Output = ()> + 'static) {
         LocalExecutorBuilder::new(Placement::Unbound)
@@ -508,7 +739,9 @@ mod tests {
                 ..LogConfig::default()
             };
             let counts: TopicCounts = [("t".to_string(), 4)].into_iter().collect();
-            let groups = Groups::open(&path, &cfg, 0, 1, 0).await.unwrap();
+            let groups = Groups::open(&path, &cfg, 0, 1, 0, &topics(&counts))
+                .await
+                .unwrap();
             let req = JoinGroupRequest {
                 group: "g".into(),
                 member_id: String::new(),
@@ -541,12 +774,266 @@ mod tests {
             groups.close().await;
             drop(groups);
 
-            let reopened = Groups::open(&path, &cfg, 0, 1, 5).await.unwrap();
+            let reopened = Groups::open(&path, &cfg, 0, 1, 5, &topics(&counts))
+                .await
+                .unwrap();
             let after = reopened.read("g", |g| (g.membership(), g.offsets().clone()));
             assert_eq!(before, after);
             let m = reopened.read("g", |g| g.members()[&member].last_seen_ms);
             assert_eq!(m, Some(5));
             reopened.close().await;
+        });
+    }
+
+    fn counts(topics: &[(&str, u32)]) -> TopicCounts {
+        topics.iter().map(|(t, n)| (t.to_string(), *n)).collect()
+    }
+
+    fn join_req(group: &str, member_id: &str, instance: Option<&str>) -> JoinGroupRequest {
+        JoinGroupRequest {
+            group: group.into(),
+            member_id: member_id.into(),
+            instance_id: instance.map(str::to_string),
+            session_timeout_ms: 60_000,
+            topics: vec!["t".into()],
+        }
+    }
+
+    fn commit_req(member: &str, generation: u32, offsets: &[(u32, u64)]) -> CommitOffsetsRequest {
+        CommitOffsetsRequest {
+            group: "g".into(),
+            member_id: member.into(),
+            generation,
+            offsets: offsets
+                .iter()
+                .map(|(p, o)| ringmq_protocol::PartitionOffset {
+                    topic: "t".into(),
+                    partition: *p,
+                    offset: *o,
+                })
+                .collect(),
+        }
+    }
+
+    fn every_batch() -> LogConfig {
+        LogConfig {
+            flush: FlushPolicy::EveryBatch,
+            ..LogConfig::default()
+        }
+    }
+
+    /// What a restart would restore of group `g`: (members, offsets).
+    async fn reopened(path: &Path, c: &TopicCounts) -> Option<(usize, BTreeMap<PartitionId, u64>)> {
+        let g = Groups::open(path, &every_batch(), 0, 1, 0, &topics(c))
+            .await
+            .unwrap();
+        let out = g.read("g", |g| (g.members().len(), g.offsets().clone()));
+        g.close().await;
+        out
+    }
+
+    #[test]
+    fn a_join_that_cannot_be_stored_is_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(async move {
+            let c = counts(&[("t", 4)]);
+            let groups = Groups::open(&path, &every_batch(), 0, 1, 0, &topics(&c))
+                .await
+                .unwrap();
+            let first = groups.join(&join_req("g", "", None), 0, &c).await.unwrap();
+            for fault in [&groups.faults.append, &groups.faults.durable] {
+                fault.set(true);
+                let e = groups.join(&join_req("g", "", None), 1, &c).await;
+                assert!(e.is_err());
+                fault.set(false);
+                // Only the first member is left, and it holds everything.
+                let left = groups.read("g", |g| {
+                    (
+                        g.members().keys().cloned().collect::<Vec<_>>(),
+                        g.holders().len(),
+                    )
+                });
+                assert_eq!(left, Some((vec![first.member_id.clone()], 4)));
+            }
+            // A group whose only join failed is not kept, in memory or on disk.
+            groups.faults.append.set(true);
+            assert!(groups.join(&join_req("h", "", None), 1, &c).await.is_err());
+            assert!(groups.summaries().iter().all(|s| s.group != "h"));
+            groups.faults.append.set(false);
+            groups.tick(2, &c).await;
+            assert!(groups.read("h", |_| ()).is_none());
+            groups.close().await;
+            drop(groups);
+            assert_eq!(reopened(&path, &c).await.map(|r| r.0), Some(1));
+        });
+    }
+
+    #[test]
+    fn a_commit_that_cannot_be_stored_leaves_nothing_in_effect() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(async move {
+            let c = counts(&[("t", 4)]);
+            let groups = Groups::open(&path, &every_batch(), 0, 1, 0, &topics(&c))
+                .await
+                .unwrap();
+            let j = groups.join(&join_req("g", "", None), 0, &c).await.unwrap();
+            let m = j.member_id;
+            groups
+                .commit(&commit_req(&m, 1, &[(0, 5)]), 0)
+                .await
+                .unwrap();
+            let want = BTreeMap::from([(PartitionId::new("t", 0), 5)]);
+            for fault in [&groups.faults.append, &groups.faults.durable] {
+                fault.set(true);
+                let e = groups
+                    .commit(&commit_req(&m, 1, &[(0, 8), (1, 3)]), 1)
+                    .await;
+                assert!(e.is_err());
+                fault.set(false);
+                assert_eq!(
+                    groups.read("g", |g| g.offsets().clone()),
+                    Some(want.clone())
+                );
+            }
+            groups.close().await;
+            drop(groups);
+            // The durable-wait failure left the commit's records in the log;
+            // the undo records after them win on replay.
+            assert_eq!(reopened(&path, &c).await.map(|r| r.1), Some(want));
+        });
+    }
+
+    #[test]
+    fn a_heartbeat_whose_append_fails_still_answers_and_the_tick_stores_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(async move {
+            let c = counts(&[("t", 4)]);
+            let groups = Groups::open(&path, &every_batch(), 0, 1, 0, &topics(&c))
+                .await
+                .unwrap();
+            let a = groups.join(&join_req("g", "", None), 0, &c).await.unwrap();
+            let b = groups.join(&join_req("g", "", None), 1, &c).await.unwrap();
+            assert_eq!(b.assignment.pending, 2);
+            // a acks generation 2: the handover is a membership change.
+            groups.faults.append.set(true);
+            let hb = HeartbeatRequest {
+                group: "g".into(),
+                member_id: a.member_id.clone(),
+                generation: 2,
+            };
+            let answer = groups.heartbeat(&hb, 2).unwrap();
+            assert_eq!(answer.assignment.partitions[0].partitions.len(), 2);
+            // The tick retries while the disk is still failing...
+            groups.tick(3, &c).await;
+            groups.faults.append.set(false);
+            // ...and stores it once it works.
+            groups.tick(4, &c).await;
+            let memory = groups.read("g", |g| g.membership());
+            groups.close().await;
+            drop(groups);
+            let again = Groups::open(&path, &every_batch(), 0, 1, 0, &topics(&c))
+                .await
+                .unwrap();
+            assert_eq!(again.read("g", |g| g.membership()), memory);
+            again.close().await;
+        });
+    }
+
+    #[test]
+    fn a_deleted_topics_offsets_stay_gone_when_it_is_recreated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(async move {
+            let c = counts(&[("t", 4)]);
+            let groups = Groups::open(&path, &every_batch(), 0, 1, 0, &topics(&c))
+                .await
+                .unwrap();
+            let j = groups.join(&join_req("g", "", None), 0, &c).await.unwrap();
+            groups
+                .commit(&commit_req(&j.member_id, 1, &[(0, 5)]), 0)
+                .await
+                .unwrap();
+            let none = TopicCounts::new();
+            groups.topic_deleted("t", &none).await;
+            assert_eq!(groups.read("g", |g| g.offsets().len()), Some(0));
+            assert_eq!(groups.read("g", |g| g.generation()), Some(2));
+            groups.close().await;
+            drop(groups);
+            // Recreated under the same name before the restart.
+            let (members, offsets) = reopened(&path, &c).await.unwrap();
+            assert_eq!(members, 1);
+            assert!(offsets.is_empty());
+        });
+    }
+
+    #[test]
+    fn an_emptied_group_is_forgotten_for_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(async move {
+            let c = counts(&[("t", 4)]);
+            let groups = Groups::open(&path, &every_batch(), 0, 1, 0, &topics(&c))
+                .await
+                .unwrap();
+            let j = groups.join(&join_req("g", "", None), 0, &c).await.unwrap();
+            let (r, records) = groups.update("g", |g| g.leave(&j.member_id, &c));
+            r.unwrap();
+            groups.store("g", &records).await.unwrap();
+            assert!(groups.read("g", |_| ()).is_none());
+            assert!(groups.summaries().is_empty());
+            // Joining again starts afresh.
+            let again = groups.join(&join_req("g", "", None), 1, &c).await.unwrap();
+            assert_eq!(again.assignment.generation, 1);
+            let (r, records) = groups.update("g", |g| g.leave(&again.member_id, &c));
+            r.unwrap();
+            groups.store("g", &records).await.unwrap();
+            groups.close().await;
+            drop(groups);
+            assert_eq!(reopened(&path, &c).await, None);
+        });
+    }
+
+    #[test]
+    fn a_fenced_member_stays_fenced_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(async move {
+            let c = counts(&[("t", 4)]);
+            let groups = Groups::open(&path, &every_batch(), 0, 1, 0, &topics(&c))
+                .await
+                .unwrap();
+            let old = groups
+                .join(&join_req("g", "", Some("w")), 0, &c)
+                .await
+                .unwrap();
+            let new = groups
+                .join(&join_req("g", "", Some("w")), 1, &c)
+                .await
+                .unwrap();
+            assert_ne!(old.member_id, new.member_id);
+            groups.close().await;
+            drop(groups);
+            let groups = Groups::open(&path, &every_batch(), 0, 1, 0, &topics(&c))
+                .await
+                .unwrap();
+            let hb = HeartbeatRequest {
+                group: "g".into(),
+                member_id: old.member_id.clone(),
+                generation: 1,
+            };
+            assert_eq!(
+                groups.heartbeat(&hb, 2).unwrap_err().code,
+                ErrorCode::FencedInstanceId
+            );
+            let e = groups
+                .join(&join_req("g", &old.member_id, Some("w")), 2, &c)
+                .await
+                .unwrap_err();
+            assert_eq!(e.code, ErrorCode::FencedInstanceId);
+            groups.close().await;
         });
     }
 }

@@ -83,6 +83,7 @@ impl Shard {
             mesh.id(),
             mesh.cores(),
             now_ms(),
+            &catalogue.keys().cloned().collect(),
         )
         .await?;
         let shard = Rc::new(Shard {
@@ -365,6 +366,10 @@ impl Shard {
             return Ok(());
         };
         crate::metrics::topic_removed(name);
+        // Every core drops the offsets of the groups it coordinates, before
+        // the deletion is answered: a recreate that follows must not find them.
+        let counts = self.topic_counts();
+        self.groups.topic_deleted(name, &counts).await;
         for (p, part) in topic.local.into_iter().enumerate() {
             if let Some(part) = part {
                 crate::metrics::partition_removed(name, p as u32);

@@ -273,18 +273,205 @@ fn a_static_member_replacing_itself_moves_nothing() {
     assert_eq!(held(&g, &b), 3);
     // The id change is stored, even without a rebalance.
     assert!(g.take_dirty());
-    // The old process is fenced.
+    // The old process is fenced for good: every request it can make says
+    // so, and none of them changes anything.
+    g.take_dirty();
     assert_eq!(
         g.heartbeat(&a, gen, 4).unwrap_err().code,
-        ErrorCode::UnknownMember
+        ErrorCode::FencedInstanceId
     );
     assert_eq!(
         g.check_commit(&a, gen, &[offset(before[0].partition, 1)], 4)
             .unwrap_err()
             .code,
-        ErrorCode::UnknownMember
+        ErrorCode::FencedInstanceId
+    );
+    assert_eq!(
+        g.leave(&a, &c).unwrap_err().code,
+        ErrorCode::FencedInstanceId
+    );
+    let mut rejoin = join_req(Some("worker-1"));
+    rejoin.member_id = a.clone();
+    assert_eq!(
+        g.join(&rejoin, 4, &c).unwrap_err().code,
+        ErrorCode::FencedInstanceId
     );
     assert_eq!(g.members().len(), 2);
+    assert!(g.members().contains_key(&a2));
+    assert_eq!(g.generation(), gen);
+    assert!(!g.take_dirty());
+    // A member that left is unknown, not fenced.
+    g.leave(&b, &c).unwrap();
+    assert_eq!(
+        g.heartbeat(&b, gen, 5).unwrap_err().code,
+        ErrorCode::UnknownMember
+    );
+}
+
+#[test]
+fn the_newest_static_join_wins_and_fenced_ids_are_bounded_and_stored() {
+    let c = counts(4);
+    let mut g = Group::new("g");
+    let mut ids = vec![g.join(&join_req(Some("w")), 0, &c).unwrap().0];
+    for i in 1..=(MAX_FENCED_PER_GROUP as i64 + 5) {
+        // Each new process with the instance id takes the place (SPEC 5.9).
+        let (id, ans) = g.join(&join_req(Some("w")), i, &c).unwrap();
+        assert_eq!(ans.generation, 1);
+        assert_eq!(g.members().len(), 1);
+        assert!(g.members().contains_key(&id));
+        ids.push(id);
+    }
+    let last = ids.pop().unwrap();
+    let fenced = |g: &mut Group, id: &str| g.heartbeat(id, 1, 100).unwrap_err().code;
+    // The newest MAX_FENCED_PER_GROUP are fenced; older ones are forgotten.
+    let (forgotten, remembered) = ids.split_at(ids.len() - MAX_FENCED_PER_GROUP);
+    for id in remembered {
+        assert_eq!(fenced(&mut g, id), ErrorCode::FencedInstanceId);
+    }
+    for id in forgotten {
+        assert_eq!(fenced(&mut g, id), ErrorCode::UnknownMember);
+    }
+    assert!(g.heartbeat(&last, 1, 100).is_ok());
+    // Fenced ids survive a restore.
+    let mut restored = Group::new("g");
+    restored.restore(g.membership(), 0);
+    assert_eq!(
+        fenced(&mut restored, &remembered[0]),
+        ErrorCode::FencedInstanceId
+    );
+}
+
+#[test]
+fn a_group_takes_at_most_max_group_members() {
+    let c = counts(2);
+    let mut g = Group::new("g");
+    // A full group, restored rather than joined one by one (that would run
+    // the assignor a thousand times).
+    let member = |i: usize| StoredMember {
+        member_id: format!("m-{i}"),
+        instance_id: (i == 0).then(|| "w".to_string()),
+        session_timeout_ms: TIMEOUT,
+        acked_generation: 1,
+        target: vec![],
+        held: vec![],
+    };
+    g.restore(
+        Membership {
+            generation: 1,
+            topics: vec![T.into()],
+            members: (0..MAX_GROUP_MEMBERS).map(member).collect(),
+            fenced: vec![],
+        },
+        0,
+    );
+    assert_eq!(
+        g.join(&join_req(None), 0, &c).unwrap_err().code,
+        ErrorCode::GroupFull
+    );
+    assert_eq!(g.members().len(), MAX_GROUP_MEMBERS);
+    // A static member taking its place back adds no one: still allowed.
+    assert!(g.join(&join_req(Some("w")), 1, &c).is_ok());
+    assert_eq!(g.members().len(), MAX_GROUP_MEMBERS);
+    // One leaves: there is room again.
+    g.leave("m-1", &c).unwrap();
+    assert!(g.join(&join_req(None), 2, &c).is_ok());
+}
+
+#[test]
+fn the_generation_never_wraps() {
+    let c = counts(2);
+    let mut g = Group::new("g");
+    let a = join(&mut g, 0, &c);
+    let mut m = g.membership();
+    m.generation = u32::MAX - GENERATION_RESERVE;
+    g.restore(m, 0);
+    // No new member once only the reserve is left...
+    let e = g.join(&join_req(None), 1, &c).unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidRequest);
+    assert!(e.message.contains("generations"), "{}", e.message);
+    // ...but leaves and expiries still bump, and at the very end the
+    // generation stays put instead of going back to 1.
+    let mut m = g.membership();
+    m.generation = u32::MAX;
+    g.restore(m, 0);
+    g.leave(&a, &c).unwrap();
+    assert_eq!(g.generation(), u32::MAX);
+}
+
+#[test]
+fn a_deleted_topic_takes_its_offsets_and_bumps_at_once() {
+    let mut c = counts(2);
+    c.insert("b".into(), 2);
+    let mut g = Group::new("g");
+    let mut r = join_req(None);
+    r.topics = vec![T.into(), "b".into()];
+    let a = g.join(&r, 0, &c).unwrap().0;
+    let commit = vec![
+        offset(0, 5),
+        PartitionOffset {
+            topic: "b".into(),
+            partition: 1,
+            offset: 9,
+        },
+    ];
+    let ok = g.check_commit(&a, 1, &commit, 0).unwrap();
+    g.apply_commit(ok);
+    g.take_dirty();
+    c.remove("b");
+    assert!(g.drop_topic("b", &c));
+    assert_eq!(g.generation(), 2);
+    assert!(g.take_dirty());
+    assert_eq!(held(&g, &a), 2);
+    assert_eq!(g.fetch_offsets(&[]), vec![offset(0, 5)]);
+    // Recreated before any tick: the group sees new partitions, no old offset.
+    c.insert("b".into(), 3);
+    g.tick(1, &c);
+    assert_eq!(g.generation(), 3);
+    assert_eq!(held(&g, &a), 5);
+    assert!(g.fetch_offsets(&["b".into()]).is_empty());
+    // A topic the group neither consumes nor has offsets of changes nothing.
+    assert!(!g.drop_topic("zzz", &c));
+    assert_eq!(g.generation(), 3);
+}
+
+#[test]
+fn a_commit_is_undone_where_it_still_stands() {
+    let c = counts(3);
+    let mut g = Group::new("g");
+    let a = join(&mut g, 0, &c);
+    let first = g.check_commit(&a, 1, &[offset(0, 5)], 0).unwrap();
+    g.apply_commit(first);
+    let commit = g
+        .check_commit(&a, 1, &[offset(0, 8), offset(1, 3), offset(2, 4)], 0)
+        .unwrap();
+    let before = g.offsets_of(commit.iter().map(|(p, _)| p));
+    g.apply_commit(commit.clone());
+    // A later commit moved partition 2 on meanwhile: it keeps that value.
+    let later = g.check_commit(&a, 1, &[offset(2, 6)], 0).unwrap();
+    g.apply_commit(later);
+    let restored = g.undo_commit(&commit, &before);
+    assert_eq!(
+        restored,
+        vec![
+            (PartitionId::new(T, 0), Some(5)),
+            (PartitionId::new(T, 1), None)
+        ]
+    );
+    assert_eq!(g.fetch_offsets(&[]), vec![offset(0, 5), offset(2, 6)]);
+}
+
+#[test]
+fn a_group_with_no_members_and_no_offsets_is_void_whatever_its_generation() {
+    let c = counts(2);
+    let mut g = Group::new("g");
+    let a = join(&mut g, 0, &c);
+    let ok = g.check_commit(&a, 1, &[offset(0, 1)], 0).unwrap();
+    g.apply_commit(ok);
+    g.leave(&a, &c).unwrap();
+    assert!(!g.is_void());
+    g.drop_offsets(T, Some(&[0]));
+    assert!(g.is_void());
+    assert_eq!(g.generation(), 2);
 }
 
 #[test]
