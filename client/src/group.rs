@@ -881,7 +881,7 @@ impl GroupConsumer {
                             OffsetReset::Earliest => earliest,
                             OffsetReset::Latest => latest,
                         };
-                        tracing::warn!(group = %self.config.group, partition = %tp, committed = o, earliest, latest, position, "committed offset out of range; starting per the reset policy");
+                        tracing::debug!(group = %self.config.group, partition = %tp, committed = o, earliest, latest, position, "committed offset out of range; starting per the reset policy");
                         self.push_event(GroupEvent::CommittedOutOfRange {
                             partition: tp.clone(),
                             committed: o,
@@ -991,7 +991,7 @@ impl GroupConsumer {
         let member_id = self.drop_membership();
         if code == ErrorCode::FencedInstanceId {
             let instance_id = self.config.instance_id.clone().unwrap_or_default();
-            tracing::warn!(group = %self.config.group, %member_id, %instance_id, "replaced by another consumer with the same instance id; stopping");
+            tracing::debug!(group = %self.config.group, %member_id, %instance_id, "replaced by another consumer with the same instance id; stopping");
             self.push_event(GroupEvent::Replaced {
                 member_id,
                 instance_id,
@@ -1223,6 +1223,23 @@ mod tests {
         assert_eq!(s.next.as_ref().map(|n| n.generation), Some(3));
         assert_eq!(s.current_generation(), 3);
         assert_eq!(s.pending, 1);
+    }
+
+    #[test]
+    fn membership_is_counted_from_the_send_with_a_heartbeat_of_margin() {
+        let session = Duration::from_secs(3);
+        let mut s = shared(); // heartbeats every second
+        let now = Instant::now() + Duration::from_secs(10);
+        s.last_ok_sent = now - Duration::from_millis(1900);
+        assert!(s.surely_member(session, now));
+        // Within the session, but not by a heartbeat interval: ask first.
+        s.last_ok_sent = now - Duration::from_millis(2100);
+        assert!(!s.surely_member(session, now));
+        // An answer to an older request does not move it back.
+        s.heard(now - Duration::from_secs(5));
+        assert!(!s.surely_member(session, now));
+        s.heard(now - Duration::from_millis(100));
+        assert!(s.surely_member(session, now));
     }
 
     #[test]
