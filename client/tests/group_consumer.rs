@@ -444,7 +444,10 @@ fn a_generation_that_moves_nothing_of_a_member_is_no_event() {
             .unwrap();
         assert!(c.assignment().is_empty());
         let target = c.generation();
-        consume_until(&mut a, &seen, "a", deadline, |c, _| c.generation() == target).await;
+        consume_until(&mut a, &seen, "a", deadline, |c, _| {
+            c.generation() == target
+        })
+        .await;
         let events = a.take_events();
         assert!(events.is_empty(), "{events:?}");
         drop((b, c));

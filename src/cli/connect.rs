@@ -120,6 +120,9 @@ mod tests {
         );
         // The client's own check of an instance id is shown as it words it.
         let e = ClientError::InvalidInput("\"w 1\" is not a valid instance id".into());
-        assert_eq!(describe_member_error(&e, "g", Some("w 1"), "t"), e.to_string());
+        assert_eq!(
+            describe_member_error(&e, "g", Some("w 1"), "t"),
+            e.to_string()
+        );
     }
 }

@@ -188,9 +188,8 @@ async fn consume_group(args: ConsumeArgs, group: String) -> Result<(), Box<dyn E
         config.fetch.max_wait = config.fetch.max_wait.min(t.max(Duration::from_millis(1)));
     }
     let instance_id = args.instance_id.as_deref();
-    let describe_err = |e: &ringmq_client::ClientError| {
-        describe_member_error(e, &group, instance_id, &args.topic)
-    };
+    let describe_err =
+        |e: &ringmq_client::ClientError| describe_member_error(e, &group, instance_id, &args.topic);
     let mut consumer = GroupConsumer::join(&client, config)
         .await
         .map_err(|e| describe_err(&e))?;
