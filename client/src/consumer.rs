@@ -27,11 +27,15 @@ pub struct ConsumerConfig {
     pub max_bytes: u32,
     /// Connections of the consumer's own (see the module doc).
     pub max_connections: usize,
-    /// A Fetch that fails with a retriable error (or a lost connection) is
-    /// sent again this many times in a row before [`Consumer::poll`]
-    /// reports the error.
-    pub retries: u32,
-    /// Wait before sending a failed Fetch again.
+    /// A partition whose Fetches keep failing with a retriable error (or a
+    /// lost connection, a broker that refuses connections) is retried for
+    /// this long before [`Consumer::poll`] reports the error: time, not a
+    /// count, so that a broker restart of a few seconds goes unnoticed.
+    /// `BUSY` and `THROTTLED` answers are a healthy broker asking to slow
+    /// down and never use it up.
+    pub retry_timeout: Duration,
+    /// Wait before sending a failed Fetch again; doubled on each failure in
+    /// a row, up to [`MAX_RETRY_BACKOFF`].
     pub retry_backoff: Duration,
 }
 
@@ -42,10 +46,23 @@ impl Default for ConsumerConfig {
             min_bytes: 1,
             max_bytes: 1 << 20,
             max_connections: 16,
-            retries: 10,
+            retry_timeout: Duration::from_secs(30),
             retry_backoff: Duration::from_millis(100),
         }
     }
+}
+
+/// The longest wait between two retries of a failed request: long enough
+/// not to hammer a broker that is restarting, short enough to notice soon
+/// that it is back.
+pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The wait before the `failures`-th retry in a row (1 for the first):
+/// `base` doubled each time, capped at [`MAX_RETRY_BACKOFF`].
+pub(crate) fn backoff(base: Duration, failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    base.saturating_mul(1 << doublings)
+        .min(MAX_RETRY_BACKOFF.max(base))
 }
 
 /// Where a consumer starts in each partition.
@@ -149,5 +166,20 @@ impl Consumer {
     /// in per-partition order; possibly none.
     pub async fn poll(&mut self) -> Result<Vec<ConsumedRecord>, ClientError> {
         self.fetcher.poll().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_a_cap() {
+        let b = Duration::from_millis(100);
+        let waits: Vec<u64> = (1..=6).map(|n| backoff(b, n).as_millis() as u64).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(backoff(b, u32::MAX), MAX_RETRY_BACKOFF);
+        // A base above the cap is kept: the caller asked for it.
+        assert_eq!(backoff(Duration::from_secs(2), 3), Duration::from_secs(2));
     }
 }

@@ -35,7 +35,7 @@ use ringmq_protocol::{ErrorCode, FetchRequest, FetchResponse, Request, ResponseB
 
 use crate::client::Client;
 use crate::connection::{Connection, PendingResponse};
-use crate::consumer::{ConsumedRecord, ConsumerConfig};
+use crate::consumer::{backoff, ConsumedRecord, ConsumerConfig};
 use crate::error::ClientError;
 
 pub(crate) struct Fetcher {
@@ -68,8 +68,12 @@ struct PartFetch {
     position: u64,
     high_watermark: Option<u64>,
     inflight: Option<PendingResponse>,
-    /// Fetches failed in a row.
+    /// Fetches failed in a row (`BUSY`/`THROTTLED` not counted): how long
+    /// the next backoff is.
     failures: u32,
+    /// When the first of those failures happened: past
+    /// `retry_timeout` from it the error is reported.
+    failing_since: Option<Instant>,
     /// After a failure: no Fetch before this instant.
     not_before: Option<Instant>,
 }
@@ -123,6 +127,7 @@ impl Fetcher {
             high_watermark: None,
             inflight: None,
             failures: 0,
+            failing_since: None,
             not_before: None,
         });
     }
@@ -258,16 +263,20 @@ impl Fetcher {
                 Err(e) => Err(e),
             };
             if let Err(e) = r {
-                first_err.get_or_insert(self.failed(i, e));
+                // Only an error to report counts: one partition backing
+                // off must not hide another's real failure.
+                if let Some(e) = self.failed(i, e) {
+                    first_err.get_or_insert(e);
+                }
             }
         }
         match first_err {
-            Some(Some(e)) => {
+            Some(e) => {
                 // Keep what the other partitions brought for the next call.
                 self.buffered.extend(out);
                 Err(e)
             }
-            _ => Ok(out),
+            None => Ok(out),
         }
     }
 
@@ -306,6 +315,7 @@ impl Fetcher {
     ) -> Result<(), ClientError> {
         let p = &mut self.parts[i];
         p.failures = 0;
+        p.failing_since = None;
         p.high_watermark = Some(resp.high_watermark);
         for b in batch::batches(&resp.records) {
             let b = b?;
@@ -335,21 +345,27 @@ impl Fetcher {
 
     /// Counts a failed Fetch of partition `i`: `None` if it will simply be
     /// sent again by the next [`poll`](Self::poll) (after a backoff), else
-    /// the error to report.
+    /// the error to report: one that cannot succeed if sent again, or a
+    /// retriable one that has lasted `retry_timeout`.
     fn failed(&mut self, i: usize, e: ClientError) -> Option<ClientError> {
         let p = &mut self.parts[i];
+        let now = Instant::now();
         // A broker that is busy or throttling is healthy and asks to slow
         // down: back off as long as it says so, without giving up.
         let pushback = matches!(e.code(), Some(ErrorCode::Busy | ErrorCode::Throttled));
-        if !pushback {
-            p.failures += 1;
-        }
-        let retriable = e.is_retriable() || matches!(e, ClientError::Connect { .. });
-        if !retriable || p.failures > self.config.retries {
-            return Some(e);
-        }
-        tracing::debug!(topic = %p.topic, partition = p.partition, error = %e, "fetch failed, will retry");
-        p.not_before = Some(Instant::now() + self.config.retry_backoff);
+        let wait = if pushback {
+            self.config.retry_backoff
+        } else {
+            let retriable = e.is_retriable() || matches!(e, ClientError::Connect { .. });
+            let since = *p.failing_since.get_or_insert(now);
+            if !retriable || now.duration_since(since) >= self.config.retry_timeout {
+                return Some(e);
+            }
+            p.failures = p.failures.saturating_add(1);
+            backoff(self.config.retry_backoff, p.failures)
+        };
+        tracing::debug!(topic = %p.topic, partition = p.partition, error = %e, ?wait, "fetch failed, will retry");
+        p.not_before = Some(now + wait);
         None
     }
 }

@@ -20,6 +20,17 @@
 //!   acknowledge the new generation, so the next holder starts at that
 //!   commit and no two members ever consume the partition at once.
 //!
+//! Being fenced: `UNKNOWN_MEMBER` (the session expired, or the member was
+//! removed) makes the member drop what it has not committed and join anew;
+//! `FENCED_INSTANCE_ID` (another process joined with the same instance id
+//! and took this member's place) stops it for good, since rejoining would
+//! take the place back and the two would fence each other forever. Either
+//! way no record is handed out once the heartbeat task has learned it.
+//!
+//! Outages: connection failures are retried (with a growing backoff, up to
+//! a second) for as long as the member's session can still be alive, so a
+//! broker restart within the session timeout goes unnoticed.
+//!
 //! Positions: *processed* is one past the last record the application is
 //! done with (returned by an earlier `poll`, or marked); *committed* is what
 //! the coordinator has stored. Only processed positions are ever committed.
@@ -35,14 +46,17 @@ use std::time::{Duration, Instant};
 use futures_lite::future;
 use glommio::timer::Timer;
 use glommio::Task;
-use ringmq_protocol::limits::{MAX_SESSION_TIMEOUT_MS, MIN_SESSION_TIMEOUT_MS};
+use ringmq_protocol::limits::{
+    validate_group_id, GroupIdError, MAX_GROUP_ID_LEN, MAX_SESSION_TIMEOUT_MS,
+    MIN_SESSION_TIMEOUT_MS,
+};
 use ringmq_protocol::{
     CommitOffsetsRequest, ErrorCode, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
     MemberAssignment, OffsetSpec, PartitionOffset, Request, TopicPartitions,
 };
 
 use crate::client::Client;
-use crate::consumer::{ConsumedRecord, ConsumerConfig};
+use crate::consumer::{backoff, ConsumedRecord, ConsumerConfig};
 use crate::error::ClientError;
 use crate::fetcher::Fetcher;
 
@@ -63,11 +77,17 @@ pub struct GroupConfig {
     /// Commit the processed positions this often (from `poll`); `None`
     /// commits only on [`GroupConsumer::commit`], on a release and on close.
     pub auto_commit_interval: Option<Duration>,
-    /// Fetch sizes, long-poll wait, connections, fetch retries.
+    /// Fetch sizes, long-poll wait, connections. Its `retry_timeout` is
+    /// replaced by the session timeout: fetches keep retrying for as long
+    /// as the member's session can still be alive.
     pub fetch: ConsumerConfig,
-    /// Times a group request (join, commit) is sent again after a retriable
-    /// failure or `STALE_GENERATION` before the failure is reported.
+    /// Times a commit is sent again after a retriable failure or
+    /// `STALE_GENERATION` before the failure is reported. Other group
+    /// requests (join, offset lookups) retry retriable failures and lost
+    /// connections for up to the session timeout instead.
     pub retries: u32,
+    /// The first wait before a retry; doubled on each failure in a row, up
+    /// to [`MAX_RETRY_BACKOFF`](crate::MAX_RETRY_BACKOFF).
     pub retry_backoff: Duration,
     /// Events kept for [`GroupConsumer::take_events`]; the oldest are
     /// dropped past it.
@@ -143,12 +163,32 @@ pub enum GroupEvent {
     /// The coordinator refused a commit; nothing of it was stored.
     CommitRejected { code: ErrorCode, message: String },
     /// The coordinator no longer knows the member (its session expired, or
-    /// another process took its instance id): what it had not committed is
-    /// dropped and it joins anew; a `Joined` follows.
+    /// it was removed): what it had not committed is dropped and it joins
+    /// anew; a `Joined` follows.
     Fenced {
         member_id: String,
         code: ErrorCode,
         message: String,
+    },
+    /// Another process joined with this member's instance id and took its
+    /// place (`FENCED_INSTANCE_ID`): the member stopped for good. It hands
+    /// out nothing more, never rejoins, and `poll` and `commit` fail with
+    /// that error from now on.
+    Replaced {
+        member_id: String,
+        instance_id: String,
+        message: String,
+    },
+    /// The group's committed offset of a partition lies outside what the
+    /// partition holds (the topic was deleted and created again, or its
+    /// records expired): the member starts at `position`, as its
+    /// `auto_offset_reset` says, instead.
+    CommittedOutOfRange {
+        partition: TopicPartition,
+        committed: u64,
+        earliest: u64,
+        latest: u64,
+        position: u64,
     },
     /// The member left the group (on close).
     Left { member_id: String },
@@ -172,12 +212,14 @@ struct Shared {
     /// Partitions due to the member that another has not released yet.
     pending: u32,
     heartbeat_interval: Duration,
-    /// When the coordinator last answered a request of this member: past
-    /// the session timeout the member may have been removed without
-    /// knowing it.
-    last_heard: Instant,
-    /// Set when the coordinator answered `UNKNOWN_MEMBER` (or another
-    /// answer that means the member must join anew).
+    /// When the last group request that succeeded was *sent*. The
+    /// coordinator counts the session from when a request arrives, so this
+    /// is a lower bound of the member's last sign of life as it sees it
+    /// (an answer's arrival time would overstate it by the round trip).
+    last_ok_sent: Instant,
+    /// Set when the coordinator answered `UNKNOWN_MEMBER`,
+    /// `FENCED_INSTANCE_ID` (or another answer that means the member is
+    /// no longer what it thinks).
     fenced: Option<(ErrorCode, String)>,
     /// A heartbeat failure the application must hear of.
     failed: Option<ClientError>,
@@ -198,7 +240,7 @@ impl Shared {
             applying: 0,
             pending: 0,
             heartbeat_interval,
-            last_heard: Instant::now(),
+            last_ok_sent: Instant::now(),
             fenced: None,
             failed: None,
             beat_now: false,
@@ -234,6 +276,20 @@ impl Shared {
     fn current_generation(&self) -> u32 {
         let noted = self.next.as_ref().map_or(0, |n| n.generation);
         self.applied.max(self.applying).max(noted)
+    }
+
+    /// Notes that a group request sent at `sent` succeeded.
+    fn heard(&mut self, sent: Instant) {
+        self.last_ok_sent = self.last_ok_sent.max(sent);
+    }
+
+    /// Whether the member can still count on being one without asking:
+    /// its last successful request was sent less than the session timeout
+    /// ago, minus a margin of one heartbeat interval for the coordinator's
+    /// expiry tick, which runs apart from the requests.
+    fn surely_member(&self, session_timeout: Duration, now: Instant) -> bool {
+        let margin = self.heartbeat_interval.min(session_timeout / 2);
+        now.saturating_duration_since(self.last_ok_sent) < session_timeout - margin
     }
 
     fn wake_heartbeat(&mut self) {
@@ -292,6 +348,9 @@ pub struct GroupConsumer {
     last_commit: Instant,
     events: VecDeque<GroupEvent>,
     closed: bool,
+    /// Set once another process took the member's instance id: every later
+    /// call fails with it.
+    stopped: Option<ClientError>,
 }
 
 impl fmt::Debug for GroupConsumer {
@@ -319,9 +378,16 @@ impl GroupConsumer {
                 "a group consumer needs at least one topic".into(),
             ));
         }
+        if let Some(id) = &config.instance_id {
+            check_instance_id(id)?;
+        }
+        let mut fetch = config.fetch.clone();
+        // A fetch that fails for longer than the session may as well stop:
+        // by then the member may have been removed anyway.
+        fetch.retry_timeout = config.session_timeout;
         let mut c = GroupConsumer {
             client: client.clone(),
-            fetcher: Fetcher::new(client, config.fetch.clone()),
+            fetcher: Fetcher::new(client, fetch),
             shared: Rc::new(RefCell::new(Shared::new(config.session_timeout / 3))),
             config,
             heartbeat: None,
@@ -332,6 +398,7 @@ impl GroupConsumer {
             last_commit: Instant::now(),
             events: VecDeque::new(),
             closed: false,
+            stopped: None,
         };
         c.join_group().await?;
         Ok(c)
@@ -375,6 +442,9 @@ impl GroupConsumer {
     /// learned (a new assignment, being fenced) and commits when the
     /// auto-commit interval has passed.
     pub async fn poll(&mut self) -> Result<Vec<ConsumedRecord>, ClientError> {
+        if let Some(e) = &self.stopped {
+            return Err(e.clone());
+        }
         if self.closed {
             return Err(ClientError::InvalidInput(
                 "the group consumer was closed".into(),
@@ -448,7 +518,16 @@ impl GroupConsumer {
             self.rejoin(&ClientError::Broker { code, message }).await?;
             return Ok(false);
         }
-        if self.shared.borrow().last_heard.elapsed() < self.config.session_timeout {
+        // The heartbeat task failed for good: nothing more goes out.
+        let failed = self.shared.borrow_mut().failed.take();
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if self
+            .shared
+            .borrow()
+            .surely_member(self.config.session_timeout, Instant::now())
+        {
             return Ok(true);
         }
         match self.heartbeat_now().await {
@@ -489,6 +568,9 @@ impl GroupConsumer {
     /// [`GroupEvent::CommitRejected`]; after `UNKNOWN_MEMBER` the member has
     /// already joined anew when this returns the error.
     pub async fn commit(&mut self) -> Result<(), ClientError> {
+        if let Some(e) = &self.stopped {
+            return Err(e.clone());
+        }
         let held: Vec<TopicPartition> = self.shared.borrow().held.iter().cloned().collect();
         match self.commit_partitions(&held).await {
             Err(e) if is_fenced(&e) => {
@@ -506,9 +588,24 @@ impl GroupConsumer {
         if self.closed {
             return Ok(());
         }
+        if self.stopped.is_some() {
+            // Replaced: the place (and the partitions) are another
+            // process's now; a commit or LeaveGroup could only be refused.
+            self.closed = true;
+            return Ok(());
+        }
         // Also when known to be fenced: the refusal tells the caller that
         // its last progress was not stored.
         let committed = self.commit_held().await;
+        if let Err(e) = &committed {
+            if e.code() == Some(ErrorCode::FencedInstanceId) {
+                // Replaced meanwhile: stops for good (and says so), no
+                // LeaveGroup for a place that is another process's now.
+                let _ = self.rejoin(e).await;
+                self.closed = true;
+                return committed;
+            }
+        }
         self.closed = true;
         self.stop_heartbeat();
         for tp in self.assignment() {
@@ -588,13 +685,14 @@ impl GroupConsumer {
                 generation,
                 offsets: offsets.clone(),
             });
+            let sent = Instant::now();
             let result = match self.client.request(&req).await {
                 Ok(body) => expect!(body, CommitOffsets).map(drop),
                 Err(e) => Err(e),
             };
             match result {
                 Ok(()) => {
-                    self.shared.borrow_mut().last_heard = Instant::now();
+                    self.shared.borrow_mut().heard(sent);
                     for o in offsets {
                         self.committed
                             .insert(TopicPartition::new(&o.topic, o.partition), o.offset);
@@ -634,10 +732,11 @@ impl GroupConsumer {
                 generation: s.applied,
             })
         };
+        let sent = Instant::now();
         let body = self.client.request(&req).await?;
         let a = expect!(body, Heartbeat)?.assignment;
         let mut s = self.shared.borrow_mut();
-        s.last_heard = Instant::now();
+        s.heard(sent);
         s.note(a);
         Ok(())
     }
@@ -724,13 +823,17 @@ impl GroupConsumer {
             s.wake_heartbeat();
             (s.member_id.clone(), s.applied)
         };
-        self.push_event(GroupEvent::AssignmentChanged {
-            member_id,
-            generation,
-            added: added.clone(),
-            removed,
-            partitions: new.into_iter().collect(),
-        });
+        // A new generation that moves nothing of this member's (another
+        // member came or went) is not news to its application.
+        if !added.is_empty() || !removed.is_empty() {
+            self.push_event(GroupEvent::AssignmentChanged {
+                member_id,
+                generation,
+                added: added.clone(),
+                removed,
+                partitions: new.into_iter().collect(),
+            });
+        }
         self.start(&added).await
     }
 
@@ -756,9 +859,38 @@ impl GroupConsumer {
         };
         for tp in parts {
             let position = match committed.get(tp) {
-                Some(o) => {
-                    self.committed.insert(tp.clone(), *o);
-                    *o
+                Some(&o) => {
+                    self.committed.insert(tp.clone(), o);
+                    // A commit outlives its topic's deletion, and records
+                    // expire: outside the partition's range, fetching from
+                    // it could only fail, so start as for no commit.
+                    let earliest = self
+                        .with_retries(|| {
+                            admin.list_offsets(&tp.topic, tp.partition, OffsetSpec::Earliest)
+                        })
+                        .await?;
+                    let latest = self
+                        .with_retries(|| {
+                            admin.list_offsets(&tp.topic, tp.partition, OffsetSpec::Latest)
+                        })
+                        .await?;
+                    if (earliest..=latest).contains(&o) {
+                        o
+                    } else {
+                        let position = match self.config.auto_offset_reset {
+                            OffsetReset::Earliest => earliest,
+                            OffsetReset::Latest => latest,
+                        };
+                        tracing::debug!(group = %self.config.group, partition = %tp, committed = o, earliest, latest, position, "committed offset out of range; starting per the reset policy");
+                        self.push_event(GroupEvent::CommittedOutOfRange {
+                            partition: tp.clone(),
+                            committed: o,
+                            earliest,
+                            latest,
+                            position,
+                        });
+                        position
+                    }
                 }
                 None => {
                     self.with_retries(|| admin.list_offsets(&tp.topic, tp.partition, spec))
@@ -772,18 +904,27 @@ impl GroupConsumer {
         Ok(())
     }
 
-    /// Runs `f` again after a retriable failure, a bounded number of times.
+    /// Runs `f` again after a retriable failure or a lost connection, with
+    /// a growing backoff, for up to the session timeout: as long as the
+    /// member's session may still be alive, an outage (a broker restart) is
+    /// worth waiting out.
     async fn with_retries<T, F, Fut>(&self, mut f: F) -> Result<T, ClientError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ClientError>>,
     {
-        let mut attempt = 0;
+        let started = Instant::now();
+        let mut failures = 0u32;
         loop {
             match f().await {
-                Err(e) if attempt < self.config.retries && e.is_retriable() => {
-                    attempt += 1;
-                    Timer::new(self.config.retry_backoff).await;
+                Err(e)
+                    if (e.is_retriable() || matches!(e, ClientError::Connect { .. }))
+                        && started.elapsed() < self.config.session_timeout =>
+                {
+                    failures = failures.saturating_add(1);
+                    let wait = backoff(self.config.retry_backoff, failures);
+                    tracing::debug!(group = %self.config.group, error = %e, ?wait, "group request failed; will try again");
+                    Timer::new(wait).await;
                 }
                 r => return r,
             }
@@ -802,6 +943,7 @@ impl GroupConsumer {
             topics: self.config.topics.clone(),
         });
         let client = self.client.clone();
+        let sent = Instant::now();
         let body = self.with_retries(|| client.request(&req)).await?;
         let resp = expect!(body, JoinGroup)?;
         let a = resp.assignment;
@@ -815,7 +957,7 @@ impl GroupConsumer {
             s.pending = a.pending;
             s.fenced = None;
             s.failed = None;
-            s.last_heard = Instant::now();
+            s.last_ok_sent = sent;
             s.beat_now = false;
             s.heartbeat_interval = if resp.heartbeat_interval_ms == 0 {
                 self.config.session_timeout / 3
@@ -838,26 +980,61 @@ impl GroupConsumer {
         self.start(&parts).await
     }
 
-    /// The member was fenced: drop everything not committed and join anew.
+    /// The member was fenced: drop everything not committed and join anew;
+    /// or, if another process took its instance id, stop for good and
+    /// return that error.
     async fn rejoin(&mut self, why: &ClientError) -> Result<(), ClientError> {
         let (code, message) = match why {
             ClientError::Broker { code, message } => (*code, message.clone()),
             other => (ErrorCode::UnknownMember, other.to_string()),
         };
-        self.stop_heartbeat();
-        let member_id = {
-            let mut s = self.shared.borrow_mut();
-            s.held.clear();
-            s.next = None;
-            s.fenced = None;
-            std::mem::take(&mut s.member_id)
-        };
+        let member_id = self.drop_membership();
+        if code == ErrorCode::FencedInstanceId {
+            let instance_id = self.config.instance_id.clone().unwrap_or_default();
+            tracing::debug!(group = %self.config.group, %member_id, %instance_id, "replaced by another consumer with the same instance id; stopping");
+            self.push_event(GroupEvent::Replaced {
+                member_id,
+                instance_id,
+                message: message.clone(),
+            });
+            let e = ClientError::Broker { code, message };
+            self.stopped = Some(e.clone());
+            return Err(e);
+        }
+        if code != ErrorCode::UnknownMember && !member_id.is_empty() {
+            // The coordinator may still count the old id as a member (after
+            // STALE_GENERATION it does): leaving releases its partitions
+            // now rather than when its session expires. Best effort: the
+            // session's expiry is the fallback.
+            let req = Request::LeaveGroup(LeaveGroupRequest {
+                group: self.config.group.clone(),
+                member_id: member_id.clone(),
+            });
+            if let Err(e) = self.client.request(&req).await {
+                tracing::debug!(group = %self.config.group, %member_id, error = %e, "could not leave before rejoining");
+            }
+        }
         tracing::debug!(group = %self.config.group, %member_id, %code, "fenced; joining anew");
         self.push_event(GroupEvent::Fenced {
             member_id,
             code,
             message,
         });
+        self.join_group().await
+    }
+
+    /// Stops the heartbeats and every partition's fetching and forgets
+    /// what was not committed; returns the member id given up.
+    fn drop_membership(&mut self) -> String {
+        self.stop_heartbeat();
+        let member_id = {
+            let mut s = self.shared.borrow_mut();
+            s.held.clear();
+            s.next = None;
+            s.fenced = None;
+            s.pending = 0;
+            std::mem::take(&mut s.member_id)
+        };
         let parts: Vec<(String, u32)> = self
             .fetcher
             .partitions()
@@ -870,7 +1047,7 @@ impl GroupConsumer {
         self.committed.clear();
         self.last_batch.clear();
         self.unstarted.clear();
-        self.join_group().await
+        member_id
     }
 
     fn stop_heartbeat(&mut self) {
@@ -887,9 +1064,32 @@ impl GroupConsumer {
     }
 }
 
-/// Answers that mean the member must join anew.
+/// Answers that mean the member is no longer one: it must join anew
+/// (`UNKNOWN_MEMBER`), or stop for good (`FENCED_INSTANCE_ID`; see
+/// [`GroupConsumer::rejoin`]).
 fn is_fenced(e: &ClientError) -> bool {
-    e.code() == Some(ErrorCode::UnknownMember)
+    matches!(
+        e.code(),
+        Some(ErrorCode::UnknownMember | ErrorCode::FencedInstanceId)
+    )
+}
+
+/// Checks a static member's instance id as the coordinator would (SPEC.md
+/// 5.9), so a bad one is reported as such rather than as a bad group id.
+fn check_instance_id(id: &str) -> Result<(), ClientError> {
+    validate_group_id(id).map_err(|e| {
+        let why = match e {
+            GroupIdError::Empty => "it is empty".to_owned(),
+            GroupIdError::TooLong(n) => format!("it is {n} bytes long"),
+            GroupIdError::BadChar => {
+                "it holds a space or a character that is not printable ASCII".to_owned()
+            }
+        };
+        ClientError::InvalidInput(format!(
+            "{id:?} is not a valid instance id ({why}): an instance id is 1 to \
+             {MAX_GROUP_ID_LEN} bytes of printable ASCII without spaces"
+        ))
+    })
 }
 
 fn retry_commit(e: &ClientError) -> bool {
@@ -932,6 +1132,7 @@ async fn heartbeat_loop(client: Client, group: String, shared: Rc<RefCell<Shared
                 generation: s.applied,
             })
         };
+        let sent = Instant::now();
         let result = match client.request(&req).await {
             Ok(body) => expect!(body, Heartbeat),
             Err(e) => Err(e),
@@ -939,12 +1140,19 @@ async fn heartbeat_loop(client: Client, group: String, shared: Rc<RefCell<Shared
         let mut s = shared.borrow_mut();
         match result {
             Ok(resp) => {
-                s.last_heard = Instant::now();
+                s.heard(sent);
                 s.note(resp.assignment);
             }
             Err(ClientError::Broker { code, message })
-                if matches!(code, ErrorCode::UnknownMember | ErrorCode::StaleGeneration) =>
+                if matches!(
+                    code,
+                    ErrorCode::UnknownMember
+                        | ErrorCode::StaleGeneration
+                        | ErrorCode::FencedInstanceId
+                ) =>
             {
+                // Noted, and the consumer hands out nothing more until it
+                // has acted on it (see `still_member`).
                 // STALE_GENERATION here means the member is ahead of the
                 // group (its state was lost): only a new join settles it.
                 s.fenced = Some((code, message));
@@ -1015,6 +1223,23 @@ mod tests {
         assert_eq!(s.next.as_ref().map(|n| n.generation), Some(3));
         assert_eq!(s.current_generation(), 3);
         assert_eq!(s.pending, 1);
+    }
+
+    #[test]
+    fn membership_is_counted_from_the_send_with_a_heartbeat_of_margin() {
+        let session = Duration::from_secs(3);
+        let mut s = shared(); // heartbeats every second
+        let now = Instant::now() + Duration::from_secs(10);
+        s.last_ok_sent = now - Duration::from_millis(1900);
+        assert!(s.surely_member(session, now));
+        // Within the session, but not by a heartbeat interval: ask first.
+        s.last_ok_sent = now - Duration::from_millis(2100);
+        assert!(!s.surely_member(session, now));
+        // An answer to an older request does not move it back.
+        s.heard(now - Duration::from_secs(5));
+        assert!(!s.surely_member(session, now));
+        s.heard(now - Duration::from_millis(100));
+        assert!(s.surely_member(session, now));
     }
 
     #[test]

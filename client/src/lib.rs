@@ -49,7 +49,7 @@ mod wait;
 pub use admin::Admin;
 pub use client::{Client, ClientConfig};
 pub use connection::{Connection, ConnectionConfig, PendingResponse};
-pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, StartOffset};
+pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, StartOffset, MAX_RETRY_BACKOFF};
 pub use error::ClientError;
 pub use group::{GroupConfig, GroupConsumer, GroupEvent, OffsetReset, TopicPartition};
 pub use producer::{Delivery, Producer, ProducerConfig, ProducerStats, RecordMetadata};

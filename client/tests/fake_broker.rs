@@ -4,12 +4,11 @@
 //! real broker live in the root package.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::io::AsyncReadExt;
 use glommio::net::TcpListener;
-use glommio::{LocalExecutor, LocalExecutorBuilder, Placement};
+use glommio::{LocalExecutorBuilder, Placement};
 use ringmq_client::{
     Acks, Client, ClientConfig, ClientError, Consumer, ConsumerConfig, Producer, ProducerConfig,
     StartOffset,
@@ -18,7 +17,7 @@ use ringmq_protocol::{ErrorCode, OffsetSpec, REQUEST_HEADER_LEN};
 
 mod fake;
 
-use fake::{config, small_executor, start_fake, Faults};
+use fake::{config, small_executor, start_fake, start_fake_ctl, Faults};
 
 #[test]
 fn admin_round_trip() {
@@ -145,11 +144,11 @@ fn retries_keep_partition_order() {
 
 #[test]
 fn a_consumer_outlasts_a_busy_broker() {
-    // More BUSY answers than the consumer's retry count: a busy broker asks
-    // to slow down, which is no reason to give up.
-    let retries = ConsumerConfig::default().retries;
+    // BUSY answers for longer than the consumer's retry timeout (at least
+    // 300 x 1 ms against 50 ms): a busy broker asks to slow down, which is
+    // no reason to give up.
     let addr = start_fake(Faults {
-        busy_fetches: retries * 3,
+        busy_fetches: 300,
         ..Faults::default()
     });
     small_executor().run(async move {
@@ -158,10 +157,11 @@ fn a_consumer_outlasts_a_busy_broker() {
         let producer = Producer::new(&client, "t", ProducerConfig::default())
             .await
             .unwrap();
-        producer.send(None, b"after the storm").await.unwrap();
+        drop(producer.send(None, b"after the storm").await.unwrap());
         producer.flush().await.unwrap();
         let cfg = ConsumerConfig {
             retry_backoff: Duration::from_millis(1),
+            retry_timeout: Duration::from_millis(50),
             ..ConsumerConfig::default()
         };
         let mut consumer = Consumer::new(&client, "t", None, StartOffset::Earliest, cfg)
@@ -172,6 +172,56 @@ fn a_consumer_outlasts_a_busy_broker() {
             .await
             .expect("served once the broker is not busy");
         assert_eq!(record.value.as_deref(), Some(&b"after the storm"[..]));
+    });
+}
+
+#[test]
+fn a_consumer_waits_out_a_broker_outage() {
+    let (addr, ctl) = start_fake_ctl(Faults::default());
+    small_executor().run(async move {
+        let client = Client::connect(config(addr)).await.unwrap();
+        client.admin().create_topic("t", 2, 1).await.unwrap();
+        let send = |range: std::ops::Range<u32>| {
+            let client = client.clone();
+            async move {
+                let producer = Producer::new(&client, "t", ProducerConfig::default())
+                    .await
+                    .unwrap();
+                for i in range {
+                    drop(producer.send(None, i.to_string().as_bytes()).await.unwrap());
+                }
+                producer.flush().await.unwrap();
+            }
+        };
+        send(0..10).await;
+        let cfg = ConsumerConfig {
+            max_wait: Duration::from_millis(50),
+            ..ConsumerConfig::default()
+        };
+        let mut consumer = Consumer::new(&client, "t", None, StartOffset::Earliest, cfg)
+            .await
+            .unwrap();
+        let mut got = 0;
+        while got < 10 {
+            got += consumer.poll().await.unwrap().len();
+        }
+        // Refused connections for 2.5 s, as during a broker restart.
+        ctl.down();
+        let up = ctl.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(2500));
+            up.up();
+        });
+        let back = Instant::now() + Duration::from_millis(2500);
+        while Instant::now() < back {
+            assert!(consumer.poll().await.unwrap().is_empty());
+        }
+        send(10..20).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while got < 20 {
+            assert!(Instant::now() < deadline, "got {got} of 20");
+            got += consumer.poll().await.unwrap().len();
+        }
     });
 }
 

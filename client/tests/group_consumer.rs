@@ -5,20 +5,18 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use glommio::{LocalExecutor, LocalExecutorBuilder, Placement};
 use ringmq_client::{
-    Client, ClientConfig, GroupConfig, GroupConsumer, GroupEvent, Producer, ProducerConfig,
+    Client, ClientError, GroupConfig, GroupConsumer, GroupEvent, Producer, ProducerConfig,
     TopicPartition,
 };
 use ringmq_protocol::{ErrorCode, GroupState};
 
 mod fake;
 
-use fake::{config, small_executor, start_fake, Faults};
+use fake::{config, small_executor, start_fake, start_fake_ctl, Faults};
 
 fn group_config(group: &str, topic: &str) -> GroupConfig {
     let mut c = GroupConfig::new(group, &[topic]);
@@ -193,7 +191,7 @@ fn a_second_member_takes_half_only_after_the_first_released_it() {
 }
 
 #[test]
-fn a_fenced_member_has_its_commit_rejected_and_rejoins() {
+fn a_member_replaced_by_its_instance_id_stops_for_good() {
     let addr = start_fake(Faults::default());
     small_executor().run(async move {
         let client = Client::connect(config(addr)).await.unwrap();
@@ -211,24 +209,30 @@ fn a_fenced_member_has_its_commit_rejected_and_rejoins() {
         consume_until(&mut a, &seen, "a", deadline, |_, s| s.borrow().len() == 10).await;
         a.mark_batch_processed();
 
-        // Another process starts with the same instance id: a is fenced.
+        // Another process starts with the same instance id: a stops for
+        // good (rejoining would fence b, and so on forever).
         let b = GroupConsumer::join(&client, cfg).await.unwrap();
         let e = a.commit().await.unwrap_err();
-        assert_eq!(e.code(), Some(ErrorCode::UnknownMember), "{e}");
+        assert_eq!(e.code(), Some(ErrorCode::FencedInstanceId), "{e}");
         let events = a.take_events();
         assert!(
             matches!(
                 &events[..],
                 [
                     GroupEvent::Joined { .. },
-                    GroupEvent::CommitRejected { code: ErrorCode::UnknownMember, .. },
-                    GroupEvent::Fenced { member_id, .. },
-                    GroupEvent::Joined { .. },
-                ] if *member_id == first_id
+                    GroupEvent::CommitRejected { code: ErrorCode::FencedInstanceId, .. },
+                    GroupEvent::Replaced { member_id, instance_id, .. },
+                ] if *member_id == first_id && instance_id == "worker-1"
             ),
             "{events:?}"
         );
-        assert_ne!(a.member_id(), first_id);
+        assert!(a.assignment().is_empty());
+        produce(&client, "t", 10..20).await;
+        for _ in 0..3 {
+            let e = a.poll().await.unwrap_err();
+            assert_eq!(e.code(), Some(ErrorCode::FencedInstanceId), "{e}");
+        }
+        assert!(a.take_events().is_empty(), "no rejoin");
         // Nothing of the refused commit was stored.
         assert!(client
             .admin()
@@ -236,9 +240,230 @@ fn a_fenced_member_has_its_commit_rejected_and_rejoins() {
             .await
             .unwrap()
             .is_empty());
-        drop(b);
+        a.close().await.unwrap();
+        let d = client.admin().describe_group("g").await.unwrap();
+        assert_eq!(d.members.len(), 1, "{d:?}");
+        assert_eq!(d.members[0].member_id, b.member_id());
+    });
+}
+
+#[test]
+fn a_heartbeat_that_learns_of_the_replacement_stops_the_records() {
+    let addr = start_fake(Faults::default());
+    small_executor().run(async move {
+        let client = Client::connect(config(addr)).await.unwrap();
+        client.admin().create_topic("t", 2, 1).await.unwrap();
+        produce(&client, "t", 0..10).await;
+        let mut cfg = group_config("g", "t");
+        cfg.instance_id = Some("worker-1".into());
+        let mut a = GroupConsumer::join(&client, cfg.clone()).await.unwrap();
+        let seen = Seen::default();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        consume_until(&mut a, &seen, "a", deadline, |_, s| s.borrow().len() == 10).await;
+        let _b = GroupConsumer::join(&client, cfg).await.unwrap();
+        // a's heartbeat task (every 500 ms) hears of it; then more records.
+        glommio::timer::sleep(Duration::from_millis(1200)).await;
+        produce(&client, "t", 10..20).await;
+        for _ in 0..5 {
+            match a.poll().await {
+                Ok(r) => assert!(r.is_empty(), "handed out after being replaced: {r:?}"),
+                Err(e) => assert_eq!(e.code(), Some(ErrorCode::FencedInstanceId), "{e}"),
+            }
+        }
+        assert!(a
+            .take_events()
+            .iter()
+            .any(|e| matches!(e, GroupEvent::Replaced { .. })));
+    });
+}
+
+#[test]
+fn a_bad_instance_id_is_named_as_such() {
+    let addr = start_fake(Faults::default());
+    small_executor().run(async move {
+        let client = Client::connect(config(addr)).await.unwrap();
+        client.admin().create_topic("t", 1, 1).await.unwrap();
+        let mut cfg = group_config("g", "t");
+        cfg.instance_id = Some("worker 1".into());
+        let e = GroupConsumer::join(&client, cfg).await.unwrap_err();
+        assert!(matches!(e, ClientError::InvalidInput(_)), "{e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("\"worker 1\" is not a valid instance id")
+                && msg.contains("printable ASCII without spaces"),
+            "{msg}"
+        );
+    });
+}
+
+#[test]
+fn a_committed_offset_beyond_a_recreated_topic_starts_per_the_reset_policy() {
+    let addr = start_fake(Faults::default());
+    small_executor().run(async move {
+        let client = Client::connect(config(addr)).await.unwrap();
+        let admin = client.admin();
+        admin.create_topic("t", 2, 1).await.unwrap();
+        produce(&client, "t", 0..20).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut a = GroupConsumer::join(&client, group_config("g", "t"))
+            .await
+            .unwrap();
+        consume_until(&mut a, &Seen::default(), "a", deadline, |_, s| {
+            s.borrow().len() == 20
+        })
+        .await;
+        a.mark_batch_processed();
+        a.close().await.unwrap();
+
+        // The commits (10 per partition) outlive the topic.
+        admin.delete_topic("t").await.unwrap();
+        admin.create_topic("t", 2, 1).await.unwrap();
+        produce(&client, "t", 0..4).await;
+        let mut b = GroupConsumer::join(&client, group_config("g", "t"))
+            .await
+            .unwrap();
+        let seen = Seen::default();
+        consume_until(&mut b, &seen, "b", deadline, |_, s| s.borrow().len() == 4).await;
+        let resets: Vec<(u32, u64, u64, u64)> = b
+            .take_events()
+            .into_iter()
+            .filter_map(|e| match e {
+                GroupEvent::CommittedOutOfRange {
+                    partition,
+                    committed,
+                    latest,
+                    position,
+                    ..
+                } => Some((partition.partition, committed, latest, position)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(resets, [(0, 10, 2, 0), (1, 10, 2, 0)]);
+        b.mark_batch_processed();
+        b.close().await.unwrap();
+        let offsets = admin.fetch_offsets("g", &[]).await.unwrap();
+        assert!(offsets.iter().all(|o| o.offset == 2), "{offsets:?}");
+    });
+}
+
+#[test]
+fn a_group_consumer_waits_out_a_broker_outage() {
+    let (addr, ctl) = start_fake_ctl(Faults::default());
+    small_executor().run(async move {
+        let client = Client::connect(config(addr)).await.unwrap();
+        client.admin().create_topic("t", 2, 1).await.unwrap();
+        produce(&client, "t", 0..10).await;
+        let mut cfg = group_config("g", "t");
+        cfg.session_timeout = Duration::from_secs(10);
+        let mut a = GroupConsumer::join(&client, cfg).await.unwrap();
+        let seen = Seen::default();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        consume_until(&mut a, &seen, "a", deadline, |_, s| s.borrow().len() == 10).await;
+        let first_id = a.member_id();
+
+        let back = outage(&ctl, Duration::from_millis(2500));
+        // Polls all through the outage: none may fail.
+        while Instant::now() < back {
+            assert!(a.poll().await.unwrap().is_empty());
+        }
+        produce(&client, "t", 10..20).await;
+        consume_until(&mut a, &seen, "a", deadline, |_, s| s.borrow().len() == 20).await;
+        assert_eq!(a.member_id(), first_id, "the session outlived the outage");
         a.close().await.unwrap();
     });
+}
+
+#[test]
+fn after_stale_generation_the_old_member_id_leaves_before_the_rejoin() {
+    let (addr, ctl) = start_fake_ctl(Faults::default());
+    small_executor().run(async move {
+        let client = Client::connect(config(addr)).await.unwrap();
+        client.admin().create_topic("t", 2, 1).await.unwrap();
+        // Heartbeats every second; the old id would linger for 3 s.
+        let mut cfg = group_config("g", "t");
+        cfg.session_timeout = Duration::from_secs(3);
+        let mut a = GroupConsumer::join(&client, cfg).await.unwrap();
+        let first_id = a.member_id();
+        a.take_events();
+        ctl.stale_heartbeats(1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while a.member_id() == first_id {
+            assert!(Instant::now() < deadline, "never rejoined");
+            a.poll().await.unwrap();
+        }
+        let events = a.take_events();
+        assert!(
+            matches!(
+                &events[..],
+                [
+                    GroupEvent::Fenced { code: ErrorCode::StaleGeneration, .. },
+                    GroupEvent::Joined { partitions, .. },
+                ] if partitions.len() == 2
+            ),
+            "{events:?}"
+        );
+        let d = client.admin().describe_group("g").await.unwrap();
+        let ids: Vec<&str> = d.members.iter().map(|m| m.member_id.as_str()).collect();
+        assert_eq!(ids, [a.member_id()], "the old id left at once");
+        a.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_generation_that_moves_nothing_of_a_member_is_no_event() {
+    let addr = start_fake(Faults::default());
+    small_executor().run(async move {
+        let client = Client::connect(config(addr)).await.unwrap();
+        client.admin().create_topic("t", 2, 1).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let seen = Seen::default();
+        let mut a = GroupConsumer::join(&client, group_config("g", "t"))
+            .await
+            .unwrap();
+        let mut b = GroupConsumer::join(&client, group_config("g", "t"))
+            .await
+            .unwrap();
+        let seen_b = seen.clone();
+        let tb = glommio::spawn_local(async move {
+            consume_until(&mut b, &seen_b, "b", deadline, |c, _| {
+                c.assignment().len() == 1
+            })
+            .await;
+            b
+        });
+        consume_until(&mut a, &seen, "a", deadline, |c, _| {
+            c.assignment().len() == 1
+        })
+        .await;
+        let b = tb.await;
+        a.take_events();
+        // A third member of two partitions gets none; a's generation moves,
+        // its partitions do not.
+        let c = GroupConsumer::join(&client, group_config("g", "t"))
+            .await
+            .unwrap();
+        assert!(c.assignment().is_empty());
+        let target = c.generation();
+        consume_until(&mut a, &seen, "a", deadline, |c, _| {
+            c.generation() == target
+        })
+        .await;
+        let events = a.take_events();
+        assert!(events.is_empty(), "{events:?}");
+        drop((b, c));
+    });
+}
+
+/// Takes the fake off the network for `len` from now (a thread puts it
+/// back); returns when it is back.
+fn outage(ctl: &fake::Control, len: Duration) -> Instant {
+    ctl.down();
+    let ctl = ctl.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(len);
+        ctl.up();
+    });
+    Instant::now() + len
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::future::Future;
 use clap::Args;
 use glommio::{LocalExecutorBuilder, Placement};
 use ringmq_client::{Client, ClientConfig, ClientError};
+use ringmq_protocol::limits::MAX_GROUP_ID_LEN;
 use ringmq_protocol::ErrorCode;
 
 /// Where to find a broker.
@@ -62,7 +63,10 @@ pub fn describe_group_error(e: &ClientError, group: &str, topic: &str) -> String
         Some(ErrorCode::UnknownApi) => {
             "the broker does not support consumer groups (it answered UNKNOWN_API)".to_owned()
         }
-        Some(ErrorCode::InvalidGroupId) => format!("{group:?} is not a valid group id"),
+        Some(ErrorCode::InvalidGroupId) => format!(
+            "{group:?} is not a valid group id: a group id is 1 to {MAX_GROUP_ID_LEN} bytes of \
+             printable ASCII without spaces"
+        ),
         Some(ErrorCode::UnknownMember) => format!(
             "group {group} no longer knows this member (its session expired, or another \
              consumer took its instance id); what it consumed since its last commit was not \
@@ -72,5 +76,53 @@ pub fn describe_group_error(e: &ClientError, group: &str, topic: &str) -> String
             format!("the broker refused the session timeout: {e}")
         }
         _ => describe(e, topic),
+    }
+}
+
+/// Like [`describe_group_error`], for a member started with `instance_id`:
+/// being replaced by another process with the same instance id is said in
+/// plain words.
+pub fn describe_member_error(
+    e: &ClientError,
+    group: &str,
+    instance_id: Option<&str>,
+    topic: &str,
+) -> String {
+    match (e.code(), instance_id) {
+        (Some(ErrorCode::FencedInstanceId), Some(id)) => {
+            format!("another consumer joined group {group} with instance id {id}; this one stops")
+        }
+        _ => describe_group_error(e, group, topic),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broker(code: ErrorCode) -> ClientError {
+        ClientError::Broker {
+            code,
+            message: "whatever".into(),
+        }
+    }
+
+    #[test]
+    fn group_error_sentences() {
+        assert_eq!(
+            describe_group_error(&broker(ErrorCode::InvalidGroupId), "a b", "t"),
+            "\"a b\" is not a valid group id: a group id is 1 to 249 bytes of printable ASCII \
+             without spaces"
+        );
+        assert_eq!(
+            describe_member_error(&broker(ErrorCode::FencedInstanceId), "g", Some("w1"), "t"),
+            "another consumer joined group g with instance id w1; this one stops"
+        );
+        // The client's own check of an instance id is shown as it words it.
+        let e = ClientError::InvalidInput("\"w 1\" is not a valid instance id".into());
+        assert_eq!(
+            describe_member_error(&e, "g", Some("w 1"), "t"),
+            e.to_string()
+        );
     }
 }

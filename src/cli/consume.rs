@@ -16,7 +16,7 @@ use ringmq_client::{
     StartOffset, TopicPartition,
 };
 
-use super::connect::{block_on, describe, describe_group_error, BootstrapArgs};
+use super::connect::{block_on, describe, describe_member_error, BootstrapArgs};
 
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
@@ -51,7 +51,8 @@ pub struct ConsumeArgs {
     /// Consume as a member of this consumer group: share the topic's
     /// partitions with the group's other members, start at the group's
     /// committed offsets (else as --from-beginning says), commit what was
-    /// printed. SIGINT/SIGTERM commit, leave the group and exit 0.
+    /// printed. SIGINT/SIGTERM commit, leave the group and exit 0; a second
+    /// one exits at once (130/143) without committing.
     #[arg(long, value_name = "GROUP")]
     group: Option<String>,
     /// Static membership: a restart with the same id within the session
@@ -165,8 +166,9 @@ fn write_record(
 async fn consume_group(args: ConsumeArgs, group: String) -> Result<(), Box<dyn Error>> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // A second signal exits at once, without committing.
-        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())
+        // A second signal exits at once, without committing, with the
+        // status a shell gives a process killed by it (128 + the signal).
+        signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, stop.clone())
             .and_then(|_| signal_hook::flag::register(sig, stop.clone()))
             .map_err(|e| format!("cannot handle signal {sig}: {e}"))?;
     }
@@ -185,9 +187,12 @@ async fn consume_group(args: ConsumeArgs, group: String) -> Result<(), Box<dyn E
     if let Some(t) = args.timeout {
         config.fetch.max_wait = config.fetch.max_wait.min(t.max(Duration::from_millis(1)));
     }
+    let instance_id = args.instance_id.as_deref();
+    let describe_err =
+        |e: &ringmq_client::ClientError| describe_member_error(e, &group, instance_id, &args.topic);
     let mut consumer = GroupConsumer::join(&client, config)
         .await
-        .map_err(|e| describe_group_error(&e, &group, &args.topic))?;
+        .map_err(|e| describe_err(&e))?;
     print_events(&mut consumer);
 
     let mut out = std::io::BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
@@ -205,7 +210,9 @@ async fn consume_group(args: ConsumeArgs, group: String) -> Result<(), Box<dyn E
         print_events(&mut consumer);
         let records = match polled {
             Ok(r) => r,
-            Err(e) => break Err(describe_group_error(&e, &group, &args.topic).into()),
+            // Replaced by another process: the error says it, and nothing
+            // more is printed (close neither commits nor leaves).
+            Err(e) => break Err(describe_err(&e).into()),
         };
         if records.is_empty() {
             if let Some(t) = args.timeout.filter(|t| last_arrival.elapsed() >= *t) {
@@ -244,7 +251,7 @@ async fn consume_group(args: ConsumeArgs, group: String) -> Result<(), Box<dyn E
     let closed = consumer.close().await;
     print_events(&mut consumer);
     outcome?;
-    closed.map_err(|e| describe_group_error(&e, &group, &args.topic))?;
+    closed.map_err(|e| describe_err(&e))?;
     match shortfall {
         Some(s) => Err(s.into()),
         None => Ok(()),
@@ -254,7 +261,11 @@ async fn consume_group(args: ConsumeArgs, group: String) -> Result<(), Box<dyn E
 fn print_events(consumer: &mut GroupConsumer) {
     let group = consumer.group().to_owned();
     for e in consumer.take_events() {
-        eprintln!("{}", event_line(&group, &e));
+        // Being replaced ends the command with an error that says so in
+        // one sentence; an event line first would only repeat it.
+        if !matches!(e, GroupEvent::Replaced { .. }) {
+            eprintln!("{}", event_line(&group, &e));
+        }
     }
 }
 
@@ -262,9 +273,13 @@ fn print_events(consumer: &mut GroupConsumer) {
 ///
 /// - `group G: member M generation N holds T/P T/P…` (`holds nothing`
 ///   when empty), on joining; after a reassignment followed by
-///   ` (added T/P…; removed T/P…)` (`-` for none).
+///   ` (added T/P…; removed T/P…)` (`-` for none; never both: a new
+///   generation that moves nothing of this member's has no line).
 /// - `group G: commit rejected: CODE (message)`
 /// - `group G: member M fenced: CODE (message); rejoining`
+/// - `group G: member M replaced by another consumer with instance id I;
+///   stopping` (not printed by `consume`, whose error says it)
+/// - `group G: committed offset C of T/P is outside [E, L]; starting at X`
 /// - `group G: member M left`
 pub fn event_line(group: &str, e: &GroupEvent) -> String {
     fn list(parts: &[TopicPartition], empty: &str) -> String {
@@ -306,6 +321,24 @@ pub fn event_line(group: &str, e: &GroupEvent) -> String {
             code,
             message,
         } => format!("group {group}: member {member_id} fenced: {code} ({message}); rejoining"),
+        GroupEvent::Replaced {
+            member_id,
+            instance_id,
+            ..
+        } => format!(
+            "group {group}: member {member_id} replaced by another consumer with instance id \
+             {instance_id}; stopping"
+        ),
+        GroupEvent::CommittedOutOfRange {
+            partition,
+            committed,
+            earliest,
+            latest,
+            position,
+        } => format!(
+            "group {group}: committed offset {committed} of {partition} is outside \
+             [{earliest}, {latest}]; starting at {position}"
+        ),
         GroupEvent::Left { member_id } => format!("group {group}: member {member_id} left"),
     }
 }
@@ -398,6 +431,17 @@ mod tests {
         assert_eq!(
             event_line("g", &fenced),
             "group g: member m-1 fenced: UNKNOWN_MEMBER (no member m-1); rejoining"
+        );
+        let reset = GroupEvent::CommittedOutOfRange {
+            partition: tp(2),
+            committed: 5075,
+            earliest: 0,
+            latest: 3,
+            position: 0,
+        };
+        assert_eq!(
+            event_line("g", &reset),
+            "group g: committed offset 5075 of tasks/2 is outside [0, 3]; starting at 0"
         );
     }
 }

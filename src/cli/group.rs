@@ -136,19 +136,35 @@ fn describe_text(d: &DescribeGroupResponse) -> String {
     out.push_str(&table(&members));
     out.push('\n');
     let mut parts = vec![row(["PARTITION", "HOLDER", "COMMITTED", "END", "LAG"])];
+    let mut beyond = 0;
     for p in &d.partitions {
+        let lag = match p.committed {
+            None => "-".to_owned(),
+            Some(c) if c <= p.end_offset => (p.end_offset - c).to_string(),
+            // Not a lag of 0: the commit is of records the partition does
+            // not hold (it was recreated, or lost its tail).
+            Some(_) => {
+                beyond += 1;
+                "beyond-end!".to_owned()
+            }
+        };
         parts.push(vec![
             format!("{}/{}", p.topic, p.partition),
             p.holder.clone().unwrap_or_else(|| "-".into()),
             p.committed.map_or_else(|| "-".into(), |c| c.to_string()),
             p.end_offset.to_string(),
-            p.committed.map_or_else(
-                || "-".into(),
-                |c| p.end_offset.saturating_sub(c).to_string(),
-            ),
+            lag,
         ]);
     }
     out.push_str(&table(&parts));
+    if beyond > 0 {
+        let _ = writeln!(
+            out,
+            "\n{beyond} committed offset(s) beyond the partition's end (the topic was \
+             recreated?): the next member to hold such a partition starts where its \
+             reset policy says"
+        );
+    }
     out
 }
 
@@ -201,6 +217,36 @@ mod tests {
              PARTITION  HOLDER  COMMITTED  END  LAG\n\
              tasks/0    m-1     10         12   2\n\
              tasks/1    -       -          5    -\n"
+        );
+    }
+
+    #[test]
+    fn describe_shows_a_commit_beyond_the_end_as_such() {
+        let d = DescribeGroupResponse {
+            group: "g".into(),
+            state: GroupState::Empty,
+            generation: 7,
+            topics: vec![],
+            members: vec![],
+            partitions: vec![PartitionDescription {
+                topic: "t2".into(),
+                partition: 0,
+                holder: None,
+                committed: Some(5095),
+                end_offset: 4,
+            }],
+        };
+        let text = describe_text(&d);
+        assert!(
+            text.contains("t2/0       -       5095       4    beyond-end!\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "\n1 committed offset(s) beyond the partition's end (the topic was recreated?): \
+                 the next member to hold such a partition starts where its reset policy says\n"
+            ),
+            "{text}"
         );
     }
 }

@@ -5,7 +5,8 @@
 //!
 //! Its group coordinator ([`Group`]) follows SPEC.md 5.9 where a member can
 //! tell: generations, holding until released, sessions, static membership,
-//! the commit rules. Its assignment is balanced and sticky but simpler than
+//! the commit rules, `FENCED_INSTANCE_ID` for a member a static member
+//! replaced. Its assignment is balanced and sticky but simpler than
 //! the broker's ring-driven one.
 #![allow(dead_code)]
 
@@ -13,6 +14,8 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -43,9 +46,38 @@ pub struct Faults {
     pub close_every: Option<u32>,
 }
 
+/// Misbehaviour switched on while the fake runs (it lives on another
+/// thread, hence the atomics).
+#[derive(Clone, Default)]
+pub struct Control {
+    down: Arc<AtomicBool>,
+    stale_heartbeats: Arc<AtomicU32>,
+}
+
+impl Control {
+    /// Takes the fake off the network: connections open now are closed at
+    /// their next request, new ones are refused (the listener is closed),
+    /// until [`up`](Self::up). Its state (topics, groups) is kept, as a
+    /// broker restart keeps it.
+    pub fn down(&self) {
+        self.down.store(true, Ordering::SeqCst);
+    }
+
+    pub fn up(&self) {
+        self.down.store(false, Ordering::SeqCst);
+    }
+
+    /// Answers the next `n` Heartbeats `STALE_GENERATION`, as a broker
+    /// whose group state went back would.
+    pub fn stale_heartbeats(&self, n: u32) {
+        self.stale_heartbeats.store(n, Ordering::SeqCst);
+    }
+}
+
 #[derive(Default)]
 struct Broker {
     faults: Faults,
+    control: Control,
     produces: u32,
     fetches: u32,
     /// topic -> partition -> batches (stamped with their base offset).
@@ -66,6 +98,8 @@ struct Group {
     /// Who holds each partition; a partition moves only once released.
     holders: BTreeMap<Tp, String>,
     offsets: BTreeMap<Tp, u64>,
+    /// Member ids a static member replaced, most recent last (a few).
+    replaced: Vec<String>,
 }
 
 struct Member {
@@ -195,6 +229,12 @@ impl Group {
     }
 
     fn member(&mut self, id: &str) -> GroupResult<&mut Member> {
+        if self.replaced.iter().any(|r| r == id) {
+            return Err((
+                ErrorCode::FencedInstanceId,
+                format!("member {id} was replaced by a member with its instance id"),
+            ));
+        }
         self.members
             .get_mut(id)
             .ok_or_else(|| (ErrorCode::UnknownMember, format!("no member {id}")))
@@ -222,6 +262,19 @@ pub fn start_fake(faults: Faults) -> SocketAddr {
 
 /// Like [`start_fake`], on a given address.
 pub fn start_fake_on(listen: &str, faults: Faults) -> SocketAddr {
+    start_fake_with(listen, faults, Control::default())
+}
+
+/// Like [`start_fake`], with a [`Control`] to switch faults on later.
+pub fn start_fake_ctl(faults: Faults) -> (SocketAddr, Control) {
+    let control = Control::default();
+    (
+        start_fake_with("127.0.0.1:0", faults, control.clone()),
+        control,
+    )
+}
+
+fn start_fake_with(listen: &str, faults: Faults, control: Control) -> SocketAddr {
     let listen = listen.to_owned();
     let (tx, rx) = std::sync::mpsc::channel();
     LocalExecutorBuilder::new(Placement::Unbound)
@@ -229,15 +282,38 @@ pub fn start_fake_on(listen: &str, faults: Faults) -> SocketAddr {
         .ring_depth(64)
         .name("fake-broker")
         .spawn(move || async move {
-            let l = TcpListener::bind(listen.as_str()).unwrap();
-            tx.send(l.local_addr().unwrap()).unwrap();
+            let mut l = TcpListener::bind(listen.as_str()).unwrap();
+            let addr = l.local_addr().unwrap();
+            tx.send(addr).unwrap();
+            let down = control.down.clone();
             let broker = Rc::new(RefCell::new(Broker {
                 faults,
+                control,
                 ..Broker::default()
             }));
             loop {
-                let Ok(s) = l.accept().await else { return };
-                glommio::spawn_local(serve(broker.clone(), s)).detach();
+                let went_down = async {
+                    while !down.load(Ordering::SeqCst) {
+                        glommio::timer::sleep(Duration::from_millis(10)).await;
+                    }
+                    None
+                };
+                let accepted =
+                    futures_lite::future::or(async { Some(l.accept().await) }, went_down).await;
+                match accepted {
+                    Some(Ok(s)) => {
+                        glommio::spawn_local(serve(broker.clone(), s)).detach();
+                    }
+                    Some(Err(_)) => return,
+                    None => {
+                        // Closed: connecting is refused until it is back up.
+                        drop(l);
+                        while down.load(Ordering::SeqCst) {
+                            glommio::timer::sleep(Duration::from_millis(10)).await;
+                        }
+                        l = TcpListener::bind(addr).unwrap();
+                    }
+                }
             }
         })
         .unwrap();
@@ -254,6 +330,9 @@ async fn serve(broker: Rc<RefCell<Broker>>, mut s: TcpStream) {
         let mut body = vec![0u8; h.body_len()];
         s.read_exact(&mut body).await.unwrap();
         let req = Request::decode(&h, Bytes::from(body)).unwrap();
+        if broker.borrow().control.down.load(Ordering::SeqCst) {
+            return;
+        }
         if broker.borrow().faults.silent {
             continue;
         }
@@ -412,6 +491,9 @@ fn handle(b: &mut Broker, req: Request) -> Result<ResponseBody, (ErrorCode, Stri
         }
         Request::JoinGroup(j) => {
             check_group(&j.group)?;
+            if let Some(i) = &j.instance_id {
+                check_group(i)?;
+            }
             if !(MIN_SESSION_TIMEOUT_MS..=MAX_SESSION_TIMEOUT_MS).contains(&j.session_timeout_ms) {
                 return Err((ErrorCode::InvalidSessionTimeout, "out of bounds".into()));
             }
@@ -446,6 +528,10 @@ fn handle(b: &mut Broker, req: Request) -> Result<ResponseBody, (ErrorCode, Stri
             match old {
                 // Static membership: the new id takes the old one's place.
                 Some(old) => {
+                    if g.replaced.len() >= 16 {
+                        g.replaced.remove(0);
+                    }
+                    g.replaced.push(old.clone());
                     let mut m = g.members.remove(&old).unwrap();
                     m.last_seen = Instant::now();
                     m.session = session;
@@ -483,6 +569,13 @@ fn handle(b: &mut Broker, req: Request) -> Result<ResponseBody, (ErrorCode, Stri
                 .get_mut(&h.group)
                 .ok_or_else(|| unknown_member(&h.member_id))?;
             g.expire(&parts);
+            let stale = &b.control.stale_heartbeats;
+            if stale
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err((ErrorCode::StaleGeneration, "told to be stale".into()));
+            }
             let generation = g.generation;
             let m = g.member(&h.member_id)?;
             if h.generation > generation {
