@@ -177,11 +177,36 @@ fn spawn(
     match rx.recv_timeout(START_TIMEOUT) {
         Ok(addr) => (child, addr),
         Err(_) => {
+            let stacks = thread_stacks(child.id());
             let _ = child.kill();
             let _ = child.wait();
             let logs = log.lock().unwrap().join("\n");
-            panic!("broker did not start listening within {START_TIMEOUT:?}\n{logs}");
+            panic!(
+                "broker did not start listening within {START_TIMEOUT:?}\n{logs}\n\
+                 --- its threads when the test gave up:\n{stacks}"
+            );
         }
+    }
+}
+
+/// Every thread's stack of process `pid` (by gdb, if installed), so that a
+/// broker that hangs at start says where.
+fn thread_stacks(pid: u32) -> String {
+    let out = Command::new("timeout")
+        .args([
+            "30",
+            "gdb",
+            "-p",
+            &pid.to_string(),
+            "-batch",
+            "-ex",
+            "thread apply all bt 30",
+        ])
+        .stdin(Stdio::null())
+        .output();
+    match out {
+        Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Err(e) => format!("(no stacks: {e})"),
     }
 }
 
