@@ -20,6 +20,9 @@ use crate::{net, topics};
 /// Large, because a small mesh channel can deadlock under load (architecture.md).
 const MESH_CAPACITY: usize = 4096;
 
+/// Longest an executor sleeps with nothing else armed (see `run_shard`).
+const KEEP_AWAKE: Duration = Duration::from_millis(50);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
@@ -148,6 +151,13 @@ async fn run_shard(
     drained: Arc<AtomicUsize>,
     heartbeats: Option<Arc<Heartbeats>>,
 ) -> Result<(), String> {
+    // glommio 0.9 can miss a wake-up from another thread while an executor
+    // sleeps with no timer armed: under load a core stayed parked in
+    // io_uring_enter at start, its mesh connect or first blocking job long
+    // done, until a debugger's attach interrupted the syscall (test runs of
+    // 2026-11-24). A timer that is always armed bounds any such sleep, for
+    // the whole life of the core: start, serving and shutdown alike.
+    let keep_awake = glommio::timer::TimerActionRepeat::repeat(|| async { Some(KEEP_AWAKE) });
     let mut ready = Ready(Some(ready), usize::MAX);
     let ends = ends.ok_or_else(|| ready.fail("more executors than mesh ends".into()))?;
     let (mesh, receivers) = ends.connect().await;
@@ -202,6 +212,7 @@ async fn run_shard(
     if let Some(hb) = heartbeat {
         hb.cancel().await;
     }
+    keep_awake.cancel().await;
     Ok(())
 }
 
