@@ -87,6 +87,22 @@ pub enum ConnError {
     Closed,
 }
 
+impl ConnError {
+    /// A short name of what went wrong, to log each kind once per sender.
+    fn kind(&self) -> &'static str {
+        match self {
+            ConnError::Io(_) => "i/o",
+            ConnError::Frame(_) | ConnError::HelloTooLarge { .. } => "bad frame",
+            ConnError::Wire(_) => "bad message",
+            ConnError::Timeout(_) => "no hello",
+            ConnError::Rejected { .. } => "rejected",
+            ConnError::Refused(_) => "refused",
+            ConnError::Unexpected(_) => "unexpected frame",
+            ConnError::Closed => "closed",
+        }
+    }
+}
+
 /// Who this node is on the peer network.
 #[derive(Debug, Clone)]
 pub struct PeerNetConfig {
@@ -390,7 +406,11 @@ impl PeerNet {
                             tracing::debug!(%remote, error = %e, "peer connection lost")
                         }
                         e => net.log_once(
-                            remote.split(':').next().unwrap_or("?").to_owned(),
+                            format!(
+                                "{} ({})",
+                                remote.rsplit_once(':').map_or(remote.as_str(), |r| r.0),
+                                e.kind()
+                            ),
                             "peer connection closed",
                             &e,
                         ),
