@@ -772,7 +772,12 @@ mod de {
     }
 
     pub fn node_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Limit<u32>>, D::Error> {
-        text(d, super::parse_node_id, "a node id such as 1, or \"none\"", true)
+        text(
+            d,
+            super::parse_node_id,
+            "a node id such as 1, or \"none\"",
+            true,
+        )
     }
 
     pub fn peers<'de, D: Deserializer<'de>>(d: D) -> Result<Option<super::Peers>, D::Error> {

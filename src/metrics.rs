@@ -505,9 +505,13 @@ fn cluster_answer(
     admin: Option<&crate::cluster::admin::AdminClient>,
 ) -> (&'static str, String) {
     use crate::cluster::admin::AdminError;
-    let error = |status, message: String| (status, serde_json::json!({ "error": message }).to_string());
+    let error =
+        |status, message: String| (status, serde_json::json!({ "error": message }).to_string());
     let Some(admin) = admin else {
-        return error("404 Not Found", "this broker is not a cluster node (no node_id)".into());
+        return error(
+            "404 Not Found",
+            "this broker is not a cluster node (no node_id)".into(),
+        );
     };
     let failed = |e: AdminError| match e {
         AdminError::Refused(m) => error("409 Conflict", m),
@@ -523,7 +527,10 @@ fn cluster_answer(
         },
         ("POST", Some(node)) => match node.parse::<u32>() {
             Ok(node) if node > 0 => match admin.remove(node) {
-                Ok(message) => ("200 OK", serde_json::json!({ "message": message }).to_string()),
+                Ok(message) => (
+                    "200 OK",
+                    serde_json::json!({ "message": message }).to_string(),
+                ),
                 Err(e) => failed(e),
             },
             _ => error("400 Bad Request", format!("{node:?} is not a node id")),

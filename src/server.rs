@@ -73,11 +73,12 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         "starting ringmq"
     );
     if let Some(addr) = config.metrics_listen {
-        let bound = crate::metrics::serve(addr, admin_client).map_err(|source| StartError::Listen {
-            addr,
-            source,
-            hint: " (metrics_listen)",
-        })?;
+        let bound =
+            crate::metrics::serve(addr, admin_client).map_err(|source| StartError::Listen {
+                addr,
+                source,
+                hint: " (metrics_listen)",
+            })?;
         tracing::info!(addr = %bound, "serving metrics on {bound}");
     }
     systemd::status("starting: recovering partitions");

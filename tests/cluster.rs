@@ -131,7 +131,10 @@ fn bad_peer_input_is_refused_without_disturbing_the_cluster() {
 
     // Garbage: a header no peer frame has. The connection is closed.
     let frames = exchange(target, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert!(frames.is_empty() || rejected(&frames, RejectReason::BadInput), "{frames:?}");
+    assert!(
+        frames.is_empty() || rejected(&frames, RejectReason::BadInput),
+        "{frames:?}"
+    );
     // A valid frame that is not a Hello.
     let mut hb = BytesMut::new();
     PeerMessage::Heartbeat(ringmq_protocol::peer::NodeHeartbeat {
@@ -160,7 +163,10 @@ fn bad_peer_input_is_refused_without_disturbing_the_cluster() {
     let mut bytes = hello(&cluster.cluster_id, other);
     bytes.extend_from_slice(&[0xff; 64]);
     let frames = exchange(target, &bytes);
-    assert!(matches!(frames.first(), Some(PeerMessage::Hello(_))), "{frames:?}");
+    assert!(
+        matches!(frames.first(), Some(PeerMessage::Hello(_))),
+        "{frames:?}"
+    );
     // A raft message that is not protobuf, on an accepted connection.
     let mut bytes = hello(&cluster.cluster_id, other);
     let mut raft = BytesMut::new();
@@ -170,7 +176,10 @@ fn bad_peer_input_is_refused_without_disturbing_the_cluster() {
     .encode(&mut raft);
     bytes.extend_from_slice(&raft);
     let frames = exchange(target, &bytes);
-    assert!(matches!(frames.first(), Some(PeerMessage::Hello(_))), "{frames:?}");
+    assert!(
+        matches!(frames.first(), Some(PeerMessage::Hello(_))),
+        "{frames:?}"
+    );
 
     // Nothing changed: same leader, same term, everyone alive.
     std::thread::sleep(Duration::from_secs(3));

@@ -78,7 +78,11 @@ pub fn run(cmd: ClusterCommand) -> Result<(), Box<dyn Error>> {
             print_status(&status);
         }
         ClusterCommand::Remove(a) => {
-            let body = request(&a.node.http, "POST", &format!("/cluster/remove/{}", a.node_id))?;
+            let body = request(
+                &a.node.http,
+                "POST",
+                &format!("/cluster/remove/{}", a.node_id),
+            )?;
             println!("{}", field(&body, "message").unwrap_or(body));
         }
     }
@@ -136,7 +140,8 @@ fn request(addr: &str, method: &str, path: &str) -> Result<String, ClusterCliErr
         addr: addr.into(),
         source,
     };
-    let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(5)).map_err(connect)?;
+    let mut stream =
+        TcpStream::connect_timeout(&target, Duration::from_secs(5)).map_err(connect)?;
     // A removal may wait on a proposal forwarded to the leader.
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))

@@ -422,7 +422,11 @@ impl PeerNet {
         }
     }
 
-    async fn serve_incoming(&self, stream: TcpStream, handle: &NodeHandle) -> Result<(), ConnError> {
+    async fn serve_incoming(
+        &self,
+        stream: TcpStream,
+        handle: &NodeHandle,
+    ) -> Result<(), ConnError> {
         let _ = stream.set_nodelay(true);
         let (reader, mut writer) = futures_lite::io::split(stream);
         let mut reader = BufReader::with_capacity(64 << 10, reader);
@@ -525,11 +529,19 @@ impl PeerNet {
             _ => false,
         };
         if !allowed {
-            tracing::warn!(from, ?cmd, "forwarded command not taken from peers: dropped");
+            tracing::warn!(
+                from,
+                ?cmd,
+                "forwarded command not taken from peers: dropped"
+            );
             return;
         }
         if !handle.status().is_leader || self.forwarded.get() >= MAX_FORWARDED {
-            tracing::debug!(from, ?cmd, "forwarded command dropped (not leader, or busy)");
+            tracing::debug!(
+                from,
+                ?cmd,
+                "forwarded command dropped (not leader, or busy)"
+            );
             return;
         }
         self.forwarded.set(self.forwarded.get() + 1);

@@ -144,7 +144,11 @@ impl Cluster {
                 .unwrap_or(settings.peer_listen)
                 .to_string(),
         };
-        let mut tasks = vec![glommio::spawn_local(join(handle.clone(), net.clone(), info))];
+        let mut tasks = vec![glommio::spawn_local(join(
+            handle.clone(),
+            net.clone(),
+            info,
+        ))];
         if let Some(inbox) = admin {
             tasks.push(glommio::spawn_local(serve_admin(
                 inbox,

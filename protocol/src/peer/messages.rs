@@ -294,6 +294,9 @@ mod tests {
         msg.encode(&mut buf);
         let len = buf.len();
         assert_eq!(&buf[4..8], &[4, 0, 0, 0]);
-        assert_eq!(PeerMessage::decode_frame(&buf.freeze()), Ok(Some((msg, len))));
+        assert_eq!(
+            PeerMessage::decode_frame(&buf.freeze()),
+            Ok(Some((msg, len)))
+        );
     }
 }
