@@ -633,3 +633,57 @@ impl Transport for TcpTransport {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_lite::future::block_on;
+    use futures_lite::io::Cursor;
+
+    fn encoded(frame: &peer::PeerMessage) -> Vec<u8> {
+        let mut buf = BytesMut::new();
+        frame.encode(&mut buf);
+        buf.to_vec()
+    }
+
+    #[test]
+    fn frames_are_read_whole_and_checked_before_their_body() {
+        let hello = peer::PeerMessage::Hello(Hello {
+            protocol_version: 0,
+            cluster_id: "eu".into(),
+            node_id: 3,
+        });
+        let mut bytes = encoded(&hello);
+        bytes.extend_from_slice(&bytes.clone());
+        let mut r = Cursor::new(bytes);
+        for _ in 0..2 {
+            let got = block_on(read_frame(&mut r, MAX_HELLO_FRAME)).unwrap();
+            assert_eq!(got, Some(hello.clone()));
+        }
+        // A clean close between frames.
+        assert!(block_on(read_frame(&mut r, MAX_HELLO_FRAME))
+            .unwrap()
+            .is_none());
+        // Cut inside a frame.
+        let mut r = Cursor::new(encoded(&hello)[..10].to_vec());
+        assert!(matches!(
+            block_on(read_frame(&mut r, MAX_HELLO_FRAME)),
+            Err(ConnError::Closed)
+        ));
+        // Before Hello a large (valid) frame is refused unread.
+        let big = peer::PeerMessage::Raft(peer::RaftMessage {
+            message: Bytes::from(vec![0u8; 10_000]),
+        });
+        let mut r = Cursor::new(encoded(&big)[..8].to_vec());
+        assert!(matches!(
+            block_on(read_frame(&mut r, MAX_HELLO_FRAME)),
+            Err(ConnError::HelloTooLarge { .. })
+        ));
+        // Garbage fails on its header.
+        let mut r = Cursor::new(b"GET / HTTP/1.1\r\n\r\n".to_vec());
+        assert!(matches!(
+            block_on(read_frame(&mut r, usize::MAX)),
+            Err(ConnError::Frame(_))
+        ));
+    }
+}
