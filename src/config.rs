@@ -7,6 +7,7 @@
 //! key cannot exist in one and not the other: the TOML key is the flag's name
 //! with `_` for `-`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,6 +20,9 @@ use ringmq_protocol::limits;
 
 /// Port the broker listens on when none is given.
 pub const DEFAULT_PORT: u16 = 9292;
+
+/// Longest cluster id (the peer protocol's Hello carries at most 64 bytes).
+pub const MAX_CLUSTER_ID_LEN: usize = ringmq_protocol::peer::messages::MAX_CLUSTER_ID_LEN;
 
 /// A setting that cannot be used, named so the operator can fix it.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +75,20 @@ pub struct Config {
     pub retention_check_interval: Duration,
     /// Where Prometheus scrapes metrics; `None`: not served.
     pub metrics_listen: Option<SocketAddr>,
+    /// This node's id in a cluster; `None`: a single node, no peer listener,
+    /// no Raft (exactly the broker without clustering).
+    pub node_id: Option<u32>,
+    /// The controller nodes (Raft voters) and their peer addresses, this node
+    /// included. Empty in single-node mode.
+    pub peers: BTreeMap<u32, SocketAddr>,
+    /// Where the peer listener binds; `None`: this node's own entry in `peers`.
+    pub peer_listen: Option<SocketAddr>,
+    /// Name shared by the nodes of one cluster; a node of another is refused.
+    pub cluster_id: String,
+    /// Silence after which the controller marks a node dead.
+    pub node_timeout: Duration,
+    /// Death after which a node leaves the ring and its replicas move.
+    pub replace_after: Duration,
     /// The file the settings were read from, if any (for the start-up log).
     pub config_file: Option<PathBuf>,
 }
@@ -89,6 +107,12 @@ impl Default for Config {
             io_memory: 1 << 20,
             retention_check_interval: Duration::from_secs(60),
             metrics_listen: None,
+            node_id: None,
+            peers: BTreeMap::new(),
+            peer_listen: None,
+            cluster_id: "ringmq".into(),
+            node_timeout: Duration::from_secs(10),
+            replace_after: Duration::from_secs(600),
             config_file: None,
         }
     }
@@ -166,7 +190,104 @@ impl Config {
                 "must be longer than 0",
             ));
         }
+        self.validate_cluster()
+    }
+
+    /// The cluster settings: all or nothing, and consistent with each other.
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let cluster_id = &self.cluster_id;
+        if cluster_id.is_empty()
+            || cluster_id.len() > MAX_CLUSTER_ID_LEN
+            || !cluster_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return Err(invalid(
+                "cluster_id",
+                cluster_id,
+                format!("must be 1 to {MAX_CLUSTER_ID_LEN} characters of [A-Za-z0-9._-]"),
+            ));
+        }
+        if self.node_timeout.is_zero() {
+            return Err(invalid("node_timeout", "0s", "must be longer than 0"));
+        }
+        if self.replace_after <= self.node_timeout {
+            return Err(invalid(
+                "replace_after",
+                humantime::format_duration(self.replace_after),
+                "must be longer than `node_timeout`",
+            ));
+        }
+        let Some(id) = self.node_id else {
+            if !self.peers.is_empty() {
+                return Err(invalid(
+                    "node_id",
+                    "none",
+                    "must be set when `peers` is (which of the peers is this node?)",
+                ));
+            }
+            return Ok(());
+        };
+        let ids = || {
+            self.peers
+                .keys()
+                .map(|k| k.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if self.peers.is_empty() {
+            return Err(invalid(
+                "peers",
+                "none",
+                "must list the controller nodes, e.g. 1=10.0.0.1:9393,2=10.0.0.2:9393,3=10.0.0.3:9393, when `node_id` is set",
+            ));
+        }
+        let Some(own) = self.peers.get(&id) else {
+            return Err(invalid(
+                "node_id",
+                id,
+                format!("is not one of the nodes in `peers` ({})", ids()),
+            ));
+        };
+        let mut seen = BTreeMap::new();
+        for (peer, addr) in &self.peers {
+            if addr.port() == 0 || addr.ip().is_unspecified() {
+                return Err(invalid(
+                    "peers",
+                    format!("{peer}={addr}"),
+                    "each node needs an address the others can dial (no port 0, no 0.0.0.0)",
+                ));
+            }
+            if let Some(other) = seen.insert(*addr, *peer) {
+                return Err(invalid(
+                    "peers",
+                    addr,
+                    format!("nodes {other} and {peer} have the same address"),
+                ));
+            }
+        }
+        let peer_listen = self.peer_listen.unwrap_or(*own);
+        if peer_listen.port() == 0 {
+            return Err(invalid(
+                "peer_listen",
+                peer_listen,
+                "needs a fixed port: the other nodes dial the address in `peers`",
+            ));
+        }
+        if peer_listen == self.listen {
+            return Err(invalid(
+                "peer_listen",
+                peer_listen,
+                "must differ from `listen` (clients and peers speak different protocols)",
+            ));
+        }
         Ok(())
+    }
+
+    /// The address the peer listener binds in cluster mode.
+    pub fn peer_listen_addr(&self) -> Option<SocketAddr> {
+        let id = self.node_id?;
+        self.peer_listen.or_else(|| self.peers.get(&id).copied())
     }
 }
 
@@ -241,7 +362,34 @@ pub struct Settings {
     #[arg(long, value_parser = parse_optional_addr)]
     #[serde(deserialize_with = "de::optional_addr")]
     pub metrics_listen: Option<Limit<SocketAddr>>,
+    /// This node's id in a cluster (1 or more), or `none` for a single node [default: none].
+    #[arg(long, value_parser = parse_node_id)]
+    #[serde(deserialize_with = "de::node_id")]
+    pub node_id: Option<Limit<u32>>,
+    /// The controller nodes and their peer addresses, `1=10.0.0.1:9393,2=10.0.0.2:9393,...`, or `none` [default: none].
+    #[arg(long, value_parser = parse_peers)]
+    #[serde(deserialize_with = "de::peers")]
+    pub peers: Option<Peers>,
+    /// Address of the peer (node-to-node) listener, or `from-peers` for this node's entry in `peers` [default: from-peers].
+    #[arg(long, value_parser = parse_peer_listen)]
+    #[serde(deserialize_with = "de::peer_listen")]
+    pub peer_listen: Option<Limit<SocketAddr>>,
+    /// Name shared by the nodes of one cluster; nodes of another are refused [default: ringmq].
+    #[arg(long)]
+    pub cluster_id: Option<String>,
+    /// Silence after which the controller marks a node dead [default: 10s].
+    #[arg(long, value_parser = parse_duration)]
+    #[serde(deserialize_with = "de::duration")]
+    pub node_timeout: Option<Duration>,
+    /// Death after which a node leaves the ring and its partitions move [default: 10min].
+    #[arg(long, value_parser = parse_duration)]
+    #[serde(deserialize_with = "de::duration")]
+    pub replace_after: Option<Duration>,
 }
+
+/// The `peers` setting: node id to peer address, ids unique.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Peers(pub BTreeMap<u32, SocketAddr>);
 
 /// A number of cores: a count, or every core this process may run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -314,6 +462,12 @@ impl Settings {
             io_memory,
             shutdown_timeout,
             metrics_listen,
+            node_id,
+            peers,
+            peer_listen,
+            cluster_id,
+            node_timeout,
+            replace_after,
         )
     }
 
@@ -338,6 +492,12 @@ impl Settings {
             io_memory,
             shutdown_timeout,
             metrics_listen,
+            node_id,
+            peers,
+            peer_listen,
+            cluster_id,
+            node_timeout,
+            replace_after,
         } = self;
         set(&mut c.listen, listen);
         set(&mut c.data_dir, data_dir);
@@ -377,6 +537,18 @@ impl Settings {
         if let Some(l) = metrics_listen {
             c.metrics_listen = l.into();
         }
+        if let Some(l) = node_id {
+            c.node_id = l.into();
+        }
+        if let Some(p) = peers {
+            c.peers = p.0;
+        }
+        if let Some(l) = peer_listen {
+            c.peer_listen = l.into();
+        }
+        set(&mut c.cluster_id, cluster_id);
+        set(&mut c.node_timeout, node_timeout);
+        set(&mut c.replace_after, replace_after);
         Ok(c)
     }
 }
@@ -436,6 +608,57 @@ pub fn parse_optional_addr(s: &str) -> Result<Limit<SocketAddr>, String> {
     s.parse()
         .map(Limit::At)
         .map_err(|_| format!("{s:?} is not an address such as 127.0.0.1:9293, nor `off`"))
+}
+
+/// Parses a node id (1 or more) or `none`.
+pub fn parse_node_id(s: &str) -> Result<Limit<u32>, String> {
+    if s == "none" {
+        return Ok(Limit::Off);
+    }
+    match s.parse::<u32>() {
+        Ok(0) => Err("node ids start at 1 (0 means nobody to Raft)".into()),
+        Ok(id) => Ok(Limit::At(id)),
+        Err(_) => Err(format!("{s:?} is neither a node id (1 or more) nor `none`")),
+    }
+}
+
+/// Parses `ID=HOST:PORT,ID=HOST:PORT,...` or `none`; refuses a repeated id.
+pub fn parse_peers(s: &str) -> Result<Peers, String> {
+    let s = s.trim();
+    let mut peers = BTreeMap::new();
+    if s == "none" {
+        return Ok(Peers(peers));
+    }
+    for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (id, addr) = entry
+            .split_once('=')
+            .ok_or_else(|| format!("{entry:?} is not ID=HOST:PORT (e.g. 1=10.0.0.1:9393)"))?;
+        let id = match parse_node_id(id.trim())? {
+            Limit::At(id) => id,
+            Limit::Off => return Err(format!("{entry:?} needs a node id, not `none`")),
+        };
+        let addr: SocketAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{addr:?} (node {id}) is not an address such as 10.0.0.1:9393"))?;
+        if peers.insert(id, addr).is_some() {
+            return Err(format!("node id {id} appears more than once"));
+        }
+    }
+    if peers.is_empty() {
+        return Err("lists no node: give ID=HOST:PORT,... or `none`".into());
+    }
+    Ok(Peers(peers))
+}
+
+/// Parses an address or `from-peers`.
+pub fn parse_peer_listen(s: &str) -> Result<Limit<SocketAddr>, String> {
+    if s == "from-peers" {
+        return Ok(Limit::Off);
+    }
+    s.parse()
+        .map(Limit::At)
+        .map_err(|_| format!("{s:?} is not an address such as 0.0.0.0:9393, nor `from-peers`"))
 }
 
 /// Parses a duration or `off`.
@@ -548,6 +771,35 @@ mod de {
         )
     }
 
+    pub fn node_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Limit<u32>>, D::Error> {
+        text(
+            d,
+            super::parse_node_id,
+            "a node id such as 1, or \"none\"",
+            true,
+        )
+    }
+
+    pub fn peers<'de, D: Deserializer<'de>>(d: D) -> Result<Option<super::Peers>, D::Error> {
+        text(
+            d,
+            super::parse_peers,
+            "peers such as \"1=10.0.0.1:9393,2=10.0.0.2:9393\", or \"none\"",
+            false,
+        )
+    }
+
+    pub fn peer_listen<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Limit<std::net::SocketAddr>>, D::Error> {
+        text(
+            d,
+            super::parse_peer_listen,
+            "an address such as \"0.0.0.0:9393\", or \"from-peers\"",
+            false,
+        )
+    }
+
     pub fn cores<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cores>, D::Error> {
         text(d, super::parse_cores, "a number of cores or \"all\"", true)
     }
@@ -604,6 +856,55 @@ mod tests {
     #[test]
     fn default_is_valid() {
         Config::default().validate().unwrap();
+    }
+
+    fn cluster(node: u32, peers: &str) -> Config {
+        Config {
+            node_id: Some(node),
+            peers: parse_peers(peers).unwrap().0,
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn cluster_settings_are_checked_by_name() {
+        let three = "1=127.0.0.1:9401,2=127.0.0.1:9402,3=127.0.0.1:9403";
+        cluster(2, three).validate().unwrap();
+        assert_eq!(
+            cluster(2, three).peer_listen_addr(),
+            Some("127.0.0.1:9402".parse().unwrap())
+        );
+        let err = |c: Config| c.validate().unwrap_err().to_string();
+        let e = err(cluster(4, three));
+        assert!(e.contains("`node_id`") && e.contains("1, 2, 3"), "{e}");
+        let e = parse_peers("1=127.0.0.1:1,1=127.0.0.1:2").unwrap_err();
+        assert!(e.contains("node id 1 appears more than once"), "{e}");
+        assert!(parse_peers("1:127.0.0.1:1").is_err());
+        assert!(parse_peers("0=127.0.0.1:1").is_err());
+        assert!(parse_peers("1=localhost").is_err());
+        assert!(parse_node_id("0").is_err());
+        let e = err(cluster(1, "1=127.0.0.1:9401,2=127.0.0.1:9401"));
+        assert!(e.contains("`peers`") && e.contains("same address"), "{e}");
+        let e = err(Config {
+            peers: parse_peers(three).unwrap().0,
+            ..Config::default()
+        });
+        assert!(e.contains("`node_id`"), "{e}");
+        let e = err(Config {
+            cluster_id: "a b".into(),
+            ..cluster(1, three)
+        });
+        assert!(e.contains("`cluster_id`"), "{e}");
+        let e = err(Config {
+            replace_after: Duration::from_secs(5),
+            ..cluster(1, three)
+        });
+        assert!(e.contains("`replace_after`"), "{e}");
+        let e = err(Config {
+            peer_listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..cluster(1, three)
+        });
+        assert!(e.contains("`peer_listen`"), "{e}");
     }
 
     #[test]

@@ -505,16 +505,65 @@ pub fn encode() -> String {
     out
 }
 
+/// The answer to a `/cluster` request: HTTP status line and JSON body
+/// (`{"error": ...}` when it failed).
+fn cluster_answer(
+    method: &str,
+    path: &str,
+    admin: Option<&crate::cluster::admin::AdminClient>,
+) -> (&'static str, String) {
+    use crate::cluster::admin::AdminError;
+    let error =
+        |status, message: String| (status, serde_json::json!({ "error": message }).to_string());
+    let Some(admin) = admin else {
+        return error(
+            "404 Not Found",
+            "this broker is not a cluster node (no node_id)".into(),
+        );
+    };
+    let failed = |e: AdminError| match e {
+        AdminError::Refused(m) => error("409 Conflict", m),
+        e => error("503 Service Unavailable", e.to_string()),
+    };
+    match (method, path.strip_prefix("/cluster/remove/")) {
+        ("GET", None) if path == "/cluster" => match admin.status() {
+            Ok(status) => match serde_json::to_string(&status) {
+                Ok(body) => ("200 OK", body),
+                Err(e) => error("500 Internal Server Error", e.to_string()),
+            },
+            Err(e) => failed(e),
+        },
+        ("POST", Some(node)) => match node.parse::<u32>() {
+            Ok(node) if node > 0 => match admin.remove(node) {
+                Ok(message) => (
+                    "200 OK",
+                    serde_json::json!({ "message": message }).to_string(),
+                ),
+                Err(e) => failed(e),
+            },
+            _ => error("400 Bad Request", format!("{node:?} is not a node id")),
+        },
+        _ => error(
+            "404 Not Found",
+            format!("{method} {path}: try GET /cluster or POST /cluster/remove/N"),
+        ),
+    }
+}
+
 /// Binds `addr` and serves the metrics from a thread of its own. Returns the
-/// bound address (port 0 picks one).
-pub fn serve(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+/// bound address (port 0 picks one). A cluster node also answers
+/// `GET /cluster` and `POST /cluster/remove/N` through `admin`.
+pub fn serve(
+    addr: SocketAddr,
+    admin: Option<crate::cluster::admin::AdminClient>,
+) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
             for stream in listener.incoming().flatten() {
-                if let Err(e) = answer(stream) {
+                if let Err(e) = answer(stream, admin.as_ref()) {
                     tracing::debug!(error = %e, "metrics scrape failed");
                 }
             }
@@ -522,8 +571,12 @@ pub fn serve(addr: SocketAddr) -> std::io::Result<SocketAddr> {
     Ok(bound)
 }
 
-/// Answers one HTTP request with the metrics, whatever its path.
-fn answer(mut stream: TcpStream) -> std::io::Result<()> {
+/// Answers one HTTP request: the cluster paths when this is a cluster node,
+/// else the metrics, whatever the path.
+fn answer(
+    mut stream: TcpStream,
+    admin: Option<&crate::cluster::admin::AdminClient>,
+) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
     let mut head = Vec::new();
@@ -534,6 +587,19 @@ fn answer(mut stream: TcpStream) -> std::io::Result<()> {
             break;
         }
         head.extend_from_slice(&buf[..n]);
+    }
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut words = std::str::from_utf8(line).unwrap_or("").split(' ');
+    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    if path == "/cluster" || path.starts_with("/cluster/") {
+        let (status, body) = cluster_answer(method, path, admin);
+        write!(
+            stream,
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )?;
+        return stream.flush();
     }
     let body = encode();
     write!(

@@ -5,11 +5,13 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
+use crate::cluster::admin::{self, AdminInbox};
+use crate::cluster::runtime::{Cluster, ClusterSettings};
 use crate::config::{Config, ConfigError};
 use crate::service::systemd::{self, Heartbeats};
 use crate::service::{self, StartError};
@@ -39,6 +41,8 @@ pub enum ServeError {
     Shard { core: usize, reason: String },
     #[error("core {core} stopped with an error: {reason}")]
     ShardFailed { core: usize, reason: String },
+    #[error("peer_listen: {0}")]
+    PeerListen(StartError),
 }
 
 /// Runs a broker until it is asked to stop. Blocks the calling thread.
@@ -48,6 +52,19 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     service::raise_memlock(config.cores as u64 * (config.io_memory as u64 + (1 << 20)))?;
     let _lock = service::lock_data_dir(&config.data_dir)?;
     let listen = service::claim_port(config.listen)?;
+    // Cluster mode: the peer port is claimed like the client port, and the
+    // metrics thread gets a line to the Raft node on shard 0.
+    if let Some(addr) = config.peer_listen_addr() {
+        service::claim_port(addr).map_err(ServeError::PeerListen)?;
+    }
+    let (admin_client, admin_inbox) = match config.node_id {
+        Some(_) => {
+            let (client, inbox) = admin::channel();
+            (Some(client), Some(inbox))
+        }
+        None => (None, None),
+    };
+    let admin_inbox = Arc::new(Mutex::new(admin_inbox));
     let catalogue = topics::load(&config.data_dir)?;
     service::install_signal_handler()?;
     tracing::info!(
@@ -59,11 +76,12 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         "starting ringmq"
     );
     if let Some(addr) = config.metrics_listen {
-        let bound = crate::metrics::serve(addr).map_err(|source| StartError::Listen {
-            addr,
-            source,
-            hint: " (metrics_listen)",
-        })?;
+        let bound =
+            crate::metrics::serve(addr, admin_client).map_err(|source| StartError::Listen {
+                addr,
+                source,
+                hint: " (metrics_listen)",
+            })?;
         tracing::info!(addr = %bound, "serving metrics on {bound}");
     }
     systemd::status("starting: recovering partitions");
@@ -95,7 +113,10 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
                 let ready = ready_tx.clone();
                 let drained = drained.clone();
                 let heartbeats = heartbeats.clone();
-                async move { run_shard(config, ends, catalogue, ready, drained, heartbeats).await }
+                let admin = admin_inbox.clone();
+                async move {
+                    run_shard(config, ends, catalogue, ready, drained, heartbeats, admin).await
+                }
             })
             .map_err(|e| ServeError::Executors(service::explain_executor_error(e.to_string())))?
     };
@@ -150,6 +171,7 @@ async fn run_shard(
     ready: mpsc::Sender<Result<(), (usize, String)>>,
     drained: Arc<AtomicUsize>,
     heartbeats: Option<Arc<Heartbeats>>,
+    admin: Arc<Mutex<Option<AdminInbox>>>,
 ) -> Result<(), String> {
     // glommio 0.9 can miss a wake-up from another thread while an executor
     // sleeps with no timer armed: under load a core stayed parked in
@@ -179,6 +201,17 @@ async fn run_shard(
         .detach();
     }
     let listener = bind(config.listen).map_err(|e| ready.fail(e.to_string()))?;
+    // Shard 0 runs the cluster node, beside its share of the partitions.
+    let cluster = match ClusterSettings::from_config(&config).filter(|_| id == 0) {
+        Some(settings) => {
+            let inbox = admin.lock().ok().and_then(|mut a| a.take());
+            let cluster = Cluster::start(settings, inbox)
+                .await
+                .map_err(|e| ready.fail(e.to_string()))?;
+            Some(cluster)
+        }
+        None => None,
+    };
     ready.done();
     tracing::debug!(core = id, "core ready");
     let retention = spawn_retention(shard.clone(), config.retention_check_interval);
@@ -196,6 +229,9 @@ async fn run_shard(
     });
 
     net::serve(shard.clone(), listener, config.shutdown_timeout).await;
+    if let Some(cluster) = cluster {
+        cluster.stop().await;
+    }
     // No expiry once clients can no longer reach us: members stored now are
     // restored at the next start with a fresh session.
     group_ticker.cancel().await;

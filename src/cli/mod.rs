@@ -2,6 +2,7 @@
 //! a client of one. Errors are printed as one sentence and end in a non-zero
 //! exit code.
 
+mod cluster;
 mod connect;
 mod consume;
 mod group;
@@ -32,6 +33,9 @@ enum Command {
     /// List consumer groups or describe one.
     #[command(subcommand)]
     Group(group::GroupCommand),
+    /// Show a cluster's nodes and controller leader, or remove a node.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 /// Parses the command line, runs the command and returns the exit code.
@@ -44,6 +48,7 @@ pub fn main() -> i32 {
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
         Command::Group(cmd) => group::run(cmd),
+        Command::Cluster(cmd) => cluster::run(cmd),
     };
     match result {
         Ok(()) => 0,

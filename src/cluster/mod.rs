@@ -7,11 +7,19 @@
 //!   processing, proposals, liveness of the other nodes.
 //! - [`transport`]: how raft messages reach peers ([`transport::Transport`]),
 //!   and an in-memory one for tests.
+//! - [`peer_net`]: the peer listener and the TCP transport.
+//! - [`runtime`]: a cluster node inside the server (shard 0): Raft node,
+//!   peer network, joining, answering the operator.
+//! - [`admin`]: `cluster status` and `cluster remove` as the metrics HTTP
+//!   listener serves them.
 //!
-//! Not wired into the server yet: the peer listener, the gateway and the CLI
-//! come once the consumer-group work has landed.
+//! Wired into the server when `node_id` is set: nodes agree on the metadata;
+//! the data path (produce, fetch, Metadata answers) is still local.
 
+pub mod admin;
 pub mod metadata;
 pub mod node;
+pub mod peer_net;
 pub mod raft_log;
+pub mod runtime;
 pub mod transport;

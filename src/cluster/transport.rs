@@ -65,8 +65,8 @@ pub fn to_wire(
 }
 
 /// The message a peer frame carries, on a connection whose Hello named node
-/// `hello`. `None` for the connection's own frames (Hello, Reject), which
-/// the connection handles. The receiving node still checks the sender and
+/// `hello`. `None` for the connection's own frames (Hello, Reject) and for
+/// Forward, which the connection handles. The receiving node still checks the sender and
 /// addresses inside a raft message ([`NodeHandle::receive`]).
 pub fn from_wire(
     hello: NodeId,
@@ -83,7 +83,9 @@ pub fn from_wire(
                 hello,
             })
         }
-        peer::PeerMessage::Hello(_) | peer::PeerMessage::Reject(_) => None,
+        peer::PeerMessage::Hello(_)
+        | peer::PeerMessage::Reject(_)
+        | peer::PeerMessage::Forward(_) => None,
     })
 }
 

@@ -31,14 +31,16 @@ pub enum PeerKind {
     Reject = 1,
     RaftMessage = 2,
     NodeHeartbeat = 3,
+    Forward = 4,
 }
 
 impl PeerKind {
-    pub const ALL: [PeerKind; 4] = [
+    pub const ALL: [PeerKind; 5] = [
         PeerKind::Hello,
         PeerKind::Reject,
         PeerKind::RaftMessage,
         PeerKind::NodeHeartbeat,
+        PeerKind::Forward,
     ];
 
     pub fn from_u16(v: u16) -> Option<PeerKind> {

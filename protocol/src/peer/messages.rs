@@ -80,6 +80,18 @@ pub struct NodeHeartbeat {
     pub sent_ms: u64,
 }
 
+/// A metadata command for the controller leader, from a node that is not
+/// the leader (a node asking to join, `ringmq cluster remove` served by a
+/// follower). One-way like every peer frame: a node that is not the leader
+/// drops it, and the sender learns the outcome by reading the replicated
+/// metadata, retrying if need be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    /// The command as JSON, the same encoding as a Raft log entry (SPEC.md
+    /// 11.4); opaque to this crate.
+    pub command: Bytes,
+}
+
 /// Any peer frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerMessage {
@@ -87,6 +99,7 @@ pub enum PeerMessage {
     Reject(Reject),
     Raft(RaftMessage),
     Heartbeat(NodeHeartbeat),
+    Forward(Forward),
 }
 
 fn malformed(what: &'static str) -> PeerError {
@@ -107,6 +120,7 @@ impl PeerMessage {
             PeerMessage::Reject(_) => PeerKind::Reject,
             PeerMessage::Raft(_) => PeerKind::RaftMessage,
             PeerMessage::Heartbeat(_) => PeerKind::NodeHeartbeat,
+            PeerMessage::Forward(_) => PeerKind::Forward,
         }
     }
 
@@ -136,6 +150,7 @@ impl PeerMessage {
                 buf.put_u64_le(h.incarnation);
                 buf.put_u64_le(h.sent_ms);
             }
+            PeerMessage::Forward(f) => put_bytes(buf, &f.command),
         }
         let len = u32::try_from(buf.len() - start - 4).expect("a peer frame is under 4 GiB");
         buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
@@ -175,6 +190,9 @@ impl PeerMessage {
                 node_id: node_id(&mut r)?,
                 incarnation: r.u64()?,
                 sent_ms: r.u64()?,
+            }),
+            PeerKind::Forward => PeerMessage::Forward(Forward {
+                command: r.bytes()?,
             }),
         };
         r.finish()?;
@@ -264,5 +282,21 @@ mod tests {
         assert!(decode(PeerKind::Reject, &[9, 0, 0, 0]).is_err());
         // A bytes length past the body.
         assert!(decode(PeerKind::RaftMessage, &[9, 0, 0, 0, 1]).is_err());
+        assert!(decode(PeerKind::Forward, &[9, 0, 0, 0, 1]).is_err());
+    }
+
+    #[test]
+    fn forward_round_trips() {
+        let msg = PeerMessage::Forward(Forward {
+            command: Bytes::from_static(br#"{"Remove":{"node":4}}"#),
+        });
+        let mut buf = BytesMut::new();
+        msg.encode(&mut buf);
+        let len = buf.len();
+        assert_eq!(&buf[4..8], &[4, 0, 0, 0]);
+        assert_eq!(
+            PeerMessage::decode_frame(&buf.freeze()),
+            Ok(Some((msg, len)))
+        );
     }
 }

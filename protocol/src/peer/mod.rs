@@ -6,7 +6,8 @@
 //! `u32 length · u16 kind · u16 version · body`. The dialing node sends
 //! [`Hello`] first and the accepting one answers with its own (or [`Reject`]
 //! and closes); after that either side sends [`RaftMessage`] and
-//! [`NodeHeartbeat`] frames whenever it likes. No frame is answered: Raft has
+//! [`NodeHeartbeat`] frames whenever it likes, and [`Forward`] to hand a
+//! metadata command to the controller leader. No frame is answered: Raft has
 //! its own acknowledgements and heartbeats simply repeat.
 //!
 //! - [`frame`]: the peer frame header, its limits, [`PeerError`].
@@ -18,4 +19,4 @@ pub mod messages;
 pub use frame::{
     PeerError, PeerHeader, PeerKind, MAX_PEER_FRAME, PEER_HEADER_LEN, PEER_PROTOCOL_VERSION,
 };
-pub use messages::{Hello, NodeHeartbeat, PeerMessage, RaftMessage, Reject, RejectReason};
+pub use messages::{Forward, Hello, NodeHeartbeat, PeerMessage, RaftMessage, Reject, RejectReason};

@@ -1,0 +1,215 @@
+//! Real nodes on loopback agree on the cluster metadata (wiring step 1: the
+//! data path is still local). Three `ringmq serve` processes, one core each;
+//! the tests run one after another so no more than three brokers run at once.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use common::cluster::TestCluster;
+use ringmq::cluster::admin::ClusterStatus;
+use ringmq_protocol::peer::{Hello, PeerMessage, RejectReason};
+
+/// One cluster at a time (memory, and two cores shared with other work).
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Fast failure detection so the tests do not wait 10 s for a dead node.
+const FLAGS: &[&str] = &["--node-timeout", "2s", "--replace-after", "10min"];
+
+fn healthy(n: usize) -> impl Fn(&ClusterStatus) -> bool {
+    move |s| {
+        s.leader.is_some()
+            && s.nodes.len() == n
+            && s.nodes
+                .iter()
+                .all(|v| v.member && v.controller && v.alive == Some(true))
+    }
+}
+
+fn same_leader(statuses: &[ClusterStatus]) -> u32 {
+    let leader = statuses[0].leader.expect("a leader");
+    for s in statuses {
+        assert_eq!(s.leader, Some(leader), "{statuses:#?}");
+    }
+    leader
+}
+
+#[test]
+fn three_nodes_agree_and_survive_the_leader_being_killed() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = TestCluster::start(3, FLAGS);
+    let statuses = cluster.wait_until("three alive members", Duration::from_secs(30), healthy(3));
+    let leader = same_leader(&statuses);
+    for (s, node) in statuses.iter().zip(&cluster.nodes) {
+        let view = &s.nodes[node.id as usize - 1];
+        assert_eq!(view.client_addr, Some(node.client.to_string()));
+        assert_eq!(view.peer_addr, Some(node.peer.to_string()));
+    }
+    // The table, as an operator sees it.
+    let (ok, out, err) = cluster.node(1).cli(&["status"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("controller leader {leader}")),
+        "{out}"
+    );
+    assert_eq!(out.matches("alive").count(), 3, "{out}");
+
+    // The controller leader dies without a word.
+    cluster.node_mut(leader).kill();
+    let statuses = cluster.wait_until(
+        "a new leader, and the old one marked dead",
+        Duration::from_secs(30),
+        |s| {
+            s.leader.is_some_and(|l| l != leader)
+                && s.nodes
+                    .iter()
+                    .all(|v| v.member && v.alive == Some(v.id != leader))
+        },
+    );
+    // The dead mark was a committed metadata change with two of three.
+    let new_leader = same_leader(&statuses);
+    // A change that cannot apply is refused cleanly, through either survivor.
+    for id in (1..=3).filter(|&id| id != leader) {
+        let (ok, _, err) = cluster.node(id).cli(&["remove", "4"]);
+        assert!(!ok);
+        assert!(err.contains("node 4 is not a member"), "{err}");
+    }
+    let applied = statuses.iter().map(|s| s.applied).max().unwrap_or(0);
+
+    // Back, it catches up from the log and is marked alive again.
+    cluster.node_mut(leader).restart();
+    let statuses = cluster.wait_until(
+        "the restarted node caught up",
+        Duration::from_secs(30),
+        |s| healthy(3)(s) && s.applied > applied,
+    );
+    assert_eq!(same_leader(&statuses), new_leader);
+}
+
+/// Reads what the node answers before it closes: the frames, or an error.
+fn exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> Vec<PeerMessage> {
+    let mut s = TcpStream::connect(addr).expect("connect to the peer port");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(bytes);
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let mut frames = Vec::new();
+    let mut buf = Bytes::from(got);
+    while let Ok(Some((msg, used))) = PeerMessage::decode_frame(&buf) {
+        frames.push(msg);
+        buf = buf.slice(used..);
+    }
+    frames
+}
+
+fn hello(cluster_id: &str, node_id: u32) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    PeerMessage::Hello(Hello {
+        protocol_version: 0,
+        cluster_id: cluster_id.into(),
+        node_id,
+    })
+    .encode(&mut buf);
+    buf.to_vec()
+}
+
+fn rejected(frames: &[PeerMessage], reason: RejectReason) -> bool {
+    matches!(frames, [PeerMessage::Reject(r)] if r.reason == reason)
+}
+
+#[test]
+fn bad_peer_input_is_refused_without_disturbing_the_cluster() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = TestCluster::start(3, FLAGS);
+    let before = cluster.wait_until("three alive members", Duration::from_secs(30), healthy(3));
+    let leader = same_leader(&before);
+    let target = cluster.node(leader).peer;
+
+    // Garbage: a header no peer frame has. The connection is closed.
+    let frames = exchange(target, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(
+        frames.is_empty() || rejected(&frames, RejectReason::BadInput),
+        "{frames:?}"
+    );
+    // A valid frame that is not a Hello.
+    let mut hb = BytesMut::new();
+    PeerMessage::Heartbeat(ringmq_protocol::peer::NodeHeartbeat {
+        node_id: 2,
+        incarnation: 1,
+        sent_ms: 0,
+    })
+    .encode(&mut hb);
+    assert!(rejected(&exchange(target, &hb), RejectReason::BadInput));
+    // A stranger's cluster, an unknown node, a node claiming the receiver's id.
+    assert!(rejected(
+        &exchange(target, &hello("other", 2)),
+        RejectReason::WrongCluster
+    ));
+    assert!(rejected(
+        &exchange(target, &hello(&cluster.cluster_id, 9)),
+        RejectReason::UnknownNode
+    ));
+    assert!(rejected(
+        &exchange(target, &hello(&cluster.cluster_id, leader)),
+        RejectReason::UnknownNode
+    ));
+    // A node of the cluster that then sends garbage: answered Hello, then
+    // that one connection is closed.
+    let other = if leader == 1 { 2 } else { 1 };
+    let mut bytes = hello(&cluster.cluster_id, other);
+    bytes.extend_from_slice(&[0xff; 64]);
+    let frames = exchange(target, &bytes);
+    assert!(
+        matches!(frames.first(), Some(PeerMessage::Hello(_))),
+        "{frames:?}"
+    );
+    // A raft message that is not protobuf, on an accepted connection.
+    let mut bytes = hello(&cluster.cluster_id, other);
+    let mut raft = BytesMut::new();
+    PeerMessage::Raft(ringmq_protocol::peer::RaftMessage {
+        message: Bytes::from_static(&[0xff, 0xff, 0xff]),
+    })
+    .encode(&mut raft);
+    bytes.extend_from_slice(&raft);
+    let frames = exchange(target, &bytes);
+    assert!(
+        matches!(frames.first(), Some(PeerMessage::Hello(_))),
+        "{frames:?}"
+    );
+
+    // Nothing changed: same leader, same term, everyone alive.
+    std::thread::sleep(Duration::from_secs(3));
+    let after = cluster.wait_until("three alive members", Duration::from_secs(10), healthy(3));
+    assert_eq!(same_leader(&after), leader);
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(a.term, b.term, "{before:#?}\n{after:#?}");
+    }
+    // Refusals are logged, each kind once.
+    let logs = cluster.node(leader).logs();
+    let refusals = logs.matches("peer connection closed").count();
+    assert!((1..=6).contains(&refusals), "{logs}");
+}
+
+#[test]
+fn cluster_settings_are_checked_at_start() {
+    let run = |args: &[&str]| {
+        let mut all = vec!["serve", "--cores", "1", "--data-dir", "/nonexistent-ringmq"];
+        all.extend_from_slice(args);
+        let (status, _, err) = common::cli(&all, "");
+        assert!(!status.success());
+        err
+    };
+    let err = run(&["--node-id", "4", "--peers", "1=127.0.0.1:1,2=127.0.0.1:2"]);
+    assert!(err.contains("`node_id`") && err.contains("1, 2"), "{err}");
+    let err = run(&["--peers", "1=127.0.0.1:1"]);
+    assert!(err.contains("`node_id`"), "{err}");
+    let err = run(&["--node-id", "1", "--peers", "1=127.0.0.1:1,1=127.0.0.1:2"]);
+    assert!(err.contains("appears more than once"), "{err}");
+    let (status, _, err) = common::cli(&["cluster", "status", "--http", "127.0.0.1:1"], "");
+    assert!(!status.success());
+    assert!(err.contains("cannot reach"), "{err}");
+}
