@@ -1,263 +1,20 @@
 //! Writes the seed corpus under `seeds/<target>/`: valid encodings of every
 //! request and response (and an error response per api), record batches
 //! alone and laid end to end, and every kind of peer frame. Run from
-//! `protocol/fuzz`: `cargo run --example gen_seeds`. The samples mirror
-//! `sample_requests`/`sample_responses` in `protocol/src/messages/tests.rs`.
+//! `protocol/fuzz`: `cargo run --example gen_seeds`. The messages are
+//! `ringmq_protocol::messages::samples` (the `samples` feature), the values
+//! the protocol's own round-trip tests use.
 
 use std::fs;
 use std::path::Path;
 
 use bytes::{Bytes, BytesMut};
 use ringmq_protocol::batch::{BatchBuilder, Header, ProducerStamp};
-use ringmq_protocol::peer::{Forward, Hello, NodeHeartbeat, PeerMessage, RaftMessage, Reject, RejectReason};
+use ringmq_protocol::messages::samples::{sample_batch, sample_requests, sample_responses};
+use ringmq_protocol::peer::{
+    Forward, Hello, NodeHeartbeat, PeerMessage, RaftMessage, Reject, RejectReason,
+};
 use ringmq_protocol::*;
-
-fn sample_batch() -> Bytes {
-    let mut b = BatchBuilder::new(1_700_000_000_000);
-    b.push(1_700_000_000_000, Some(b"k"), Some(b"v"), &[]);
-    b.finish(None)
-}
-
-fn sample_requests() -> Vec<Request> {
-    vec![
-        ApiVersionsRequest {}.into(),
-        MetadataRequest { topics: None }.into(),
-        MetadataRequest {
-            topics: Some(vec!["a".into(), "b-2".into()]),
-        }
-        .into(),
-        MetadataRequest {
-            topics: Some(vec![]),
-        }
-        .into(),
-        CreateTopicRequest {
-            name: "orders".into(),
-            partitions: 8,
-            replication: 3,
-        }
-        .into(),
-        DeleteTopicRequest {
-            name: "orders".into(),
-        }
-        .into(),
-        ListTopicsRequest {}.into(),
-        ProduceRequest {
-            topic: "orders".into(),
-            partition: 7,
-            acks: Acks::All,
-            timeout_ms: 30_000,
-            batch: sample_batch(),
-        }
-        .into(),
-        ProduceRequest {
-            topic: "t".into(),
-            partition: 0,
-            acks: Acks::None,
-            timeout_ms: 0,
-            batch: Bytes::new(),
-        }
-        .into(),
-        FetchRequest {
-            topic: "orders".into(),
-            partition: 3,
-            offset: u64::MAX,
-            max_bytes: 1 << 20,
-            min_bytes: 1,
-            max_wait_ms: 500,
-        }
-        .into(),
-        ListOffsetsRequest {
-            topic: "orders".into(),
-            partition: 1,
-            spec: OffsetSpec::Earliest,
-        }
-        .into(),
-        ListOffsetsRequest {
-            topic: "orders".into(),
-            partition: 1,
-            spec: OffsetSpec::Latest,
-        }
-        .into(),
-        ListOffsetsRequest {
-            topic: "orders".into(),
-            partition: 1,
-            spec: OffsetSpec::Timestamp(1_700_000_000_000),
-        }
-        .into(),
-        JoinGroupRequest {
-            group: "workers".into(),
-            member_id: String::new(),
-            instance_id: Some("host-1".into()),
-            session_timeout_ms: 10_000,
-            topics: vec!["tasks".into(), "events".into()],
-        }
-        .into(),
-        JoinGroupRequest {
-            group: "g".into(),
-            member_id: "m-1".into(),
-            instance_id: None,
-            session_timeout_ms: 500,
-            topics: vec![],
-        }
-        .into(),
-        HeartbeatRequest {
-            group: "workers".into(),
-            member_id: "m-1".into(),
-            generation: 3,
-        }
-        .into(),
-        LeaveGroupRequest {
-            group: "workers".into(),
-            member_id: "m-1".into(),
-        }
-        .into(),
-        CommitOffsetsRequest {
-            group: "workers".into(),
-            member_id: "m-1".into(),
-            generation: 3,
-            offsets: vec![PartitionOffset {
-                topic: "tasks".into(),
-                partition: 2,
-                offset: 1_000,
-            }],
-        }
-        .into(),
-        FetchOffsetsRequest {
-            group: "workers".into(),
-            topics: vec!["tasks".into()],
-        }
-        .into(),
-        DescribeGroupRequest {
-            group: "workers".into(),
-        }
-        .into(),
-        ListGroupsRequest {}.into(),
-    ]
-}
-
-fn sample_responses() -> Vec<ResponseBody> {
-    vec![
-        ApiVersionsResponse::supported().into(),
-        MetadataResponse {
-            brokers: vec![BrokerMetadata {
-                node_id: 1,
-                host: "10.0.0.1".into(),
-                port: 9092,
-            }],
-            topics: vec![
-                TopicMetadata {
-                    name: "orders".into(),
-                    error_code: ErrorCode::None,
-                    partitions: vec![PartitionMetadata {
-                        partition: 0,
-                        leader: 1,
-                        leader_epoch: 4,
-                        replicas: vec![1, 2, 3],
-                        isr: vec![1, 3],
-                    }],
-                },
-                TopicMetadata {
-                    name: "nope".into(),
-                    error_code: ErrorCode::UnknownTopic,
-                    partitions: vec![],
-                },
-            ],
-        }
-        .into(),
-        CreateTopicResponse {}.into(),
-        DeleteTopicResponse {}.into(),
-        ListTopicsResponse {
-            topics: vec![TopicInfo {
-                name: "orders".into(),
-                partitions: 8,
-                replication: 1,
-            }],
-        }
-        .into(),
-        ProduceResponse {
-            base_offset: 42,
-            log_start_offset: 0,
-        }
-        .into(),
-        FetchResponse {
-            high_watermark: 43,
-            log_start_offset: 0,
-            records: sample_batch(),
-        }
-        .into(),
-        ListOffsetsResponse { offset: 9 }.into(),
-        JoinGroupResponse {
-            member_id: "m-1".into(),
-            heartbeat_interval_ms: 3_333,
-            assignment: MemberAssignment {
-                generation: 4,
-                partitions: vec![TopicPartitions {
-                    topic: "tasks".into(),
-                    partitions: vec![0, 3, 7],
-                }],
-                pending: 1,
-            },
-        }
-        .into(),
-        HeartbeatResponse {
-            assignment: MemberAssignment::default(),
-        }
-        .into(),
-        LeaveGroupResponse {}.into(),
-        CommitOffsetsResponse {}.into(),
-        FetchOffsetsResponse {
-            offsets: vec![PartitionOffset {
-                topic: "tasks".into(),
-                partition: 0,
-                offset: 17,
-            }],
-        }
-        .into(),
-        DescribeGroupResponse {
-            group: "workers".into(),
-            state: GroupState::Rebalancing,
-            generation: 4,
-            topics: vec!["tasks".into()],
-            members: vec![MemberDescription {
-                member_id: "m-1".into(),
-                instance_id: None,
-                session_timeout_ms: 10_000,
-                idle_ms: 12,
-                partitions: vec![TopicPartitions {
-                    topic: "tasks".into(),
-                    partitions: vec![1],
-                }],
-            }],
-            partitions: vec![
-                PartitionDescription {
-                    topic: "tasks".into(),
-                    partition: 0,
-                    holder: None,
-                    committed: Some(5),
-                    end_offset: 9,
-                },
-                PartitionDescription {
-                    topic: "tasks".into(),
-                    partition: 1,
-                    holder: Some("m-1".into()),
-                    committed: None,
-                    end_offset: 0,
-                },
-            ],
-        }
-        .into(),
-        ListGroupsResponse {
-            groups: vec![GroupSummary {
-                group: "workers".into(),
-                state: GroupState::Stable,
-                generation: 2,
-                members: 3,
-            }],
-        }
-        .into(),
-    ]
-}
-
 
 fn batches() -> Vec<Bytes> {
     let mut out = vec![sample_batch()];
@@ -267,13 +24,16 @@ fn batches() -> Vec<Bytes> {
         1_005,
         None,
         Some(b""),
-        &[Header {
-            key: Bytes::from_static(b"h"),
-            value: None,
-        }, Header {
-            key: Bytes::from_static(b"trace"),
-            value: Some(Bytes::from_static(b"abc")),
-        }],
+        &[
+            Header {
+                key: Bytes::from_static(b"h"),
+                value: None,
+            },
+            Header {
+                key: Bytes::from_static(b"trace"),
+                value: Some(Bytes::from_static(b"abc")),
+            },
+        ],
     );
     b.push(999, Some(b""), None, &[]);
     out.push(b.finish(Some(ProducerStamp {

@@ -308,6 +308,9 @@ impl Response {
     }
 }
 
+#[cfg(any(test, feature = "samples"))]
+pub mod samples;
+
 #[cfg(test)]
 mod tests;
 
