@@ -216,6 +216,7 @@ fn api_label(api: ApiKey) -> &'static str {
         ApiKey::FetchOffsets => "fetch_offsets",
         ApiKey::DescribeGroup => "describe_group",
         ApiKey::ListGroups => "list_groups",
+        ApiKey::ForwardHello => "forward_hello",
     }
 }
 

@@ -212,6 +212,15 @@ async fn run_shard(
         }
         None => None,
     };
+    // Shard 0 follows the applied metadata for every core of the node.
+    let follower = cluster.as_ref().map(|c| {
+        let controllers = config.peers.len();
+        glommio::spawn_local(shard::follow_cluster(
+            shard.clone(),
+            c.handle(),
+            controllers,
+        ))
+    });
     ready.done();
     tracing::debug!(core = id, "core ready");
     let retention = spawn_retention(shard.clone(), config.retention_check_interval);
@@ -229,6 +238,9 @@ async fn run_shard(
     });
 
     net::serve(shard.clone(), listener, config.shutdown_timeout).await;
+    if let Some(follower) = follower {
+        follower.cancel().await;
+    }
     if let Some(cluster) = cluster {
         cluster.stop().await;
     }
@@ -242,6 +254,7 @@ async fn run_shard(
     while drained.load(Ordering::SeqCst) < cores {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
+    shard.close_forwarding();
     retention.cancel().await;
     busy.cancel().await;
     shard.close().await;

@@ -21,6 +21,10 @@ pub struct TopicMeta {
     pub replication: u16,
     /// Creation time, ms since the Unix epoch; tells two incarnations of a name apart.
     pub created_ms: i64,
+    /// In a cluster, the topic's id in the cluster metadata (0 on a single
+    /// node): a topic deleted and created again gets a new one.
+    #[serde(default)]
+    pub cluster_id: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -21,11 +21,12 @@ pub enum ApiKey {
     FetchOffsets = 12,
     DescribeGroup = 13,
     ListGroups = 14,
+    ForwardHello = 15,
 }
 
 impl ApiKey {
     /// Every api this build implements, in key order.
-    pub const ALL: [ApiKey; 15] = [
+    pub const ALL: [ApiKey; 16] = [
         ApiKey::ApiVersions,
         ApiKey::Metadata,
         ApiKey::CreateTopic,
@@ -41,6 +42,7 @@ impl ApiKey {
         ApiKey::FetchOffsets,
         ApiKey::DescribeGroup,
         ApiKey::ListGroups,
+        ApiKey::ForwardHello,
     ];
 
     pub fn from_u16(v: u16) -> Option<ApiKey> {
@@ -68,6 +70,7 @@ impl ApiKey {
             ApiKey::FetchOffsets => "FetchOffsets",
             ApiKey::DescribeGroup => "DescribeGroup",
             ApiKey::ListGroups => "ListGroups",
+            ApiKey::ForwardHello => "ForwardHello",
         }
     }
 
@@ -122,7 +125,7 @@ mod tests {
             assert_eq!(k.as_u16() as usize, i);
             assert_eq!(ApiKey::from_u16(k.as_u16()), Some(*k));
         }
-        assert_eq!(ApiKey::from_u16(15), None);
+        assert_eq!(ApiKey::from_u16(16), None);
         assert_eq!(ApiKey::from_u16(u16::MAX), None);
     }
 }

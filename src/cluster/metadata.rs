@@ -80,6 +80,11 @@ pub struct PartitionPlacement {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Topic {
     pub name: String,
+    /// Unique among the topics the cluster ever had (1, 2, ...): tells a
+    /// topic from an earlier one of the same name, so a node that missed a
+    /// delete and a create in between still drops the old data.
+    #[serde(default)]
+    pub id: u64,
     /// The replication factor asked for. Placement uses
     /// `min(replication, members)`, so removing members never makes a topic
     /// unplaceable.
@@ -179,6 +184,9 @@ impl From<TopicNameError> for CommandError {
 pub struct Metadata {
     members: BTreeMap<NodeId, Member>,
     topics: BTreeMap<String, Topic>,
+    /// The last [`Topic::id`] given out.
+    #[serde(default)]
+    last_topic_id: u64,
 }
 
 impl Metadata {
@@ -318,6 +326,7 @@ impl Metadata {
                 }
                 let mut topic = Topic {
                     name: name.clone(),
+                    id: self.last_topic_id + 1,
                     replication: *replication,
                     partitions: vec![
                         PartitionPlacement {
@@ -335,6 +344,7 @@ impl Metadata {
                         members,
                     }
                 })?;
+                self.last_topic_id = topic.id;
                 self.topics.insert(name.clone(), topic);
             }
             Command::DeleteTopic { name } => {

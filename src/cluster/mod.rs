@@ -12,14 +12,19 @@
 //!   peer network, joining, answering the operator.
 //! - [`admin`]: `cluster status` and `cluster remove` as the metrics HTTP
 //!   listener serves them.
+//! - [`view`]: the applied metadata as every core routes by it.
+//! - [`forwarder`]: a core's connections to other nodes' client listeners,
+//!   for the requests it forwards as a gateway.
 //!
-//! Wired into the server when `node_id` is set: nodes agree on the metadata;
-//! the data path (produce, fetch, Metadata answers) is still local.
+//! Wired into the server when `node_id` is set; `src/shard/cluster.rs` is
+//! the data path's side of it.
 
 pub mod admin;
+pub mod forwarder;
 pub mod metadata;
 pub mod node;
 pub mod peer_net;
 pub mod raft_log;
 pub mod runtime;
 pub mod transport;
+pub mod view;

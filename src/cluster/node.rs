@@ -161,6 +161,10 @@ pub struct NodeStatus {
     pub applied: u64,
     /// Index of the latest snapshot (0: none yet).
     pub snapshot_index: u64,
+    /// The commit index this node had on disk when it started. Until
+    /// `applied` reaches it, the metadata is older than what this node
+    /// already acted on before it restarted.
+    pub restored_commit: u64,
 }
 
 enum Input {
@@ -333,6 +337,7 @@ impl Node {
                 is_leader: false,
                 applied: snap.index,
                 snapshot_index: snap.index,
+                restored_commit: raw.raft.raft_log.committed,
             },
         }));
         let handle = NodeHandle {

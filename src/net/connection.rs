@@ -23,7 +23,7 @@ use glommio::task::JoinHandle;
 
 use super::dispatch;
 use super::stop::Stop;
-use crate::shard::Shard;
+use crate::shard::{Origin, Shard};
 use ringmq_protocol::frame::{FrameError, RequestHeader, REQUEST_HEADER_LEN};
 use ringmq_protocol::limits::MAX_REQUEST_FRAME;
 
@@ -113,6 +113,9 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
     let mut buf = BytesMut::new();
     let mut filled = 0usize;
     let mut chunk = FIRST_READ_CHUNK;
+    // Set by a ForwardHello: the connection then carries another node's
+    // forwarded requests.
+    let origin = Rc::new(Cell::new(Origin::Client));
     loop {
         fill(
             &mut reader,
@@ -147,8 +150,8 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
         let body = frame.slice(REQUEST_HEADER_LEN..);
         let task = match api {
             Ok(api) => {
-                let shard = shard.clone();
-                glommio::spawn_local(dispatch::handle(shard, header, api, body)).detach()
+                let (shard, origin) = (shard.clone(), origin.clone());
+                glommio::spawn_local(dispatch::handle(shard, origin, header, api, body)).detach()
             }
             Err(e) => ready(Some(dispatch::refuse(header.correlation_id, &e))),
         };

@@ -1,6 +1,7 @@
 //! From a request frame to an encoded answer: decode the body, call the
 //! api's handler, encode what it returns (or the failure).
 
+use std::cell::Cell;
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
@@ -8,12 +9,13 @@ use bytes::{Bytes, BytesMut};
 use super::connection::Encoded;
 use super::groups;
 use super::handlers::{self, Answer};
-use crate::shard::{Failure, GroupRequest, Shard};
+use crate::shard::{Failure, GroupRequest, Origin, Shard};
 use ringmq_protocol::{encode_error_response, ApiKey, FrameError, Request, RequestHeader};
 
 /// Answers a request. `None` when the request wants no answer (produce with acks=0).
 pub async fn handle(
     shard: Rc<Shard>,
+    origin: Rc<Cell<Origin>>,
     header: RequestHeader,
     api: ApiKey,
     body: Bytes,
@@ -29,22 +31,25 @@ pub async fn handle(
         }
     };
     let wants_answer = request.expects_response();
+    let from = origin.get();
+    let s = &shard;
     let result = match request {
         Request::ApiVersions(_) => Ok(handlers::api_versions()),
-        Request::Metadata(r) => handlers::metadata(&shard, r),
-        Request::CreateTopic(r) => handlers::create_topic(&shard, r).await,
-        Request::DeleteTopic(r) => handlers::delete_topic(&shard, r).await,
-        Request::ListTopics(_) => Ok(handlers::list_topics(&shard)),
-        Request::Produce(r) => handlers::produce(&shard, r).await,
-        Request::Fetch(r) => handlers::fetch(&shard, r).await,
-        Request::ListOffsets(r) => handlers::list_offsets(&shard, r).await,
-        Request::JoinGroup(r) => groups::group(&shard, GroupRequest::Join(r)).await,
-        Request::Heartbeat(r) => groups::group(&shard, GroupRequest::Heartbeat(r)).await,
-        Request::LeaveGroup(r) => groups::group(&shard, GroupRequest::Leave(r)).await,
-        Request::CommitOffsets(r) => groups::group(&shard, GroupRequest::Commit(r)).await,
-        Request::FetchOffsets(r) => groups::group(&shard, GroupRequest::FetchOffsets(r)).await,
-        Request::DescribeGroup(r) => groups::group(&shard, GroupRequest::Describe(r)).await,
-        Request::ListGroups(_) => groups::list_groups(&shard).await,
+        Request::Metadata(r) => handlers::metadata(s, r),
+        Request::CreateTopic(r) => handlers::create_topic(s, r, from).await,
+        Request::DeleteTopic(r) => handlers::delete_topic(s, r, from).await,
+        Request::ListTopics(_) => Ok(handlers::list_topics(s)),
+        Request::Produce(r) => handlers::produce(s, r, from).await,
+        Request::Fetch(r) => handlers::fetch(s, r, from).await,
+        Request::ListOffsets(r) => handlers::list_offsets(s, r, from).await,
+        Request::JoinGroup(r) => groups::group(s, GroupRequest::Join(r), from).await,
+        Request::Heartbeat(r) => groups::group(s, GroupRequest::Heartbeat(r), from).await,
+        Request::LeaveGroup(r) => groups::group(s, GroupRequest::Leave(r), from).await,
+        Request::CommitOffsets(r) => groups::group(s, GroupRequest::Commit(r), from).await,
+        Request::FetchOffsets(r) => groups::group(s, GroupRequest::FetchOffsets(r), from).await,
+        Request::DescribeGroup(r) => groups::group(s, GroupRequest::Describe(r), from).await,
+        Request::ListGroups(_) => groups::list_groups(s, from).await,
+        Request::ForwardHello(r) => handlers::forward_hello(s, r, &origin),
     };
     let (error, bytes_out) = match &result {
         Ok(Answer::Fetch(f)) => (None, f.records.len()),

@@ -1,6 +1,7 @@
 //! One function per api: check what the request asks, call the shard, and
 //! say what to answer. No socket and no encoding here.
 
+use std::cell::Cell;
 use std::time::Duration;
 
 use ringmq_protocol::batch::MAX_BATCH_BYTES;
@@ -8,13 +9,15 @@ use ringmq_protocol::limits::{self, MAX_FETCH_BYTES, MAX_FETCH_WAIT_MS, MAX_PART
 use ringmq_protocol::{
     ApiVersionsResponse, BrokerMetadata, CreateTopicRequest, CreateTopicResponse,
     DeleteTopicRequest, DeleteTopicResponse, ErrorCode, FetchRequest, FetchResponse,
-    ListOffsetsRequest, ListOffsetsResponse, ListTopicsResponse, MetadataRequest, MetadataResponse,
-    OffsetSpec, PartitionMetadata, ProduceRequest, ProduceResponse, ResponseBody, TopicInfo,
-    TopicMetadata,
+    ForwardHelloRequest, ForwardHelloResponse, ListOffsetsRequest, ListOffsetsResponse,
+    ListTopicsResponse, MetadataRequest, MetadataResponse, OffsetSpec, PartitionMetadata,
+    ProduceRequest, ProduceResponse, Request, ResponseBody, TopicInfo, TopicMetadata, NO_LEADER,
 };
 
+use crate::cluster::metadata::Command;
+use crate::cluster::view::ClusterView;
 use crate::metrics::{self, Traffic};
-use crate::shard::{now_ms, Failure, Shard};
+use crate::shard::{now_ms, Failure, Origin, Route, Shard};
 use crate::topics::TopicMeta;
 
 /// The node id a single broker reports for itself.
@@ -35,7 +38,106 @@ pub fn api_versions() -> Answer {
     Answer::Body(ApiVersionsResponse::supported().into())
 }
 
+/// The answer of another node, relayed as it came. `None` is a produce
+/// with acks=0, which is not answered anyway.
+fn relayed(answer: Option<ResponseBody>) -> Result<Answer, Failure> {
+    match answer {
+        Some(ResponseBody::Fetch(f)) => Ok(Answer::Fetch(f)),
+        Some(b) => Ok(Answer::Body(b)),
+        None => body(ProduceResponse {
+            base_offset: 0,
+            log_start_offset: 0,
+        }),
+    }
+}
+
+/// Serves a partition request here, or forwards it to the leader node.
+macro_rules! route_or_forward {
+    ($shard:expr, $req:expr, $origin:expr, $variant:ident) => {
+        if let Route::Remote { node, addr } = $shard.route(&$req.topic, $req.partition, $origin)? {
+            let req = Request::$variant($req);
+            return relayed(
+                $shard
+                    .forward(node, addr, &req, ErrorCode::NotLeader)
+                    .await?,
+            );
+        }
+    };
+}
+
+/// ForwardHello (SPEC.md 5.17): the connection carries `node`'s forwarded
+/// requests from now on.
+pub fn forward_hello(
+    shard: &Shard,
+    req: ForwardHelloRequest,
+    origin: &Cell<Origin>,
+) -> Result<Answer, Failure> {
+    shard.accept_forwarder(req.node_id, &req.cluster_id)?;
+    origin.set(Origin::Node(req.node_id));
+    body(ForwardHelloResponse {})
+}
+
+/// Metadata of a cluster: every live member, and each partition's placement.
+fn cluster_metadata(view: &ClusterView, req: MetadataRequest) -> MetadataResponse {
+    let describe = |t: &crate::cluster::metadata::Topic| TopicMetadata {
+        name: t.name.clone(),
+        error_code: ErrorCode::None,
+        partitions: t
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(p, placement)| PartitionMetadata {
+                partition: p as u32,
+                leader: placement.leader.unwrap_or(NO_LEADER),
+                leader_epoch: u32::try_from(placement.leader_epoch).unwrap_or(u32::MAX),
+                replicas: placement.replicas.clone(),
+                // Data is not copied between nodes yet: the leader alone is in sync.
+                isr: placement.leader.into_iter().collect(),
+            })
+            .collect(),
+    };
+    let topics = match req.topics {
+        None => view.user_topics().map(describe).collect(),
+        Some(names) => names
+            .into_iter()
+            .map(
+                |name| match view.topics.get(&name).filter(|_| !name.starts_with("__")) {
+                    Some(t) => describe(t),
+                    None => TopicMetadata {
+                        name,
+                        error_code: ErrorCode::UnknownTopic,
+                        partitions: Vec::new(),
+                    },
+                },
+            )
+            .collect(),
+    };
+    let brokers = view
+        .brokers
+        .values()
+        .filter(|b| b.alive)
+        .filter_map(|b| {
+            let addr = b.client_addr?;
+            Some(BrokerMetadata {
+                node_id: b.id,
+                host: addr.ip().to_string(),
+                port: addr.port(),
+            })
+        })
+        .collect();
+    MetadataResponse { brokers, topics }
+}
+
 pub fn metadata(shard: &Shard, req: MetadataRequest) -> Result<Answer, Failure> {
+    if shard.is_clustered() {
+        let view = shard.view().ok_or_else(|| {
+            Failure::new(
+                ErrorCode::NotLeader,
+                "this node has not loaded the cluster metadata yet; retry",
+            )
+        })?;
+        return body(cluster_metadata(&view, req));
+    }
     let describe = |meta: &TopicMeta| TopicMetadata {
         name: meta.name.clone(),
         error_code: ErrorCode::None,
@@ -74,7 +176,11 @@ pub fn metadata(shard: &Shard, req: MetadataRequest) -> Result<Answer, Failure> 
     })
 }
 
-pub async fn create_topic(shard: &Shard, req: CreateTopicRequest) -> Result<Answer, Failure> {
+pub async fn create_topic(
+    shard: &Shard,
+    req: CreateTopicRequest,
+    origin: Origin,
+) -> Result<Answer, Failure> {
     limits::validate_topic_name(&req.name)
         .map_err(|e| Failure::new(ErrorCode::InvalidTopicName, e.to_string()))?;
     if req.partitions == 0 || req.partitions > MAX_PARTITIONS {
@@ -85,6 +191,28 @@ pub async fn create_topic(shard: &Shard, req: CreateTopicRequest) -> Result<Answ
                 req.partitions
             ),
         ));
+    }
+    if shard.is_clustered() {
+        if req.replication != 1 {
+            return Err(Failure::new(
+                ErrorCode::InvalidReplicationFactor,
+                format!(
+                    "replication {}: copying partitions between nodes is not built yet, so a topic has replication 1",
+                    req.replication
+                ),
+            ));
+        }
+        let name = req.name.clone();
+        let cmd = Command::CreateTopic {
+            name: req.name.clone(),
+            partitions: req.partitions,
+            replication: req.replication,
+        };
+        let request = Request::CreateTopic(req);
+        shard
+            .change_topics(cmd, request, origin, move |v| v.topics.contains_key(&name))
+            .await?;
+        return body(CreateTopicResponse {});
     }
     if req.replication != 1 {
         return Err(Failure::new(
@@ -101,19 +229,46 @@ pub async fn create_topic(shard: &Shard, req: CreateTopicRequest) -> Result<Answ
             partitions: req.partitions,
             replication: req.replication,
             created_ms: now_ms(),
+            cluster_id: 0,
         })
         .await?;
     body(CreateTopicResponse {})
 }
 
-pub async fn delete_topic(shard: &Shard, req: DeleteTopicRequest) -> Result<Answer, Failure> {
+pub async fn delete_topic(
+    shard: &Shard,
+    req: DeleteTopicRequest,
+    origin: Origin,
+) -> Result<Answer, Failure> {
     limits::validate_topic_name(&req.name)
         .map_err(|e| Failure::new(ErrorCode::InvalidTopicName, e.to_string()))?;
+    if shard.is_clustered() {
+        let name = req.name.clone();
+        let cmd = Command::DeleteTopic {
+            name: req.name.clone(),
+        };
+        let request = Request::DeleteTopic(req);
+        shard
+            .change_topics(cmd, request, origin, move |v| !v.topics.contains_key(&name))
+            .await?;
+        return body(DeleteTopicResponse {});
+    }
     shard.delete_topic(req.name).await?;
     body(DeleteTopicResponse {})
 }
 
 pub fn list_topics(shard: &Shard) -> Answer {
+    if let Some(view) = shard.view() {
+        let topics = view
+            .user_topics()
+            .map(|t| TopicInfo {
+                name: t.name.clone(),
+                partitions: t.partition_count(),
+                replication: t.replication,
+            })
+            .collect();
+        return Answer::Body(ListTopicsResponse { topics }.into());
+    }
     let topics = shard
         .topics()
         .into_iter()
@@ -126,7 +281,11 @@ pub fn list_topics(shard: &Shard) -> Answer {
     Answer::Body(ListTopicsResponse { topics }.into())
 }
 
-pub async fn produce(shard: &Shard, req: ProduceRequest) -> Result<Answer, Failure> {
+pub async fn produce(
+    shard: &Shard,
+    req: ProduceRequest,
+    origin: Origin,
+) -> Result<Answer, Failure> {
     if req.batch.len() > MAX_BATCH_BYTES {
         return Err(Failure::new(
             ErrorCode::MessageTooLarge,
@@ -136,7 +295,8 @@ pub async fn produce(shard: &Shard, req: ProduceRequest) -> Result<Answer, Failu
             ),
         ));
     }
-    // acks=all on a single node: the leader is the whole in-sync set.
+    route_or_forward!(shard, req, origin, Produce);
+    // acks=all: the leader is the whole in-sync set (no copies yet).
     let bytes = req.batch.len();
     let produced = shard.produce(&req.topic, req.partition, req.batch).await?;
     metrics::topic_traffic(&req.topic, Traffic::Produce, bytes);
@@ -146,7 +306,8 @@ pub async fn produce(shard: &Shard, req: ProduceRequest) -> Result<Answer, Failu
     })
 }
 
-pub async fn fetch(shard: &Shard, req: FetchRequest) -> Result<Answer, Failure> {
+pub async fn fetch(shard: &Shard, req: FetchRequest, origin: Origin) -> Result<Answer, Failure> {
+    route_or_forward!(shard, req, origin, Fetch);
     let max_bytes = req.max_bytes.clamp(1, MAX_FETCH_BYTES);
     let max_wait = Duration::from_millis(u64::from(req.max_wait_ms.min(MAX_FETCH_WAIT_MS)));
     let min_bytes = req.min_bytes.min(max_bytes);
@@ -168,7 +329,12 @@ pub async fn fetch(shard: &Shard, req: FetchRequest) -> Result<Answer, Failure> 
     }))
 }
 
-pub async fn list_offsets(shard: &Shard, req: ListOffsetsRequest) -> Result<Answer, Failure> {
+pub async fn list_offsets(
+    shard: &Shard,
+    req: ListOffsetsRequest,
+    origin: Origin,
+) -> Result<Answer, Failure> {
+    route_or_forward!(shard, req, origin, ListOffsets);
     let spec = req.spec.as_i64();
     if let OffsetSpec::Timestamp(_) = req.spec {
         return Err(Failure::new(

@@ -35,7 +35,6 @@ use ringmq_protocol::{
 };
 
 use super::messages::{GroupRequest, ShardMsg};
-use super::partition::LATEST;
 use super::{now_ms, place_partitions, Failure, Shard};
 use crate::group::assignor::PartitionId;
 use crate::group::coordinator::{validate_group_id, Group, TopicCounts};
@@ -644,10 +643,7 @@ impl Shard {
                     if counts.contains_key(&p.topic) {
                         // A partition that cannot answer (a topic deleted
                         // meanwhile) is described with end offset 0.
-                        p.end_offset = self
-                            .list_offsets(&p.topic, p.partition, LATEST)
-                            .await
-                            .unwrap_or(0);
+                        p.end_offset = self.end_offset(&p.topic, p.partition).await.unwrap_or(0);
                     }
                 }
                 Ok(d.into())
@@ -690,9 +686,9 @@ impl Shard {
             .collect();
         let mut now = BTreeSet::new();
         for (group, topic, partition, offset) in committed {
-            // The end offset may live on another core: one ask per
-            // partition a second, off every request path.
-            if let Ok(end) = self.list_offsets(&topic, partition, LATEST).await {
+            // The end offset may live on another core or node: one ask
+            // per partition a second, off every request path.
+            if let Ok(end) = self.end_offset(&topic, partition).await {
                 crate::metrics::group_lag(&group, &topic, partition, end.saturating_sub(offset));
                 now.insert((group, topic, partition));
             }

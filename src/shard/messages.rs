@@ -2,16 +2,19 @@
 //! channel mesh from the shard that holds a connection to the shard that owns
 //! a partition; the answer comes back on a oneshot channel.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_channel::oneshot;
 
 use super::failure::Failure;
+use crate::cluster::metadata::Command;
+use crate::cluster::view::ClusterView;
 use crate::topics::TopicMeta;
 use ringmq_protocol::{
     CommitOffsetsRequest, DescribeGroupRequest, FetchOffsetsRequest, GroupSummary,
-    HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, ResponseBody,
+    HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, Request, ResponseBody,
 };
 
 /// The answer to a request, sent back to the shard that asked.
@@ -58,6 +61,13 @@ pub enum ShardMsg {
     },
     /// To every core, for ListGroups: the groups it coordinates.
     ListGroups { reply: Reply<Vec<GroupSummary>> },
+    /// From shard 0 to every core: the cluster as now applied.
+    View {
+        view: Arc<ClusterView>,
+        reply: Reply<()>,
+    },
+    /// To shard 0, which runs the Raft node: propose a metadata change.
+    Propose { cmd: Command, reply: Reply<()> },
 }
 
 /// A request of one consumer group, served by the group's coordinator core.
@@ -72,6 +82,19 @@ pub enum GroupRequest {
 }
 
 impl GroupRequest {
+    /// The request as it goes on the wire, to forward it to the group's
+    /// coordinator node.
+    pub fn into_request(self) -> Request {
+        match self {
+            GroupRequest::Join(r) => Request::JoinGroup(r),
+            GroupRequest::Heartbeat(r) => Request::Heartbeat(r),
+            GroupRequest::Leave(r) => Request::LeaveGroup(r),
+            GroupRequest::Commit(r) => Request::CommitOffsets(r),
+            GroupRequest::FetchOffsets(r) => Request::FetchOffsets(r),
+            GroupRequest::Describe(r) => Request::DescribeGroup(r),
+        }
+    }
+
     /// The group the request is for: it picks the coordinator core.
     pub fn group(&self) -> &str {
         match self {

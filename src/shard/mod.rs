@@ -4,8 +4,10 @@
 //!
 //! Shard 0 also owns the catalogue file: topic creation and deletion go
 //! through it, so the changes are serialised in one place and then applied
-//! by every shard.
+//! by every shard. In a cluster the catalogue mirrors the cluster metadata
+//! (see [`cluster`]).
 
+mod cluster;
 mod failure;
 mod groups;
 mod mesh;
@@ -24,6 +26,7 @@ use bytes::Bytes;
 use futures_channel::oneshot;
 use glommio::sync::Semaphore;
 
+pub use cluster::{follow_cluster, Origin, Route};
 pub use failure::Failure;
 use groups::Groups;
 pub use mesh::{build as build_mesh, take_ends, Mesh, MeshEnds};
@@ -68,6 +71,8 @@ pub struct Shard {
     catalogue_lock: Semaphore,
     /// The consumer groups this core coordinates.
     groups: Groups,
+    /// In a cluster: routing, forwarding, the view of the cluster.
+    cluster: Option<cluster::ClusterSide>,
 }
 
 impl Shard {
@@ -86,8 +91,12 @@ impl Shard {
             &catalogue.keys().cloned().collect(),
         )
         .await?;
+        let cluster = config
+            .node_id
+            .map(|me| cluster::ClusterSide::new(me, config.cluster_id.clone()));
         let shard = Rc::new(Shard {
             groups,
+            cluster,
             id: mesh.id(),
             memory: Rc::new(Semaphore::new(config.shard_memory_budget)),
             config,
@@ -131,9 +140,12 @@ impl Shard {
 
     fn locate(&self, topic: &str, partition: u32) -> Result<Location, Failure> {
         let topics = self.topics.borrow();
-        let t = topics
-            .get(topic)
-            .ok_or_else(|| Failure::unknown_topic(topic))?;
+        let Some(t) = topics.get(topic) else {
+            return Err(match self.is_clustered() {
+                true => not_ready(format!("topic {topic:?} is not set up on this node yet")),
+                false => Failure::unknown_topic(topic),
+            });
+        };
         let i = partition as usize;
         let owner = *t
             .owners
@@ -145,7 +157,12 @@ impl Shard {
         t.local[i]
             .clone()
             .map(Location::Here)
-            .ok_or_else(|| Failure::internal(format!("{topic}/{partition} is not open here")))
+            .ok_or_else(|| match self.is_clustered() {
+                true => not_ready(format!(
+                    "partition {topic}/{partition} is not open on this node yet"
+                )),
+                false => Failure::internal(format!("{topic}/{partition} is not open here")),
+            })
     }
 
     /// Sends `msg` (built around a reply channel) to `core` and waits for the answer.
@@ -258,6 +275,12 @@ impl Shard {
                 format!("topic {:?} already exists", meta.name),
             ));
         }
+        self.apply_create(meta).await
+    }
+
+    /// Records a topic in the catalogue and opens it on every core; the
+    /// caller holds the catalogue lock.
+    async fn apply_create(&self, meta: TopicMeta) -> Result<(), Failure> {
         let mut catalogue = self.catalogue();
         catalogue.insert(meta.name.clone(), meta.clone());
         self.store_catalogue(catalogue).await?;
@@ -285,6 +308,12 @@ impl Shard {
         if !self.topics.borrow().contains_key(&name) {
             return Err(Failure::unknown_topic(&name));
         }
+        self.apply_delete(name).await
+    }
+
+    /// Removes a topic from the catalogue and its data from every core; the
+    /// caller holds the catalogue lock.
+    async fn apply_delete(&self, name: String) -> Result<(), Failure> {
         let mut catalogue = self.catalogue();
         catalogue.remove(&name);
         self.store_catalogue(catalogue).await?;
@@ -339,9 +368,10 @@ impl Shard {
     /// Opens this core's partitions of a topic.
     async fn add_topic(&self, meta: TopicMeta) -> Result<(), Failure> {
         let owners = place_partitions(&meta.name, meta.partitions, self.cores())?;
+        let _one = self.hosting().await;
         let mut local = Vec::with_capacity(owners.len());
         for (p, owner) in owners.iter().enumerate() {
-            if *owner != self.id {
+            if *owner != self.id || !self.opens_at_add(&meta, p as u32) {
                 local.push(None);
                 continue;
             }
@@ -437,6 +467,13 @@ impl Shard {
             ShardMsg::ListGroups { reply } => {
                 let _ = reply.send(Ok(self.local_group_summaries()));
             }
+            ShardMsg::View { view, reply } => {
+                self.take_view(view).await;
+                let _ = reply.send(Ok(()));
+            }
+            ShardMsg::Propose { cmd, reply } => {
+                let _ = reply.send(self.serve_propose(cmd).await);
+            }
         }
     }
 
@@ -498,6 +535,11 @@ impl Shard {
             .flat_map(|t| t.local.iter().flatten().cloned())
             .collect()
     }
+}
+
+/// A retriable refusal for a partition this node is about to serve.
+fn not_ready(why: String) -> Failure {
+    Failure::new(ErrorCode::NotLeader, format!("{why}; retry"))
 }
 
 /// Runs blocking file-system work on the executor's blocking pool.

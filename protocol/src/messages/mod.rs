@@ -31,6 +31,7 @@ macro_rules! empty_body {
 
 mod api_versions;
 mod fetch;
+mod forward;
 mod groups;
 mod list_offsets;
 mod metadata;
@@ -41,6 +42,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 pub use api_versions::{ApiVersionRange, ApiVersionsRequest, ApiVersionsResponse};
 pub use fetch::{FetchRequest, FetchResponse};
+pub use forward::{ForwardHelloRequest, ForwardHelloResponse};
 pub use groups::{
     CommitOffsetsRequest, CommitOffsetsResponse, DescribeGroupRequest, DescribeGroupResponse,
     FetchOffsetsRequest, FetchOffsetsResponse, GroupState, GroupSummary, HeartbeatRequest,
@@ -154,6 +156,7 @@ apis! {
     FetchOffsets(FetchOffsetsRequest, FetchOffsetsResponse),
     DescribeGroup(DescribeGroupRequest, DescribeGroupResponse),
     ListGroups(ListGroupsRequest, ListGroupsResponse),
+    ForwardHello(ForwardHelloRequest, ForwardHelloResponse),
 }
 
 impl Request {

@@ -130,6 +130,11 @@ pub fn sample_requests() -> Vec<Request> {
         }
         .into(),
         ListGroupsRequest {}.into(),
+        ForwardHelloRequest {
+            node_id: 2,
+            cluster_id: "ringmq".into(),
+        }
+        .into(),
     ]
 }
 
@@ -254,5 +259,6 @@ pub fn sample_responses() -> Vec<ResponseBody> {
             }],
         }
         .into(),
+        ForwardHelloResponse {}.into(),
     ]
 }

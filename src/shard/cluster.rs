@@ -1,0 +1,513 @@
+//! A shard in a cluster: where a request goes (this node, or the node that
+//! leads its partition or coordinates its group), which partitions this
+//! node opens (those it holds a replica of), and topic changes made through
+//! the cluster's Raft log and mirrored into the node's own catalogue.
+//!
+//! Shard 0 follows the applied metadata ([`follow_cluster`]): after every
+//! applied change it builds a [`ClusterView`], hands it to every core, and
+//! brings the node's catalogue in line with it (creating and deleting local
+//! topics as the metadata says). Each core then opens the partitions it
+//! owns that the view places on this node. Data is not moved between nodes
+//! yet: a partition that leaves this node keeps its files, one that arrives
+//! starts empty.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::sync::Semaphore;
+use ringmq_protocol::{ErrorCode, Request, ResponseBody};
+
+use super::{now_ms, Failure, Shard, ShardMsg, CATALOGUE_SHARD};
+use crate::cluster::forwarder::{ForwardError, Forwarder};
+use crate::cluster::metadata::{Command, CommandError, NodeId};
+use crate::cluster::node::{NodeHandle, ProposeError};
+use crate::cluster::view::{ClusterView, Leader};
+use crate::group::store::{OFFSETS_PARTITIONS, OFFSETS_TOPIC};
+use crate::topics::TopicMeta;
+
+/// How often shard 0 looks for newly applied metadata.
+const VIEW_POLL: Duration = Duration::from_millis(10);
+/// How long a topic change may take, the controller's election included.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause between attempts of a topic change while there is no leader.
+const ADMIN_RETRY: Duration = Duration::from_millis(100);
+/// How long the controller leader waits for every controller to join before
+/// it places `__offsets` on the members there are.
+const OFFSETS_PLACEMENT_GRACE: Duration = Duration::from_secs(30);
+
+/// Who sent a request: a client, or another node forwarding one (SPEC.md
+/// 5.17), which must be served here or refused, never forwarded again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Client,
+    Node(NodeId),
+}
+
+/// Where a request is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Local,
+    Remote { node: NodeId, addr: SocketAddr },
+}
+
+/// A shard's part of the cluster.
+pub(super) struct ClusterSide {
+    me: NodeId,
+    cluster_id: String,
+    forwarder: Forwarder,
+    view: RefCell<Option<Arc<ClusterView>>>,
+    /// Shard 0 only: the Raft node, which takes proposals.
+    controller: RefCell<Option<NodeHandle>>,
+    /// Serialises opening partitions on this core, so one is never opened twice.
+    hosting: Semaphore,
+}
+
+impl ClusterSide {
+    pub(super) fn new(me: NodeId, cluster_id: String) -> ClusterSide {
+        ClusterSide {
+            me,
+            forwarder: Forwarder::new(me, cluster_id.clone()),
+            cluster_id,
+            view: RefCell::new(None),
+            controller: RefCell::new(None),
+            hosting: Semaphore::new(1),
+        }
+    }
+}
+
+impl Shard {
+    pub fn is_clustered(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// The cluster as this core last heard of it; `None` on a single node
+    /// and before the first view arrives.
+    pub fn view(&self) -> Option<Arc<ClusterView>> {
+        self.cluster.as_ref()?.view.borrow().clone()
+    }
+
+    fn cluster_view(&self) -> Result<Arc<ClusterView>, Failure> {
+        self.view().ok_or_else(|| {
+            Failure::new(
+                ErrorCode::NotLeader,
+                "this node has not loaded the cluster metadata yet; retry",
+            )
+        })
+    }
+
+    /// Checks a ForwardHello (SPEC.md 5.17): the sender must be a member of
+    /// this cluster.
+    pub fn accept_forwarder(&self, node: NodeId, cluster_id: &str) -> Result<(), Failure> {
+        let refuse = |why: String| Failure::new(ErrorCode::InvalidRequest, why);
+        let Some(c) = &self.cluster else {
+            return Err(refuse("this broker is not part of a cluster".into()));
+        };
+        if cluster_id != c.cluster_id {
+            return Err(refuse(format!(
+                "this node belongs to cluster {:?}, not {cluster_id:?}",
+                c.cluster_id
+            )));
+        }
+        let view = self.cluster_view()?;
+        if !view.brokers.contains_key(&node) {
+            return Err(refuse(format!(
+                "node {node} is not a member of the cluster"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Where a request for `topic`/`partition` is served (SPEC.md 5.18).
+    pub fn route(&self, topic: &str, partition: u32, origin: Origin) -> Result<Route, Failure> {
+        if self.cluster.is_none() {
+            return Ok(Route::Local);
+        }
+        let view = self.cluster_view()?;
+        let t = view
+            .topics
+            .get(topic)
+            .filter(|t| !t.name.starts_with("__"))
+            .ok_or_else(|| Failure::unknown_topic(topic))?;
+        let placement = t
+            .partitions
+            .get(partition as usize)
+            .ok_or_else(|| Failure::unknown_partition(topic, partition, t.partition_count()))?;
+        let what = format!("partition {topic}/{partition}");
+        match (view.leader_of(&what, placement), origin) {
+            (Leader::Me, _) => Ok(Route::Local),
+            (Leader::Node { id, addr }, Origin::Client) => Ok(Route::Remote { node: id, addr }),
+            (Leader::Node { id, .. }, Origin::Node(_)) => Err(Failure::new(
+                ErrorCode::NotLeader,
+                format!("{what} is led by {}", view.describe_node(id)),
+            )),
+            (Leader::None { why }, _) => Err(Failure::new(ErrorCode::NotLeader, why)),
+        }
+    }
+
+    /// Where a request of `group` is served: its coordinator node.
+    pub fn group_route(&self, group: &str, origin: Origin) -> Result<Route, Failure> {
+        if self.cluster.is_none() {
+            return Ok(Route::Local);
+        }
+        let not_coordinator = |why: String| Failure::new(ErrorCode::NotCoordinator, why);
+        let view = self.cluster_view()?;
+        match (view.coordinator(group), origin) {
+            (None, _) => Err(not_coordinator(
+                "the cluster has not placed its group coordinators yet; retry".into(),
+            )),
+            (Some(Leader::Me), _) => Ok(Route::Local),
+            (Some(Leader::Node { id, addr }), Origin::Client) => {
+                Ok(Route::Remote { node: id, addr })
+            }
+            (Some(Leader::Node { id, .. }), Origin::Node(_)) => Err(not_coordinator(format!(
+                "group {group:?} is coordinated by {}",
+                view.describe_node(id)
+            ))),
+            (Some(Leader::None { why }), _) => Err(not_coordinator(why)),
+        }
+    }
+
+    /// Sends `req` to `node` and returns its answer; `unreachable` is the
+    /// code when the node cannot be reached (the request was not sent).
+    pub async fn forward(
+        &self,
+        node: NodeId,
+        addr: SocketAddr,
+        req: &Request,
+        unreachable: ErrorCode,
+    ) -> Result<Option<ResponseBody>, Failure> {
+        let Some(c) = &self.cluster else {
+            return Err(Failure::internal("forwarding on a single node"));
+        };
+        c.forwarder
+            .request(node, addr, req)
+            .await
+            .map_err(|e| match e {
+                ForwardError::Answered { code, message } => Failure::new(code, message),
+                e @ ForwardError::Unreachable { .. } => Failure::new(unreachable, e.to_string()),
+                e @ ForwardError::Lost { .. } => {
+                    Failure::new(ErrorCode::RequestTimedOut, e.to_string())
+                }
+            })
+    }
+
+    /// The end offset of a partition wherever in the cluster it is led
+    /// (group lag and DescribeGroup).
+    pub async fn end_offset(&self, topic: &str, partition: u32) -> Result<u64, Failure> {
+        const LATEST: i64 = -1;
+        match self.route(topic, partition, Origin::Client)? {
+            Route::Local => self.list_offsets(topic, partition, LATEST).await,
+            Route::Remote { node, addr } => {
+                let req = Request::ListOffsets(ringmq_protocol::ListOffsetsRequest {
+                    topic: topic.to_owned(),
+                    partition,
+                    spec: ringmq_protocol::OffsetSpec::Latest,
+                });
+                match self.forward(node, addr, &req, ErrorCode::NotLeader).await? {
+                    Some(ResponseBody::ListOffsets(r)) => Ok(r.offset),
+                    other => Err(Failure::internal(format!(
+                        "node {node} answered ListOffsets with {other:?}"
+                    ))),
+                }
+            }
+        }
+    }
+
+    /// Carries out a topic change through the controller leader: proposed
+    /// here when this node leads the controllers, else forwarded to the one
+    /// that does (never twice: a forwarded request is proposed or refused).
+    /// Answers once this node applied it (`applied` says when), so the
+    /// client can use the topic through this node at once.
+    pub async fn change_topics(
+        &self,
+        cmd: Command,
+        request: Request,
+        origin: Origin,
+        applied: impl Fn(&ClusterView) -> bool,
+    ) -> Result<(), Failure> {
+        let Some(c) = &self.cluster else {
+            return Err(Failure::internal("a cluster change on a single node"));
+        };
+        let deadline = Instant::now() + ADMIN_TIMEOUT;
+        loop {
+            let view = self.cluster_view()?;
+            let attempt = match view.controller {
+                Some(leader) if leader == c.me => self.propose(cmd.clone()).await,
+                Some(leader) => match (origin, view.brokers.get(&leader).and_then(|b| b.client_addr)) {
+                    (Origin::Client, Some(addr)) => {
+                        self.forward(leader, addr, &request, ErrorCode::NotLeader)
+                            .await
+                            .map(drop)
+                    }
+                    (Origin::Client, _) => Err(Failure::new(
+                        ErrorCode::NotLeader,
+                        format!("the controller leader, node {leader}, is not reachable as a member yet"),
+                    )),
+                    (Origin::Node(_), _) => {
+                        return Err(Failure::new(
+                            ErrorCode::NotLeader,
+                            format!("the controller leader is {}", view.describe_node(leader)),
+                        ))
+                    }
+                },
+                None => Err(Failure::new(
+                    ErrorCode::NotLeader,
+                    "the controllers are electing a leader",
+                )),
+            };
+            match attempt {
+                Ok(()) => break,
+                Err(f) if f.code == ErrorCode::NotLeader && Instant::now() < deadline => {
+                    glommio::timer::sleep(ADMIN_RETRY).await;
+                }
+                Err(f) if f.code == ErrorCode::NotLeader => {
+                    return Err(Failure::new(
+                        ErrorCode::RequestTimedOut,
+                        format!(
+                            "no controller leader took the change within {ADMIN_TIMEOUT:?} ({})",
+                            f.message
+                        ),
+                    ));
+                }
+                Err(f) => return Err(f),
+            }
+        }
+        while !self.view().is_some_and(|v| applied(&v)) {
+            if Instant::now() >= deadline {
+                return Err(Failure::new(
+                    ErrorCode::RequestTimedOut,
+                    "the change was made but this node has not applied it yet; it will shortly",
+                ));
+            }
+            glommio::timer::sleep(VIEW_POLL).await;
+        }
+        Ok(())
+    }
+
+    /// Proposes `cmd` to the Raft node on shard 0.
+    async fn propose(&self, cmd: Command) -> Result<(), Failure> {
+        if self.id != CATALOGUE_SHARD {
+            return self
+                .ask(CATALOGUE_SHARD, |reply| ShardMsg::Propose { cmd, reply })
+                .await;
+        }
+        let handle = self
+            .cluster
+            .as_ref()
+            .and_then(|c| c.controller.borrow().clone())
+            .ok_or_else(|| Failure::new(ErrorCode::NotLeader, "the cluster node is not running"))?;
+        handle.propose(cmd).await.map_err(propose_failure)
+    }
+
+    /// Serves [`ShardMsg::Propose`] on shard 0.
+    pub(super) async fn serve_propose(&self, cmd: Command) -> Result<(), Failure> {
+        self.propose(cmd).await
+    }
+
+    /// Shard 0: a new view for every core, then the catalogue brought in line.
+    async fn install_view(&self, view: Arc<ClusterView>) {
+        // Catalogue first, so other cores see the view only once its
+        // topics exist here.
+        self.take_view(view.clone()).await;
+        self.reconcile(&view).await;
+        if let Err(e) = self
+            .broadcast(|reply| ShardMsg::View {
+                view: view.clone(),
+                reply,
+            })
+            .await
+        {
+            tracing::warn!(error = %e, "a core did not take the new cluster view");
+        }
+    }
+
+    /// Every core: remember the view, open what it newly places here.
+    pub(super) async fn take_view(&self, view: Arc<ClusterView>) {
+        let Some(c) = &self.cluster else { return };
+        *c.view.borrow_mut() = Some(view);
+        self.open_hosted().await;
+    }
+
+    /// Shard 0: creates and deletes local topics until the catalogue holds
+    /// exactly the view's user topics (same ids).
+    async fn reconcile(&self, view: &ClusterView) {
+        let Ok(_guard) = self.lock_catalogue().await else {
+            return;
+        };
+        for (name, meta) in self.catalogue() {
+            if view.topics.get(&name).map(|t| t.id) != Some(meta.cluster_id) {
+                if let Err(e) = self.apply_delete(name.clone()).await {
+                    tracing::error!(topic = %name, error = %e, "could not delete a topic the cluster deleted");
+                }
+            }
+        }
+        let local = self.catalogue();
+        for t in view.user_topics() {
+            if local.get(&t.name).map(|m| m.cluster_id) == Some(t.id) {
+                continue;
+            }
+            let meta = TopicMeta {
+                name: t.name.clone(),
+                partitions: t.partition_count(),
+                replication: t.replication,
+                created_ms: now_ms(),
+                cluster_id: t.id,
+            };
+            if let Err(e) = self.apply_create(meta).await {
+                tracing::error!(topic = %t.name, error = %e, "could not create a topic the cluster created");
+            }
+        }
+    }
+
+    /// Whether this core opens partition `p` of `meta` when the topic is
+    /// added: where the view places a replica; before the first view (at
+    /// start), where this node has its data.
+    pub(super) fn opens_at_add(&self, meta: &TopicMeta, p: u32) -> bool {
+        let Some(c) = &self.cluster else { return true };
+        match &*c.view.borrow() {
+            Some(view) => {
+                view.topics.get(&meta.name).map(|t| t.id) == Some(meta.cluster_id)
+                    && view.hosts(&meta.name, p)
+            }
+            None => self.partition_dir(&meta.name, p).exists(),
+        }
+    }
+
+    /// Holds the hosting lock (cluster mode) while partitions are opened.
+    pub(super) async fn hosting(&self) -> Option<glommio::sync::Permit<'_>> {
+        let c = self.cluster.as_ref()?;
+        c.hosting.acquire_permit(1).await.ok()
+    }
+
+    /// Opens the partitions this core owns that the view places on this
+    /// node and that are not open yet.
+    async fn open_hosted(&self) {
+        let Some(view) = self.view() else { return };
+        let _one = self.hosting().await;
+        let wanted: Vec<(String, u64, u32)> = self
+            .topics
+            .borrow()
+            .values()
+            .filter(|t| view.topics.get(&t.meta.name).map(|v| v.id) == Some(t.meta.cluster_id))
+            .flat_map(|t| {
+                let name = &t.meta.name;
+                (0..t.meta.partitions)
+                    .filter(|&p| {
+                        t.owners[p as usize] == self.id
+                            && t.local[p as usize].is_none()
+                            && view.hosts(name, p)
+                    })
+                    .map(|p| (name.clone(), t.meta.cluster_id, p))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for (name, id, p) in wanted {
+            let dir = self.partition_dir(&name, p);
+            let part = match super::Partition::open(&dir, self.log_config()).await {
+                Ok(part) => Rc::new(part),
+                Err(e) => {
+                    tracing::error!(topic = %name, partition = p, error = %e, "cannot open a partition placed on this node");
+                    continue;
+                }
+            };
+            let mut topics = self.topics.borrow_mut();
+            match topics.get_mut(&name).filter(|t| t.meta.cluster_id == id) {
+                Some(t) if t.local[p as usize].is_none() => {
+                    tracing::info!(topic = %name, partition = p, "partition placed on this node; opened");
+                    t.local[p as usize] = Some(part);
+                }
+                _ => {
+                    drop(topics);
+                    let _ = part.close().await;
+                }
+            }
+        }
+    }
+
+    /// Shard 0: gives the shard its Raft node.
+    fn attach_controller(&self, handle: NodeHandle) {
+        if let Some(c) = &self.cluster {
+            *c.controller.borrow_mut() = Some(handle);
+        }
+    }
+
+    /// Closes forwarding connections (at shutdown).
+    pub fn close_forwarding(&self) {
+        if let Some(c) = &self.cluster {
+            c.forwarder.close_all();
+        }
+    }
+}
+
+/// Shard 0 in cluster mode, for the life of the node: follows the applied
+/// metadata into views for every core and the node's catalogue, and, on the
+/// controller leader, places `__offsets` (the group coordinators) once.
+pub async fn follow_cluster(shard: Rc<Shard>, handle: NodeHandle, controllers: usize) {
+    shard.attach_controller(handle.clone());
+    let started = Instant::now();
+    let mut seen = None;
+    loop {
+        let status = handle.status();
+        let now = (status.applied, status.leader);
+        // A restarted node replays its log first: the states on the way are
+        // older than its catalogue, and acting on one would delete topics.
+        let replaying = status.applied < status.restored_commit;
+        if seen != Some(now) && !replaying {
+            seen = Some(now);
+            let view = Arc::new(
+                handle.read(|md| ClusterView::new(handle.id(), status.applied, status.leader, md)),
+            );
+            shard.install_view(view.clone()).await;
+            let everyone_joined = view.brokers.len() >= controllers;
+            if status.is_leader
+                && !view.has_offsets_topic()
+                && !view.brokers.is_empty()
+                && (everyone_joined || started.elapsed() > OFFSETS_PLACEMENT_GRACE)
+            {
+                place_offsets(&handle).await;
+                seen = None;
+            }
+        }
+        glommio::timer::sleep(VIEW_POLL).await;
+    }
+}
+
+async fn place_offsets(handle: &NodeHandle) {
+    let cmd = Command::CreateTopic {
+        name: OFFSETS_TOPIC.into(),
+        partitions: OFFSETS_PARTITIONS,
+        replication: 1,
+    };
+    match handle.propose(cmd).await {
+        Ok(()) => tracing::info!("group coordinators placed (topic {OFFSETS_TOPIC})"),
+        Err(ProposeError::Rejected(CommandError::TopicExists(_))) => {}
+        Err(e) => tracing::debug!(error = %e, "placing {OFFSETS_TOPIC} failed; trying again"),
+    }
+}
+
+/// A refused or failed proposal, as the client is told.
+fn propose_failure(e: ProposeError) -> Failure {
+    let code = match &e {
+        ProposeError::NotLeader { .. } => ErrorCode::NotLeader,
+        ProposeError::Rejected(c) => match c {
+            CommandError::TopicExists(_) => ErrorCode::TopicAlreadyExists,
+            CommandError::UnknownTopic(_) => ErrorCode::UnknownTopic,
+            CommandError::InvalidTopicName(_) => ErrorCode::InvalidTopicName,
+            CommandError::InvalidPartitions { .. } => ErrorCode::InvalidPartitions,
+            CommandError::InvalidReplication { .. } => ErrorCode::InvalidReplicationFactor,
+            _ => ErrorCode::InvalidRequest,
+        },
+        ProposeError::Timeout(_) => ErrorCode::RequestTimedOut,
+        ProposeError::Busy => ErrorCode::Busy,
+        ProposeError::Stopped => ErrorCode::ShuttingDown,
+        ProposeError::Encoding(_) => ErrorCode::UnknownServerError,
+    };
+    let message = match e {
+        ProposeError::Rejected(c) => c.to_string(),
+        e => e.to_string(),
+    };
+    Failure::new(code, message)
+}
