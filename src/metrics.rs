@@ -57,6 +57,12 @@ struct LagLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ForwardLabels {
+    api: String,
+    node: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     api: String,
     code: String,
@@ -87,6 +93,7 @@ struct Families {
     rebalances: Family<CoreLabel, Counter>,
     group_members: Family<GroupLabel, Gauge>,
     group_lag: Family<LagLabels, Gauge>,
+    forwarded: Family<ForwardLabels, Counter>,
 }
 
 fn families() -> &'static Families {
@@ -111,6 +118,7 @@ fn families() -> &'static Families {
             rebalances: Family::default(),
             group_members: Family::default(),
             group_lag: Family::default(),
+            forwarded: Family::default(),
             registry: Registry::default(),
         };
         registry.register("requests", "Requests answered, by API", f.requests.clone());
@@ -193,6 +201,11 @@ fn families() -> &'static Families {
             "group_lag",
             "Records between a group's committed offset and the partition's end, per partition",
             f.group_lag.clone(),
+        );
+        registry.register(
+            "forwarded_requests",
+            "Requests this node forwarded to the node that serves them, by API and node",
+            f.forwarded.clone(),
         );
         Families { registry, ..f }
     })
@@ -335,6 +348,18 @@ pub fn request(
             })
             .inc();
     }
+}
+
+/// Counts a request forwarded to `node` (a gateway hop a smart client
+/// avoids by sending to the leader).
+pub fn forwarded(api: ApiKey, node: u32) {
+    families()
+        .forwarded
+        .get_or_create(&ForwardLabels {
+            api: api_label(api).to_owned(),
+            node,
+        })
+        .inc();
 }
 
 pub fn connection_opened() {

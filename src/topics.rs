@@ -100,6 +100,7 @@ mod tests {
                 partitions: 8,
                 replication: 1,
                 created_ms: 1,
+                cluster_id: 7,
             },
         );
         store(dir.path(), &c).unwrap();

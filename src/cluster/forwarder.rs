@@ -54,11 +54,14 @@ enum Lane {
     Other,
 }
 
+/// Open connections to one node's address, for one lane.
+type Pool = HashMap<(NodeId, SocketAddr, Lane), Vec<Rc<Connection>>>;
+
 /// The forwarding connections of one core.
 pub struct Forwarder {
     me: NodeId,
     cluster_id: String,
-    conns: RefCell<HashMap<(NodeId, SocketAddr, Lane), Vec<Rc<Connection>>>>,
+    conns: RefCell<Pool>,
     /// One connect at a time per core, so a burst of requests to a node
     /// that has no connection yet opens one, not one each.
     connecting: Semaphore,

@@ -88,19 +88,29 @@ impl ClusterView {
             .is_some_and(|p| p.replicas.contains(&self.me))
     }
 
-    /// Who leads `placement` (of `what`, for messages).
-    pub fn leader_of(&self, what: &str, placement: &PartitionPlacement) -> Leader {
+    /// Who leads `placement`; `what` names it in messages (called only
+    /// when there is something to explain: no allocation on the way to a
+    /// leader).
+    pub fn leader_of(
+        &self,
+        placement: &PartitionPlacement,
+        what: impl FnOnce() -> String,
+    ) -> Leader {
         match placement.leader {
             Some(id) if id == self.me => Leader::Me,
             Some(id) => match self.brokers.get(&id).and_then(|b| b.client_addr) {
                 Some(addr) => Leader::Node { id, addr },
                 None => Leader::None {
-                    why: format!("{what} is led by node {id}, whose client address is unknown"),
+                    why: format!(
+                        "{} is led by node {id}, whose client address is unknown",
+                        what()
+                    ),
                 },
             },
             None => Leader::None {
                 why: format!(
-                    "{what} has no live leader right now (replicas on nodes {:?} are all down)",
+                    "{} has no live leader right now (replicas on nodes {:?} are all down)",
+                    what(),
                     placement.replicas
                 ),
             },
@@ -112,7 +122,7 @@ impl ClusterView {
     pub fn coordinator(&self, group: &str) -> Option<Leader> {
         let p = partition_of(group);
         let placement = self.placement(OFFSETS_TOPIC, p)?;
-        Some(self.leader_of(&format!("the coordinator of group {group:?}"), placement))
+        Some(self.leader_of(placement, || format!("the coordinator of group {group:?}")))
     }
 
     /// Whether `__offsets` is placed (the controller does it once).
@@ -182,7 +192,7 @@ mod tests {
         for p in 0..12 {
             let led_here = views
                 .iter()
-                .filter(|v| v.leader_of("t", v.placement("t", p).unwrap()) == Leader::Me)
+                .filter(|v| v.leader_of(v.placement("t", p).unwrap(), String::new) == Leader::Me)
                 .count();
             assert_eq!(led_here, 1, "partition {p}");
             for v in &views {
@@ -210,7 +220,10 @@ mod tests {
             .map(|p| v.placement("t", p).unwrap())
             .find(|p| p.replicas == [2])
             .expect("node 2 holds some of 12 partitions");
-        assert!(matches!(v.leader_of("t/x", orphan), Leader::None { .. }));
+        assert!(matches!(
+            v.leader_of(orphan, String::new),
+            Leader::None { .. }
+        ));
         assert_eq!(
             v.other_live_brokers().map(|(id, _)| id).collect::<Vec<_>>(),
             [3]

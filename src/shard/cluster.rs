@@ -90,12 +90,19 @@ impl Shard {
     }
 
     fn cluster_view(&self) -> Result<Arc<ClusterView>, Failure> {
-        self.view().ok_or_else(|| {
-            Failure::new(
-                ErrorCode::NotLeader,
-                "this node has not loaded the cluster metadata yet; retry",
-            )
-        })
+        self.view().ok_or_else(not_loaded)
+    }
+
+    /// Reads the view without cloning its `Arc`: every core holds the same
+    /// one, and a reference count bumped by every request would bounce its
+    /// cache line between cores.
+    fn with_view<T>(
+        &self,
+        f: impl FnOnce(&ClusterView) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        let c = self.cluster.as_ref().ok_or_else(not_loaded)?;
+        let view = c.view.borrow();
+        f(view.as_deref().ok_or_else(not_loaded)?)
     }
 
     /// Checks a ForwardHello (SPEC.md 5.17): the sender must be a member of
@@ -125,36 +132,15 @@ impl Shard {
         if self.cluster.is_none() {
             return Ok(Route::Local);
         }
-        let view = self.cluster_view()?;
-        let t = view
-            .topics
-            .get(topic)
-            .filter(|t| !t.name.starts_with("__"))
-            .ok_or_else(|| Failure::unknown_topic(topic))?;
-        let placement = t
-            .partitions
-            .get(partition as usize)
-            .ok_or_else(|| Failure::unknown_partition(topic, partition, t.partition_count()))?;
-        let what = format!("partition {topic}/{partition}");
-        match (view.leader_of(&what, placement), origin) {
-            (Leader::Me, _) => Ok(Route::Local),
-            (Leader::Node { id, addr }, Origin::Client) => Ok(Route::Remote { node: id, addr }),
-            (Leader::Node { id, .. }, Origin::Node(_)) => Err(Failure::new(
-                ErrorCode::NotLeader,
-                format!("{what} is led by {}", view.describe_node(id)),
-            )),
-            (Leader::None { why }, _) => Err(Failure::new(ErrorCode::NotLeader, why)),
-        }
+        self.with_view(|view| route_in(view, topic, partition, origin))
     }
-
     /// Where a request of `group` is served: its coordinator node.
     pub fn group_route(&self, group: &str, origin: Origin) -> Result<Route, Failure> {
         if self.cluster.is_none() {
             return Ok(Route::Local);
         }
         let not_coordinator = |why: String| Failure::new(ErrorCode::NotCoordinator, why);
-        let view = self.cluster_view()?;
-        match (view.coordinator(group), origin) {
+        self.with_view(|view| match (view.coordinator(group), origin) {
             (None, _) => Err(not_coordinator(
                 "the cluster has not placed its group coordinators yet; retry".into(),
             )),
@@ -167,7 +153,7 @@ impl Shard {
                 view.describe_node(id)
             ))),
             (Some(Leader::None { why }), _) => Err(not_coordinator(why)),
-        }
+        })
     }
 
     /// Sends `req` to `node` and returns its answer; `unreachable` is the
@@ -182,6 +168,7 @@ impl Shard {
         let Some(c) = &self.cluster else {
             return Err(Failure::internal("forwarding on a single node"));
         };
+        crate::metrics::forwarded(req.api_key(), node);
         c.forwarder
             .request(node, addr, req)
             .await
@@ -413,16 +400,20 @@ impl Shard {
                     continue;
                 }
             };
-            let mut topics = self.topics.borrow_mut();
-            match topics.get_mut(&name).filter(|t| t.meta.cluster_id == id) {
-                Some(t) if t.local[p as usize].is_none() => {
-                    tracing::info!(topic = %name, partition = p, "partition placed on this node; opened");
-                    t.local[p as usize] = Some(part);
+            // The topic may have gone or come back as another while this opened.
+            let unused = {
+                let mut topics = self.topics.borrow_mut();
+                match topics.get_mut(&name).filter(|t| t.meta.cluster_id == id) {
+                    Some(t) if t.local[p as usize].is_none() => {
+                        tracing::info!(topic = %name, partition = p, "partition placed on this node; opened");
+                        t.local[p as usize] = Some(part);
+                        None
+                    }
+                    _ => Some(part),
                 }
-                _ => {
-                    drop(topics);
-                    let _ = part.close().await;
-                }
+            };
+            if let Some(part) = unused {
+                let _ = part.close().await;
             }
         }
     }
@@ -439,6 +430,34 @@ impl Shard {
         if let Some(c) = &self.cluster {
             c.forwarder.close_all();
         }
+    }
+}
+
+/// [`Shard::route`] on a view.
+fn route_in(
+    view: &ClusterView,
+    topic: &str,
+    partition: u32,
+    origin: Origin,
+) -> Result<Route, Failure> {
+    let t = view
+        .topics
+        .get(topic)
+        .filter(|t| !t.name.starts_with("__"))
+        .ok_or_else(|| Failure::unknown_topic(topic))?;
+    let placement = t
+        .partitions
+        .get(partition as usize)
+        .ok_or_else(|| Failure::unknown_partition(topic, partition, t.partition_count()))?;
+    let what = || format!("partition {topic}/{partition}");
+    match (view.leader_of(placement, what), origin) {
+        (Leader::Me, _) => Ok(Route::Local),
+        (Leader::Node { id, addr }, Origin::Client) => Ok(Route::Remote { node: id, addr }),
+        (Leader::Node { id, .. }, Origin::Node(_)) => Err(Failure::new(
+            ErrorCode::NotLeader,
+            format!("{} is led by {}", what(), view.describe_node(id)),
+        )),
+        (Leader::None { why }, _) => Err(Failure::new(ErrorCode::NotLeader, why)),
     }
 }
 
@@ -486,6 +505,13 @@ async fn place_offsets(handle: &NodeHandle) {
         Err(ProposeError::Rejected(CommandError::TopicExists(_))) => {}
         Err(e) => tracing::debug!(error = %e, "placing {OFFSETS_TOPIC} failed; trying again"),
     }
+}
+
+fn not_loaded() -> Failure {
+    Failure::new(
+        ErrorCode::NotLeader,
+        "this node has not loaded the cluster metadata yet; retry",
+    )
 }
 
 /// A refused or failed proposal, as the client is told.

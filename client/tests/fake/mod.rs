@@ -706,6 +706,9 @@ fn handle(b: &mut Broker, req: Request) -> Result<ResponseBody, (ErrorCode, Stri
                 })
                 .collect(),
         }),
+        Request::ForwardHello(_) => {
+            return Err((ErrorCode::InvalidRequest, "not a cluster".into()));
+        }
         Request::ApiVersions(_) => {
             ResponseBody::ApiVersions(ringmq_protocol::ApiVersionsResponse::supported())
         }
