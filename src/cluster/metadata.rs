@@ -12,8 +12,17 @@
 //!   changes only on [`Command::Join`], [`Command::Remove`] (decommission) and
 //!   [`Command::ReplaceDead`] (dead longer than `replace_after`);
 //! - liveness ([`Command::MarkDead`], [`Command::MarkAlive`]) moves leadership
-//!   only: a partition is led by its first live replica in ring order, so the
-//!   preferred leader (the first replica) takes back over when it returns.
+//!   only: a partition is led by its first live *in-sync* replica in ring
+//!   order, so the preferred leader (the first replica) takes back over once
+//!   it has returned and caught up.
+//!
+//! The in-sync set (ISR) holds the replicas that have everything the leader
+//! acknowledged; only its members may lead. The leader changes it
+//! ([`Command::AlterIsr`], fenced by its leader epoch) as followers fall
+//! behind and catch up; a node marked dead leaves every ISR it is not the
+//! last member of. When membership moves a partition, the replicas it
+//! leaves stay on as `removing` until every new replica is in sync: data
+//! moves before leadership, and the old copy goes only after that.
 //!
 //! Every change of a partition's leader bumps its leader epoch, which lets a
 //! replica fence off requests from a leader that no longer is one.
@@ -70,7 +79,15 @@ pub struct PartitionPlacement {
     /// Replica nodes, preferred leader first, then in ring order. Changes only
     /// with membership.
     pub replicas: Vec<NodeId>,
-    /// The first live replica; `None` while every replica is dead.
+    /// Replicas that have everything the leader acknowledged (the leader
+    /// included); a subset of `replicas` and `removing`.
+    #[serde(default)]
+    pub isr: Vec<NodeId>,
+    /// Former replicas kept until every one of `replicas` is in the ISR.
+    #[serde(default)]
+    pub removing: Vec<NodeId>,
+    /// The first live in-sync replica (`replicas`, then `removing`); `None`
+    /// while no in-sync replica is alive: the partition is offline.
     pub leader: Option<NodeId>,
     /// Bumped on every change of `leader`.
     pub leader_epoch: u64,
@@ -90,6 +107,18 @@ pub struct Topic {
     /// unplaceable.
     pub replication: u16,
     pub partitions: Vec<PartitionPlacement>,
+}
+
+impl PartitionPlacement {
+    /// Every node holding a copy: the replicas, then those being removed.
+    pub fn holders(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.replicas.iter().chain(&self.removing).copied()
+    }
+
+    /// Nodes that should fetch from the leader.
+    pub fn followers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.holders().filter(move |&n| Some(n) != self.leader)
+    }
 }
 
 impl Topic {
@@ -137,6 +166,25 @@ pub enum Command {
     DeleteTopic {
         name: String,
     },
+    /// The leader of a partition changes its ISR: followers that fell
+    /// behind leave, caught-up ones join. Taken only from the current
+    /// leader at the current epoch, so a deposed leader cannot undo a
+    /// newer decision.
+    AlterIsr {
+        topic: String,
+        partition: u32,
+        leader: NodeId,
+        leader_epoch: u64,
+        isr: Vec<NodeId>,
+    },
+    /// An offline partition (no live in-sync replica) is given to a live
+    /// replica that may lack acknowledged data, which is then lost; only
+    /// proposed where the operator allowed it (`unclean_leader_election`).
+    UncleanElect {
+        topic: String,
+        partition: u32,
+        node: NodeId,
+    },
 }
 
 /// Why a command was refused. A refused command changes nothing.
@@ -170,6 +218,19 @@ pub enum CommandError {
     InvalidPartitions { requested: u32 },
     #[error("replication factor {requested} is invalid with {members} member node(s)")]
     InvalidReplication { requested: u16, members: usize },
+    #[error("topic {topic} has no partition {partition}")]
+    UnknownPartition { topic: String, partition: u32 },
+    #[error("node {node} at epoch {epoch} is not the leader of this partition (now {leader:?} at epoch {current})")]
+    StaleLeader {
+        node: NodeId,
+        epoch: u64,
+        leader: Option<NodeId>,
+        current: u64,
+    },
+    #[error("invalid in-sync set {isr:?}: {why}")]
+    InvalidIsr { isr: Vec<NodeId>, why: String },
+    #[error("partition is not offline, or node {0} cannot lead it")]
+    NotUncleanElectable(NodeId),
 }
 
 impl From<TopicNameError> for CommandError {
@@ -290,6 +351,13 @@ impl Metadata {
                     .ok_or(CommandError::UnknownNode(*node))?;
                 if member.liveness.is_alive() {
                     member.liveness = Liveness::Dead { since_ms: *at_ms };
+                    // A dead node cannot be in sync; the last member of an
+                    // ISR stays, so its return brings the partition back.
+                    for p in self.topics.values_mut().flat_map(|t| &mut t.partitions) {
+                        if p.isr.len() > 1 {
+                            p.isr.retain(|n| n != node);
+                        }
+                    }
                     self.elect_all();
                 }
             }
@@ -331,6 +399,8 @@ impl Metadata {
                     partitions: vec![
                         PartitionPlacement {
                             replicas: Vec::new(),
+                            isr: Vec::new(),
+                            removing: Vec::new(),
                             leader: None,
                             leader_epoch: 0,
                         };
@@ -351,6 +421,61 @@ impl Metadata {
                 if self.topics.remove(name).is_none() {
                     return Err(CommandError::UnknownTopic(name.clone()));
                 }
+            }
+            Command::AlterIsr {
+                topic,
+                partition,
+                leader,
+                leader_epoch,
+                isr,
+            } => {
+                let members = &self.members;
+                let p = partition_mut(&mut self.topics, topic, *partition)?;
+                if p.leader != Some(*leader) || p.leader_epoch != *leader_epoch {
+                    return Err(CommandError::StaleLeader {
+                        node: *leader,
+                        epoch: *leader_epoch,
+                        leader: p.leader,
+                        current: p.leader_epoch,
+                    });
+                }
+                let invalid = |why: &str| CommandError::InvalidIsr {
+                    isr: isr.clone(),
+                    why: why.into(),
+                };
+                if !isr.contains(leader) {
+                    return Err(invalid("the leader must be in it"));
+                }
+                if isr.iter().any(|n| !p.holders().any(|h| h == *n)) {
+                    return Err(invalid("every member must hold a replica"));
+                }
+                let mut sorted = isr.clone();
+                sorted.sort_unstable();
+                sorted.dedup();
+                if sorted.len() != isr.len() {
+                    return Err(invalid("a node is listed twice"));
+                }
+                p.isr = isr.clone();
+                // Every new replica in sync: the old copies can go.
+                if !p.removing.is_empty() && p.replicas.iter().all(|r| p.isr.contains(r)) {
+                    let removing = std::mem::take(&mut p.removing);
+                    p.isr.retain(|n| !removing.contains(n));
+                }
+                elect(p, members);
+            }
+            Command::UncleanElect {
+                topic,
+                partition,
+                node,
+            } => {
+                let members = &self.members;
+                let p = partition_mut(&mut self.topics, topic, *partition)?;
+                let alive = members.get(node).is_some_and(|m| m.liveness.is_alive());
+                if p.leader.is_some() || !alive || !p.holders().any(|h| h == *node) {
+                    return Err(CommandError::NotUncleanElectable(*node));
+                }
+                p.isr = vec![*node];
+                elect(p, members);
             }
         }
         Ok(())
@@ -395,6 +520,8 @@ impl Metadata {
             for (i, p) in topic.partitions.iter_mut().enumerate() {
                 let Some(new) = fresh.get(i) else {
                     p.replicas.clear();
+                    p.removing.clear();
+                    p.isr.clear();
                     elect(p, &self.members);
                     continue;
                 };
@@ -402,7 +529,8 @@ impl Metadata {
                     || p.replicas.iter().any(|r| !self.members.contains_key(r))
                     || new.iter().any(|r| !before.contains(r));
                 if must_move {
-                    p.replicas = new.iter().map(|&&r| r).collect();
+                    let new: Vec<NodeId> = new.iter().map(|&&r| r).collect();
+                    move_replicas(p, new, &self.members);
                 }
                 elect(p, &self.members);
             }
@@ -430,9 +558,27 @@ fn place_topic(
     let placed = ring.place_replicas(&keys, usize::from(topic.replication), Epsilon::NODES)?;
     for (p, replicas) in topic.partitions.iter_mut().zip(placed) {
         p.replicas = replicas.into_iter().copied().collect();
+        // Empty logs are all in sync.
+        p.isr = p.replicas.clone();
         elect(p, members);
     }
     Ok(())
+}
+
+fn partition_mut<'a>(
+    topics: &'a mut BTreeMap<String, Topic>,
+    topic: &str,
+    partition: u32,
+) -> Result<&'a mut PartitionPlacement, CommandError> {
+    topics
+        .get_mut(topic)
+        .ok_or_else(|| CommandError::UnknownTopic(topic.to_owned()))?
+        .partitions
+        .get_mut(partition as usize)
+        .ok_or_else(|| CommandError::UnknownPartition {
+            topic: topic.to_owned(),
+            partition,
+        })
 }
 
 /// `"topic/partition"`: the bytes a partition is hashed by (architecture.md,
@@ -441,13 +587,41 @@ fn partition_keys(topic: &str, count: usize) -> Vec<String> {
     (0..count).map(|p| format!("{topic}/{p}")).collect()
 }
 
-/// Leader = first live replica; a change bumps the epoch.
+/// A partition's replicas become `new`. Members that leave it stay as
+/// `removing` until the new ones are in sync; nodes no longer members are
+/// gone at once, with their copies. A partition left with no in-sync copy
+/// at all (its only replicas were removed) starts over, empty, on `new`.
+fn move_replicas(p: &mut PartitionPlacement, new: Vec<NodeId>, members: &BTreeMap<NodeId, Member>) {
+    let mut removing: Vec<NodeId> = p
+        .holders()
+        .filter(|n| !new.contains(n) && members.contains_key(n))
+        .collect();
+    removing.dedup();
+    p.isr.retain(|n| new.contains(n) || removing.contains(n));
+    if p.isr.is_empty() {
+        p.isr = new.clone();
+        removing.clear();
+    }
+    // Old copies that are not in sync have nothing the new ones need.
+    removing.retain(|n| p.isr.contains(n));
+    if new.iter().all(|n| p.isr.contains(n)) {
+        removing.clear();
+    }
+    p.replicas = new;
+    p.removing = removing;
+}
+
+/// Leader = the preferred replica when it is live and in sync; else the
+/// current leader while it still is; else the first live in-sync copy in
+/// order (replicas, then the ones being removed). A change bumps the epoch.
 fn elect(p: &mut PartitionPlacement, members: &BTreeMap<NodeId, Member>) {
-    let leader = p
-        .replicas
-        .iter()
-        .copied()
-        .find(|id| members.get(id).is_some_and(|m| m.liveness.is_alive()));
+    let eligible =
+        |id: &NodeId| p.isr.contains(id) && members.get(id).is_some_and(|m| m.liveness.is_alive());
+    let preferred = p.replicas.first().filter(|id| eligible(id)).copied();
+    let current = p.leader.filter(|id| p.holders().any(|h| h == *id) && eligible(id));
+    let leader = preferred
+        .or(current)
+        .or_else(|| p.holders().find(|id| eligible(id)));
     if leader != p.leader {
         p.leader = leader;
         p.leader_epoch += 1;
@@ -597,6 +771,43 @@ mod tests {
         }
     }
 
+    /// A joining node's new copies take over only once in sync; the copies
+    /// they replace stay (and keep leading) until then.
+    #[test]
+    fn data_moves_before_leadership() {
+        let mut m = cluster(1..=3);
+        create(&mut m, "t", 60, 2);
+        let before = m.topic("t").unwrap().clone();
+        m.apply(&Command::Join { node: node(4) }).unwrap();
+        let moved: Vec<usize> = (0..60)
+            .filter(|&i| m.topic("t").unwrap().partitions[i].replicas.contains(&4))
+            .collect();
+        assert!(!moved.is_empty());
+        for &i in &moved {
+            let (b, p) = (&before.partitions[i], m.topic("t").unwrap().partitions[i].clone());
+            assert!(!p.isr.contains(&4), "{p:?}");
+            assert_eq!(p.leader, b.leader, "leadership moved before the data: {p:?}");
+            let gone: Vec<NodeId> = b.replicas.iter().copied().filter(|r| !p.replicas.contains(r)).collect();
+            assert_eq!(p.removing, gone, "{p:?}");
+            // The leader reports the newcomer in sync: the old copy goes.
+            let leader = p.leader.unwrap();
+            let mut isr = p.isr.clone();
+            isr.push(4);
+            m.apply(&Command::AlterIsr {
+                topic: "t".into(),
+                partition: i as u32,
+                leader,
+                leader_epoch: p.leader_epoch,
+                isr,
+            })
+            .unwrap();
+            let after = &m.topic("t").unwrap().partitions[i];
+            assert!(after.removing.is_empty(), "{after:?}");
+            assert!(after.isr.iter().all(|n| after.replicas.contains(n)), "{after:?}");
+            assert_eq!(after.leader, Some(after.replicas[0]), "{after:?}");
+        }
+    }
+
     #[test]
     fn leadership_is_spread_within_the_ring_bound() {
         let mut m = cluster(1..=3);
@@ -628,12 +839,21 @@ mod tests {
                     s.replicas, d.replicas,
                     "{name}/{p}: replicas changed on death"
                 );
+                if s.replicas.len() > 1 {
+                    assert!(!d.isr.contains(&2), "{name}/{p}: a dead node in sync");
+                } else {
+                    assert_eq!(s.isr, d.isr, "{name}/{p}: the last in-sync copy left");
+                }
                 if s.leader == Some(2) {
                     let expected = s.replicas.iter().copied().find(|&r| r != 2);
                     assert_eq!(d.leader, expected, "{name}/{p}");
                     assert_eq!(d.leader_epoch, s.leader_epoch + 1, "{name}/{p}");
                 } else {
-                    assert_eq!(s, d, "{name}/{p}: untouched partition changed");
+                    assert_eq!(
+                        (s.leader, s.leader_epoch),
+                        (d.leader, d.leader_epoch),
+                        "{name}/{p}: leadership moved off a live node"
+                    );
                 }
             }
         }
@@ -641,7 +861,34 @@ mod tests {
         m.apply(&Command::MarkDead { node: 2, at_ms: 9 }).unwrap();
         assert_eq!(m, dead);
 
+        // Alive again, it leads nothing until it is back in sync: each
+        // leader takes it into its ISR once it caught up.
         m.apply(&Command::MarkAlive { node: 2 }).unwrap();
+        for (name, topic) in start.topics() {
+            for (i, s) in topic.partitions.iter().enumerate() {
+                let now = m.partition(name, i as u32).unwrap().clone();
+                assert_ne!(now.leader, Some(2).filter(|_| s.replicas.len() > 1));
+                if now.isr.contains(&2) || !now.replicas.contains(&2) {
+                    continue;
+                }
+                let leader = now.leader.unwrap();
+                let mut isr = now.isr.clone();
+                isr.push(2);
+                let alter = |epoch| Command::AlterIsr {
+                    topic: name.clone(),
+                    partition: i as u32,
+                    leader,
+                    leader_epoch: epoch,
+                    isr: isr.clone(),
+                };
+                // A stale epoch is refused; the current one is taken.
+                assert!(matches!(
+                    m.apply(&alter(now.leader_epoch + 7)),
+                    Err(CommandError::StaleLeader { .. })
+                ));
+                m.apply(&alter(now.leader_epoch)).unwrap();
+            }
+        }
         for (name, topic) in start.topics() {
             for (p, (s, b)) in topic
                 .partitions
@@ -704,8 +951,11 @@ mod tests {
         assert!(m.member(3).is_none());
         for p in &m.topic("t").unwrap().partitions {
             assert_eq!(p.replicas.len(), 2);
-            assert!(!p.replicas.contains(&3));
-            assert_eq!(p.leader, Some(p.replicas[0]));
+            assert!(!p.holders().any(|n| n == 3));
+            // A new copy leads only once in sync: a surviving one leads.
+            let leader = p.leader.expect("a leader");
+            assert!(p.isr.contains(&leader), "{p:?}");
+            assert!(p.isr.iter().all(|n| p.replicas.contains(n)), "{p:?}");
         }
     }
 

@@ -82,10 +82,11 @@ impl ClusterView {
         self.topics.get(topic)?.partitions.get(partition as usize)
     }
 
-    /// Whether this node holds a replica of the partition.
+    /// Whether this node holds a copy of the partition (a replica, or one
+    /// being removed).
     pub fn hosts(&self, topic: &str, partition: u32) -> bool {
         self.placement(topic, partition)
-            .is_some_and(|p| p.replicas.contains(&self.me))
+            .is_some_and(|p| p.holders().any(|n| n == self.me))
     }
 
     /// Who leads `placement`; `what` names it in messages (called only

@@ -91,8 +91,7 @@ fn cluster_metadata(view: &ClusterView, req: MetadataRequest) -> MetadataRespons
                 leader: placement.leader.unwrap_or(NO_LEADER),
                 leader_epoch: u32::try_from(placement.leader_epoch).unwrap_or(u32::MAX),
                 replicas: placement.replicas.clone(),
-                // Data is not copied between nodes yet: the leader alone is in sync.
-                isr: placement.leader.into_iter().collect(),
+                isr: placement.isr.clone(),
             })
             .collect(),
     };
