@@ -230,6 +230,7 @@ fn api_label(api: ApiKey) -> &'static str {
         ApiKey::DescribeGroup => "describe_group",
         ApiKey::ListGroups => "list_groups",
         ApiKey::ForwardHello => "forward_hello",
+        ApiKey::ReplicaFetch => "replica_fetch",
     }
 }
 

@@ -22,11 +22,12 @@ pub enum ApiKey {
     DescribeGroup = 13,
     ListGroups = 14,
     ForwardHello = 15,
+    ReplicaFetch = 16,
 }
 
 impl ApiKey {
     /// Every api this build implements, in key order.
-    pub const ALL: [ApiKey; 16] = [
+    pub const ALL: [ApiKey; 17] = [
         ApiKey::ApiVersions,
         ApiKey::Metadata,
         ApiKey::CreateTopic,
@@ -43,6 +44,7 @@ impl ApiKey {
         ApiKey::DescribeGroup,
         ApiKey::ListGroups,
         ApiKey::ForwardHello,
+        ApiKey::ReplicaFetch,
     ];
 
     pub fn from_u16(v: u16) -> Option<ApiKey> {
@@ -71,6 +73,7 @@ impl ApiKey {
             ApiKey::DescribeGroup => "DescribeGroup",
             ApiKey::ListGroups => "ListGroups",
             ApiKey::ForwardHello => "ForwardHello",
+            ApiKey::ReplicaFetch => "ReplicaFetch",
         }
     }
 
@@ -125,7 +128,7 @@ mod tests {
             assert_eq!(k.as_u16() as usize, i);
             assert_eq!(ApiKey::from_u16(k.as_u16()), Some(*k));
         }
-        assert_eq!(ApiKey::from_u16(16), None);
+        assert_eq!(ApiKey::from_u16(17), None);
         assert_eq!(ApiKey::from_u16(u16::MAX), None);
     }
 }

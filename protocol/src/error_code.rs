@@ -114,6 +114,9 @@ error_codes! {
     FencedInstanceId = 31, "FENCED_INSTANCE_ID", false;
     /// The group already has `MAX_GROUP_MEMBERS` members.
     GroupFull = 32, "GROUP_FULL", false;
+    /// A follower asked at a leader epoch older than the leader's: it
+    /// refreshes its view of the cluster and asks again.
+    StaleLeaderEpoch = 33, "STALE_LEADER_EPOCH", true;
 }
 
 impl ErrorCode {
@@ -151,7 +154,7 @@ mod tests {
             assert_eq!(c.as_u16() as usize, i);
             assert_eq!(ErrorCode::from_u16(c.as_u16()), *c);
         }
-        assert_eq!(ErrorCode::from_u16(33), ErrorCode::UnknownServerError);
+        assert_eq!(ErrorCode::from_u16(34), ErrorCode::UnknownServerError);
         assert_eq!(ErrorCode::from_u16(u16::MAX), ErrorCode::UnknownServerError);
         assert_eq!(ErrorCode::CorruptBatch.to_string(), "CORRUPT_BATCH");
     }
@@ -163,7 +166,7 @@ mod tests {
             .filter(|c| c.is_retriable())
             .map(|c| c.as_u16())
             .collect();
-        assert_eq!(retriable, [11, 13, 16, 17, 19, 21, 26, 29]);
+        assert_eq!(retriable, [11, 13, 16, 17, 19, 21, 26, 29, 33]);
     }
 
     #[test]

@@ -618,7 +618,9 @@ fn elect(p: &mut PartitionPlacement, members: &BTreeMap<NodeId, Member>) {
     let eligible =
         |id: &NodeId| p.isr.contains(id) && members.get(id).is_some_and(|m| m.liveness.is_alive());
     let preferred = p.replicas.first().filter(|id| eligible(id)).copied();
-    let current = p.leader.filter(|id| p.holders().any(|h| h == *id) && eligible(id));
+    let current = p
+        .leader
+        .filter(|id| p.holders().any(|h| h == *id) && eligible(id));
     let leader = preferred
         .or(current)
         .or_else(|| p.holders().find(|id| eligible(id)));
@@ -784,10 +786,21 @@ mod tests {
             .collect();
         assert!(!moved.is_empty());
         for &i in &moved {
-            let (b, p) = (&before.partitions[i], m.topic("t").unwrap().partitions[i].clone());
+            let (b, p) = (
+                &before.partitions[i],
+                m.topic("t").unwrap().partitions[i].clone(),
+            );
             assert!(!p.isr.contains(&4), "{p:?}");
-            assert_eq!(p.leader, b.leader, "leadership moved before the data: {p:?}");
-            let gone: Vec<NodeId> = b.replicas.iter().copied().filter(|r| !p.replicas.contains(r)).collect();
+            assert_eq!(
+                p.leader, b.leader,
+                "leadership moved before the data: {p:?}"
+            );
+            let gone: Vec<NodeId> = b
+                .replicas
+                .iter()
+                .copied()
+                .filter(|r| !p.replicas.contains(r))
+                .collect();
             assert_eq!(p.removing, gone, "{p:?}");
             // The leader reports the newcomer in sync: the old copy goes.
             let leader = p.leader.unwrap();
@@ -803,7 +816,10 @@ mod tests {
             .unwrap();
             let after = &m.topic("t").unwrap().partitions[i];
             assert!(after.removing.is_empty(), "{after:?}");
-            assert!(after.isr.iter().all(|n| after.replicas.contains(n)), "{after:?}");
+            assert!(
+                after.isr.iter().all(|n| after.replicas.contains(n)),
+                "{after:?}"
+            );
             assert_eq!(after.leader, Some(after.replicas[0]), "{after:?}");
         }
     }

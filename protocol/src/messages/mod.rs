@@ -36,6 +36,7 @@ mod groups;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod replica;
 mod topics;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -55,6 +56,7 @@ pub use metadata::{
     BrokerMetadata, MetadataRequest, MetadataResponse, PartitionMetadata, TopicMetadata, NO_LEADER,
 };
 pub use produce::{Acks, ProduceRequest, ProduceResponse};
+pub use replica::{EpochEnd, ReplicaFetchRequest, ReplicaFetchResponse};
 pub use topics::{
     CreateTopicRequest, CreateTopicResponse, DeleteTopicRequest, DeleteTopicResponse,
     ListTopicsRequest, ListTopicsResponse, TopicInfo,
@@ -157,6 +159,7 @@ apis! {
     DescribeGroup(DescribeGroupRequest, DescribeGroupResponse),
     ListGroups(ListGroupsRequest, ListGroupsResponse),
     ForwardHello(ForwardHelloRequest, ForwardHelloResponse),
+    ReplicaFetch(ReplicaFetchRequest, ReplicaFetchResponse),
 }
 
 impl Request {

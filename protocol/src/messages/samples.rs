@@ -135,6 +135,17 @@ pub fn sample_requests() -> Vec<Request> {
             cluster_id: "ringmq".into(),
         }
         .into(),
+        ReplicaFetchRequest {
+            replica: 3,
+            topic: "tasks".into(),
+            partition: 1,
+            leader_epoch: 4,
+            fetch_offset: 120,
+            last_fetched_epoch: 3,
+            max_bytes: 1 << 20,
+            max_wait_ms: 500,
+        }
+        .into(),
     ]
 }
 
@@ -260,5 +271,22 @@ pub fn sample_responses() -> Vec<ResponseBody> {
         }
         .into(),
         ForwardHelloResponse {}.into(),
+        ReplicaFetchResponse {
+            high_watermark: 130,
+            log_start_offset: 0,
+            diverging: None,
+            records: sample_batch(),
+        }
+        .into(),
+        ReplicaFetchResponse {
+            high_watermark: 130,
+            log_start_offset: 0,
+            diverging: Some(EpochEnd {
+                epoch: 2,
+                end_offset: 100,
+            }),
+            records: Bytes::new(),
+        }
+        .into(),
     ]
 }
