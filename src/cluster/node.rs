@@ -710,6 +710,10 @@ impl Driver {
             );
             return Ok(());
         }
+        if let Err(e) = self.seed_voters() {
+            tracing::error!(index = entry.index, error = %e, "cannot take the controllers into this node's raft configuration");
+            return Ok(());
+        }
         match self.raw.apply_conf_change(&cc) {
             Ok(cs) => {
                 tracing::info!(
@@ -725,6 +729,26 @@ impl Driver {
             Err(e) => {
                 tracing::warn!(index = entry.index, ?kind, node = cc.node_id, error = %e, "raft configuration change refused");
             }
+        }
+        Ok(())
+    }
+
+    /// A node that is not a controller starts with an empty configuration,
+    /// and the log does not name the voters (the controllers bootstrap them
+    /// from their own storage), so raft-rs would refuse to add a learner to
+    /// it ("removed all voters"). The voters are the same fixed set on every
+    /// node: they go in first, one valid simple change at a time, before
+    /// the first conf change a learner applies from the log. A snapshot
+    /// carries the whole configuration and needs none of this.
+    fn seed_voters(&mut self) -> Result<(), raft::Error> {
+        if !self.raw.raft.prs().conf().to_conf_state().voters.is_empty() {
+            return Ok(());
+        }
+        for &voter in &self.config.voters {
+            let mut add = ConfChange::default();
+            add.set_change_type(ConfChangeType::AddNode);
+            add.node_id = u64::from(voter);
+            self.raw.apply_conf_change(&add)?;
         }
         Ok(())
     }
