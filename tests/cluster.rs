@@ -333,7 +333,7 @@ fn a_fourth_node_joins_without_touching_the_controllers() {
         &[1, 4],
         "node 1 and node 4 agree",
         Duration::from_secs(30),
-        |s| healthy_with_learner(s),
+        healthy_with_learner,
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let mut statuses = statuses;
