@@ -76,12 +76,15 @@ pub struct Config {
     /// Where Prometheus scrapes metrics; `None`: not served.
     pub metrics_listen: Option<SocketAddr>,
     /// This node's id in a cluster; `None`: a single node, no peer listener,
-    /// no Raft (exactly the broker without clustering).
+    /// no Raft (exactly the broker without clustering). An id not in `peers`
+    /// is a member that is not a controller (a Raft learner); it needs
+    /// `peer_listen`.
     pub node_id: Option<u32>,
     /// The controller nodes (Raft voters) and their peer addresses, this node
     /// included. Empty in single-node mode.
     pub peers: BTreeMap<u32, SocketAddr>,
     /// Where the peer listener binds; `None`: this node's own entry in `peers`.
+    /// Required for a node not in `peers`, whose peer address it is.
     pub peer_listen: Option<SocketAddr>,
     /// Name shared by the nodes of one cluster; a node of another is refused.
     pub cluster_id: String,
@@ -242,13 +245,6 @@ impl Config {
                 "must list the controller nodes, e.g. 1=10.0.0.1:9393,2=10.0.0.2:9393,3=10.0.0.3:9393, when `node_id` is set",
             ));
         }
-        let Some(own) = self.peers.get(&id) else {
-            return Err(invalid(
-                "node_id",
-                id,
-                format!("is not one of the nodes in `peers` ({})", ids()),
-            ));
-        };
         let mut seen = BTreeMap::new();
         for (peer, addr) in &self.peers {
             if addr.port() == 0 || addr.ip().is_unspecified() {
@@ -266,7 +262,39 @@ impl Config {
                 ));
             }
         }
-        let peer_listen = self.peer_listen.unwrap_or(*own);
+        let peer_listen = match (self.peers.get(&id), self.peer_listen) {
+            (Some(_), Some(addr)) => addr,
+            (Some(own), None) => *own,
+            // Not a controller: a member that joins, and is dialed at the
+            // address it binds, so that address must be one others can reach.
+            (None, None) => {
+                return Err(invalid(
+                    "peer_listen",
+                    "from-peers",
+                    format!(
+                        "must be set to this node's own address: node {id} is not one of the controllers in `peers` ({}), so it joins as a member and the others dial it there",
+                        ids()
+                    ),
+                ))
+            }
+            (None, Some(addr)) => {
+                if addr.ip().is_unspecified() {
+                    return Err(invalid(
+                        "peer_listen",
+                        addr,
+                        format!("node {id} is not in `peers`, so the others dial it at `peer_listen`: it needs an address they can reach (no 0.0.0.0)"),
+                    ));
+                }
+                if let Some(other) = seen.get(&addr) {
+                    return Err(invalid(
+                        "peer_listen",
+                        addr,
+                        format!("is the address of node {other} in `peers`"),
+                    ));
+                }
+                addr
+            }
+        };
         if peer_listen.port() == 0 {
             return Err(invalid(
                 "peer_listen",
@@ -362,7 +390,7 @@ pub struct Settings {
     #[arg(long, value_parser = parse_optional_addr)]
     #[serde(deserialize_with = "de::optional_addr")]
     pub metrics_listen: Option<Limit<SocketAddr>>,
-    /// This node's id in a cluster (1 or more), or `none` for a single node [default: none].
+    /// This node's id in a cluster (1 or more), or `none` for a single node; an id not in `peers` joins as a member that is not a controller [default: none].
     #[arg(long, value_parser = parse_node_id)]
     #[serde(deserialize_with = "de::node_id")]
     pub node_id: Option<Limit<u32>>,
@@ -370,7 +398,7 @@ pub struct Settings {
     #[arg(long, value_parser = parse_peers)]
     #[serde(deserialize_with = "de::peers")]
     pub peers: Option<Peers>,
-    /// Address of the peer (node-to-node) listener, or `from-peers` for this node's entry in `peers` [default: from-peers].
+    /// Address of the peer (node-to-node) listener, or `from-peers` for this node's entry in `peers`; required (and dialed by the others) when `node_id` is not in `peers` [default: from-peers].
     #[arg(long, value_parser = parse_peer_listen)]
     #[serde(deserialize_with = "de::peer_listen")]
     pub peer_listen: Option<Limit<SocketAddr>>,
@@ -875,8 +903,24 @@ mod tests {
             Some("127.0.0.1:9402".parse().unwrap())
         );
         let err = |c: Config| c.validate().unwrap_err().to_string();
+        // Not a controller: a member, which needs its own dialable address.
         let e = err(cluster(4, three));
-        assert!(e.contains("`node_id`") && e.contains("1, 2, 3"), "{e}");
+        assert!(e.contains("`peer_listen`") && e.contains("1, 2, 3"), "{e}");
+        let member = |addr: &str| Config {
+            peer_listen: Some(addr.parse().unwrap()),
+            ..cluster(4, three)
+        };
+        member("127.0.0.1:9404").validate().unwrap();
+        assert_eq!(
+            member("127.0.0.1:9404").peer_listen_addr(),
+            Some("127.0.0.1:9404".parse().unwrap())
+        );
+        let e = err(member("0.0.0.0:9404"));
+        assert!(e.contains("`peer_listen`") && e.contains("0.0.0.0"), "{e}");
+        let e = err(member("127.0.0.1:9402"));
+        assert!(e.contains("`peer_listen`") && e.contains("node 2"), "{e}");
+        let e = err(member("127.0.0.1:0"));
+        assert!(e.contains("`peer_listen`"), "{e}");
         let e = parse_peers("1=127.0.0.1:1,1=127.0.0.1:2").unwrap_err();
         assert!(e.contains("node id 1 appears more than once"), "{e}");
         assert!(parse_peers("1:127.0.0.1:1").is_err());

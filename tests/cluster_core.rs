@@ -1,5 +1,6 @@
-//! The cluster core in one process: three Raft controllers on one glommio
-//! executor, an in-memory network, a temp dir each. Times are short (10 ms
+//! The cluster core in one process: three Raft controllers (and, in some
+//! tests, a fourth node that is a learner) on one glommio executor, an
+//! in-memory network, a temp dir each. Times are short (10 ms
 //! ticks) so each test takes a second or two; every wait is on an observable
 //! condition with a deadline, never a bare sleep.
 
@@ -33,6 +34,8 @@ struct Cluster {
     nodes: BTreeMap<NodeId, Node>,
     snapshot_every: u64,
     replace_after: Duration,
+    /// Whether leaders keep learners in step with members.
+    reconcile: bool,
 }
 
 impl Cluster {
@@ -43,6 +46,7 @@ impl Cluster {
             nodes: BTreeMap::new(),
             snapshot_every,
             replace_after: Duration::from_secs(60),
+            reconcile: true,
         };
         for id in IDS {
             c.start_node(id).await;
@@ -61,6 +65,7 @@ impl Cluster {
         cfg.snapshot_every = self.snapshot_every;
         cfg.replace_after = self.replace_after;
         cfg.inbox = 256;
+        cfg.reconcile_learners = self.reconcile;
         cfg
     }
 
@@ -87,9 +92,13 @@ impl Cluster {
         self.nodes.values().map(Node::handle).collect()
     }
 
-    /// The leader every running node agrees on.
+    /// The leader every running controller agrees on.
     async fn leader(&self) -> NodeId {
-        let handles = self.handles();
+        let handles: Vec<NodeHandle> = self
+            .handles()
+            .into_iter()
+            .filter(|h| IDS.contains(&h.id()))
+            .collect();
         wait_for("an agreed leader", || {
             let leaders: Vec<_> = handles.iter().map(|h| h.status().leader).collect();
             let first = leaders[0]?;
@@ -184,6 +193,11 @@ async fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
 }
 
 fn run<F: Future<Output = ()>>(f: impl FnOnce() -> F) {
+    // RUST_LOG=ringmq::cluster=debug,raft=debug shows what the nodes did.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     executor().run(f());
 }
 
@@ -237,7 +251,8 @@ fn the_leader_stops_and_two_of_three_go_on_then_it_catches_up() {
         c.propose_via(new, create("after", 6, 2)).await.unwrap();
 
         // The new controller marks the silent node dead: its partitions get
-        // new leaders with new epochs, and no replica list changes.
+        // new leaders with new epochs, it leaves every in-sync set, and no
+        // replica list changes.
         let dead = wait_for("the old leader marked dead", || {
             let md = c.handle(new).metadata();
             (!md.member(old).unwrap().liveness.is_alive()).then_some(md)
@@ -248,15 +263,18 @@ fn the_leader_stops_and_two_of_three_go_on_then_it_catches_up() {
         for (b, d) in was.partitions.iter().zip(&now.partitions) {
             assert_eq!(b.replicas, d.replicas);
             assert_ne!(d.leader, Some(old));
+            assert!(!d.isr.contains(&old), "{d:?}");
             if b.leader == Some(old) {
                 assert_eq!(d.leader_epoch, b.leader_epoch + 1);
             } else {
-                assert_eq!(d, b);
+                assert_eq!((d.leader, d.leader_epoch), (b.leader, b.leader_epoch));
             }
         }
 
-        // Back from its directory: it catches up from the log, is marked
-        // alive, and takes back the partitions it prefers to lead.
+        // Back from its directory: it catches up from the log and is marked
+        // alive; once each leader takes it back into the in-sync set (as the
+        // data path does when its copy caught up), it leads again where it
+        // is preferred.
         c.start_node(old).await;
         let md = wait_for("the old leader alive and caught up", || {
             let md = c.handle(new).metadata();
@@ -265,6 +283,24 @@ fn the_leader_stops_and_two_of_three_go_on_then_it_catches_up() {
         })
         .await;
         assert!(md.topic("after").is_some());
+        for (i, p) in md.topic("before").unwrap().partitions.iter().enumerate() {
+            let mut isr = p.isr.clone();
+            isr.push(old);
+            let alter = Command::AlterIsr {
+                topic: "before".into(),
+                partition: i as u32,
+                leader: p.leader.unwrap(),
+                leader_epoch: p.leader_epoch,
+                isr,
+            };
+            let leader = c.leader().await;
+            c.propose_via(leader, alter).await.unwrap();
+        }
+        let md = wait_for("every node applied the in-sync sets", || {
+            let md = c.handle(new).metadata();
+            (c.handle(old).metadata() == md).then_some(md)
+        })
+        .await;
         let back = md.topic("before").unwrap();
         for (b, a) in was.partitions.iter().zip(&back.partitions) {
             assert_eq!(b.replicas, a.replicas);
@@ -502,6 +538,215 @@ fn an_isolated_leader_steps_down_and_rejoins_without_disrupting() {
         assert!(md.topic("during").is_some());
         assert_eq!(c.leader().await, new);
         assert_eq!(c.handle(new).status().term, term);
+        for (_, node) in c.nodes {
+            node.stop().await.unwrap();
+        }
+    });
+}
+
+/// The learner a node not among the voters becomes.
+const LEARNER: NodeId = 4;
+
+/// Until every running node (voters and learner) has `learners` in its Raft
+/// configuration.
+async fn learners_are(c: &Cluster, learners: &[NodeId]) {
+    let handles = c.handles();
+    let start = Instant::now();
+    while !handles.iter().all(|h| h.status().learners == learners) {
+        let status: Vec<_> = handles.iter().map(NodeHandle::status).collect();
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out waiting for learners {learners:?} on every node: {status:#?}"
+        );
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[test]
+fn a_learner_catches_up_from_a_snapshot_and_never_makes_a_quorum() {
+    run(|| async {
+        let mut c = Cluster::start(4).await;
+        c.join_all().await;
+        let leader = c.leader().await;
+        for i in 0..10 {
+            c.propose_via(leader, create(&format!("t{i}"), 2, 3))
+                .await
+                .unwrap();
+        }
+        wait_for("a compacted log on the leader", || {
+            (c.handle(leader).status().snapshot_index > 4).then_some(())
+        })
+        .await;
+
+        // Node 4 starts empty: no configuration, no leader, nothing applied.
+        c.start_node(LEARNER).await;
+        let h4 = c.handle(LEARNER);
+        assert_eq!(h4.status().applied, 0);
+        assert!(!h4.is_controller());
+        c.propose_via(
+            leader,
+            Command::Join {
+                node: info(LEARNER),
+            },
+        )
+        .await
+        .unwrap();
+        learners_are(&c, &[LEARNER]).await;
+        let md = c.converged().await;
+        assert_eq!(md.members().len(), 4);
+        assert_eq!(md.topics().len(), 10);
+        assert!(
+            h4.status().snapshot_index > 0,
+            "caught up from a snapshot: {:?}",
+            h4.status()
+        );
+        assert_eq!(h4.status().leader, Some(leader));
+        // A learner takes no proposals, and points at the leader.
+        assert_eq!(
+            h4.propose(create("via-4", 1, 1)).await,
+            Err(ProposeError::NotLeader {
+                leader: Some(leader)
+            })
+        );
+        c.propose_via(LEARNER, create("via-4", 1, 1)).await.unwrap();
+        c.converged().await;
+
+        // Two controllers down: the third and the learner are no quorum.
+        let down: Vec<NodeId> = IDS.into_iter().filter(|&id| id != leader).collect();
+        let term = c.handle(leader).status().term;
+        for &id in &down {
+            c.stop_node(id).await;
+        }
+        wait_for("no leader anywhere, the learner included", || {
+            c.handles()
+                .iter()
+                .all(|h| h.status().leader.is_none() && !h.status().is_leader)
+                .then_some(())
+        })
+        .await;
+        let wait = Instant::now() + Duration::from_millis(800);
+        while Instant::now() < wait {
+            assert!(c.handles().iter().all(|h| !h.status().is_leader));
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+        }
+        // It never campaigned: its term is the one it learned from a leader.
+        assert!(h4.status().term <= term, "{:?}", h4.status());
+
+        for &id in &down {
+            c.start_node(id).await;
+        }
+        let back = c.leader().await;
+        c.propose_via(back, create("after", 1, 3)).await.unwrap();
+        let md = c.converged().await;
+        assert!(md.topic("after").is_some());
+        assert_ne!(c.leader().await, LEARNER);
+        for (_, node) in c.nodes {
+            node.stop().await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn learner_entries_converge_whatever_happened_before() {
+    run(|| async {
+        // Leaders that never reconcile: as if each died right after applying
+        // a join, before proposing its conf change.
+        let mut c = Cluster::start(1000).await;
+        c.reconcile = false;
+        for id in IDS {
+            c.stop_node(id).await;
+            c.start_node(id).await;
+        }
+        c.join_all().await;
+        c.start_node(LEARNER).await;
+        let leader = c.leader().await;
+        c.propose_via(
+            leader,
+            Command::Join {
+                node: info(LEARNER),
+            },
+        )
+        .await
+        .unwrap();
+        // A retried join changes nothing.
+        assert_eq!(
+            c.propose_via(
+                leader,
+                Command::Join {
+                    node: info(LEARNER)
+                }
+            )
+            .await,
+            Err(ProposeError::Rejected(CommandError::NodeExists(LEARNER)))
+        );
+        let md = c.handle(leader).metadata();
+        assert!(md.member(LEARNER).is_some());
+        glommio::timer::sleep(Duration::from_millis(300)).await;
+        assert!(c.handle(leader).status().learners.is_empty());
+        assert_eq!(c.handle(LEARNER).status().applied, 0, "not a learner yet");
+
+        // Leaders that do: whichever is elected finds the member without a
+        // learner entry and adds it.
+        c.reconcile = true;
+        for id in IDS {
+            c.stop_node(id).await;
+            c.start_node(id).await;
+        }
+        learners_are(&c, &[LEARNER]).await;
+        let md = c.converged().await;
+        assert!(md.member(LEARNER).is_some());
+
+        // A restarted learner and a restarted controller keep the same
+        // configuration (persisted, and the entries applied again agree).
+        c.stop_node(LEARNER).await;
+        c.start_node(LEARNER).await;
+        let follower = IDS.into_iter().find(|&id| id != leader).unwrap();
+        c.stop_node(follower).await;
+        c.start_node(follower).await;
+        learners_are(&c, &[LEARNER]).await;
+        c.converged().await;
+
+        // Removed: its learner entry goes too, on every node.
+        let leader = c.leader().await;
+        c.propose_via(leader, Command::Remove { node: LEARNER })
+            .await
+            .unwrap();
+        let voters: Vec<NodeHandle> = c
+            .handles()
+            .into_iter()
+            .filter(|h| h.id() != LEARNER)
+            .collect();
+        wait_for("no learner on the controllers", || {
+            voters
+                .iter()
+                .all(|h| h.status().learners.is_empty() && h.metadata().member(LEARNER).is_none())
+                .then_some(())
+        })
+        .await;
+        // Its raft messages are refused from now on.
+        let msg = Message {
+            msg_type: MessageType::MsgAppendResponse,
+            from: u64::from(LEARNER),
+            to: u64::from(leader),
+            term: c.handle(leader).status().term,
+            ..Default::default()
+        };
+        assert_eq!(
+            c.handle(leader).receive(LEARNER, PeerMessage::Raft(msg)),
+            Err(ReceiveError::UnknownNode(LEARNER))
+        );
+
+        // And it may join again.
+        c.propose_via(
+            leader,
+            Command::Join {
+                node: info(LEARNER),
+            },
+        )
+        .await
+        .unwrap();
+        learners_are(&c, &[LEARNER]).await;
+        c.converged().await;
         for (_, node) in c.nodes {
             node.stop().await.unwrap();
         }

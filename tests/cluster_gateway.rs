@@ -21,7 +21,15 @@ use ringmq_protocol::{
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-const FLAGS: &[&str] = &["--node-timeout", "2s", "--replace-after", "10min"];
+/// Small segments: every partition preallocates one, and the disk is shared.
+const FLAGS: &[&str] = &[
+    "--node-timeout",
+    "2s",
+    "--replace-after",
+    "10min",
+    "--segment-bytes",
+    "1MiB",
+];
 const WAIT: Duration = Duration::from_secs(30);
 
 fn healthy(n: usize) -> impl Fn(&ClusterStatus) -> bool {

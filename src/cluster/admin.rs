@@ -30,6 +30,9 @@ pub struct NodeView {
     pub id: NodeId,
     /// One of the Raft voters (`peers`).
     pub controller: bool,
+    /// A Raft learner: a member that is not a controller and gets the log.
+    #[serde(default)]
+    pub learner: bool,
     /// On the ring (joined, not removed or replaced).
     pub member: bool,
     /// The controller's liveness mark; `None` for a node that is not a member.

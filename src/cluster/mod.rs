@@ -1,10 +1,13 @@
 //! The cluster core: who is a member, who is alive, which node holds and
-//! leads each partition, agreed through Raft among the controller nodes.
+//! leads each partition, agreed through Raft among the controller nodes (the
+//! voters, fixed by `peers`); members that are not controllers follow the
+//! same log as Raft learners.
 //!
 //! - [`metadata`]: the replicated state machine, pure and deterministic.
 //! - [`raft_log`]: the Raft log, hard state and snapshots on disk.
 //! - [`node`]: drives one Raft node on a glommio executor: ticks, Ready
-//!   processing, proposals, liveness of the other nodes.
+//!   processing, proposals, liveness of the other nodes, learners kept in
+//!   step with members.
 //! - [`transport`]: how raft messages reach peers ([`transport::Transport`]),
 //!   and an in-memory one for tests.
 //! - [`peer_net`]: the peer listener and the TCP transport.

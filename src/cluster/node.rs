@@ -1,4 +1,7 @@
-//! One controller node: a raft-rs `RawNode` driven on a glommio executor.
+//! One cluster node's Raft: a raft-rs `RawNode` driven on a glommio executor.
+//! A controller (one of the fixed voters) or a learner: a member that is not
+//! a controller, which gets the log (or a snapshot) from the leader and
+//! applies the same metadata, but never campaigns or votes.
 //!
 //! A single driver task owns the `RawNode`, the [`DiskLog`] and the pending
 //! proposals, so nothing about Raft is shared or locked; other tasks talk to
@@ -17,9 +20,17 @@
 //! dead longer than `replace_after` is proposed replaced. A new leader gives
 //! everyone a fresh `node_timeout` before judging, since it has heard no
 //! heartbeats yet.
+//!
+//! Learners follow membership: the controller leader checks after every turn
+//! that every member that is not a voter is a learner and every learner a
+//! member, and proposes the one conf change (AddLearnerNode, RemoveNode) that
+//! is missing, one at a time. That converges whatever happened before: a
+//! retried join, a leader that died between applying a join and proposing
+//! its conf change, a new leader. Voters never change; a conf change
+//! touching one is refused by every node alike.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -29,7 +40,8 @@ use futures_channel::oneshot;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::timer::Timer;
 use glommio::Task;
-use raft::eraftpb::{Entry, EntryType, MessageType, Snapshot};
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType, MessageType, Snapshot};
 use raft::{RawNode, StateRole, Storage};
 
 use super::metadata::{Command, CommandError, Metadata, NodeId};
@@ -41,8 +53,8 @@ use super::transport::{PeerMessage, Transport};
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub id: NodeId,
-    /// The controller nodes (Raft voters), this one included. The same on
-    /// every controller when the cluster is first started.
+    /// The controller nodes (Raft voters), the same on every node. A node
+    /// not among them is a learner.
     pub voters: Vec<NodeId>,
     /// Where the Raft log and snapshots live (`<data dir>/raft`).
     pub dir: PathBuf,
@@ -68,6 +80,10 @@ pub struct NodeConfig {
     pub inbox: usize,
     /// Proposals awaiting their entry's application, at most.
     pub max_pending: usize,
+    /// Whether the leader keeps the learners in step with the members (see
+    /// the module doc). Tests turn it off to leave a member without its
+    /// learner entry, as a leader dying at the wrong moment would.
+    pub reconcile_learners: bool,
 }
 
 impl NodeConfig {
@@ -86,6 +102,7 @@ impl NodeConfig {
             snapshot_every: 1000,
             inbox: 1024,
             max_pending: 1024,
+            reconcile_learners: true,
         }
     }
 }
@@ -155,6 +172,9 @@ pub enum ReceiveError {
 pub struct NodeStatus {
     pub id: NodeId,
     pub term: u64,
+    /// The controller leader as far as this node knows. A learner, which
+    /// never campaigns, forgets it after two election timeouts without word
+    /// from it.
     pub leader: Option<NodeId>,
     pub is_leader: bool,
     /// Index of the last log entry applied to the metadata.
@@ -165,6 +185,8 @@ pub struct NodeStatus {
     /// `applied` reaches it, the metadata is older than what this node
     /// already acted on before it restarted.
     pub restored_commit: u64,
+    /// The learners of the Raft configuration this node has applied.
+    pub learners: Vec<NodeId>,
 }
 
 enum Input {
@@ -215,6 +237,27 @@ impl NodeHandle {
         self.shared.borrow().status.clone()
     }
 
+    /// The controllers (Raft voters).
+    pub fn voters(&self) -> &[NodeId] {
+        &self.voters
+    }
+
+    /// Whether this node is a controller.
+    pub fn is_controller(&self) -> bool {
+        self.voters.contains(&self.id)
+    }
+
+    /// Whether `id` is a controller, a learner, or a member in the applied
+    /// metadata: a node of the cluster, rather than one that may only ask to
+    /// join.
+    pub fn knows(&self, id: NodeId) -> bool {
+        if self.voters.contains(&id) {
+            return true;
+        }
+        let shared = self.shared.borrow();
+        shared.status.learners.contains(&id) || shared.metadata.member(id).is_some()
+    }
+
     /// Proposes `cmd`; resolves once it is applied here (and so committed),
     /// with the state machine's verdict.
     pub async fn propose(&self, cmd: Command) -> Result<(), ProposeError> {
@@ -238,14 +281,15 @@ impl NodeHandle {
     }
 
     /// Takes a message that arrived from node `from` (as authenticated by
-    /// the transport's Hello). Refuses senders that are neither controllers
-    /// nor members, and raft messages whose addresses do not match; never
-    /// waits (a full inbox drops the message).
+    /// the transport's Hello). Refuses raft messages from nodes that are
+    /// neither voters nor learners, heartbeats from nodes that are neither
+    /// controllers nor members, and raft messages whose addresses do not
+    /// match; never waits (a full inbox drops the message).
     pub fn receive(&self, from: NodeId, msg: PeerMessage) -> Result<(), ReceiveError> {
         let voter = self.voters.contains(&from);
         match &msg {
             PeerMessage::Raft(m) => {
-                if !voter {
+                if !voter && !self.shared.borrow().status.learners.contains(&from) {
                     return Err(ReceiveError::UnknownNode(from));
                 }
                 if !is_peer_message(m.get_msg_type()) || m.term == 0 {
@@ -285,14 +329,15 @@ impl Node {
     /// Opens the log in `config.dir` (on the blocking pool), restores the
     /// metadata from its snapshot and starts the driver on this executor.
     /// Committed entries after the snapshot are applied again as Raft
-    /// delivers them; the rest arrives from the leader.
+    /// delivers them; the rest arrives from the leader. A node not among the
+    /// voters starts a new log with an empty configuration: a learner-to-be.
     pub async fn start(
         config: NodeConfig,
         transport: Rc<dyn Transport>,
     ) -> Result<Node, NodeError> {
-        if config.id == 0 || !config.voters.contains(&config.id) {
+        if config.id == 0 || config.voters.is_empty() || config.voters.contains(&0) {
             return Err(NodeError::Config(format!(
-                "node {} must be one of the voters {:?} (ids start at 1)",
+                "node {} with voters {:?}: ids start at 1, and there is at least one voter",
                 config.id, config.voters
             )));
         }
@@ -302,7 +347,11 @@ impl Node {
             ));
         }
         let dir = config.dir.clone();
-        let voters: Vec<u64> = config.voters.iter().map(|&v| u64::from(v)).collect();
+        let voters: Vec<u64> = if config.voters.contains(&config.id) {
+            config.voters.iter().map(|&v| u64::from(v)).collect()
+        } else {
+            Vec::new()
+        };
         let (store, log) = glommio::executor()
             .spawn_blocking(move || raft_log::open(&dir, &voters))
             .await?;
@@ -338,6 +387,7 @@ impl Node {
                 applied: snap.index,
                 snapshot_index: snap.index,
                 restored_commit: raw.raft.raft_log.committed,
+                learners: learners_of(&raw),
             },
         }));
         let handle = NodeHandle {
@@ -364,6 +414,7 @@ impl Node {
             last_heard: BTreeMap::new(),
             judged: BTreeMap::new(),
             was_leader: false,
+            conf_proposed: None,
         };
         let id = handle.id;
         let task = glommio::spawn_local(async move {
@@ -415,6 +466,9 @@ struct Driver {
     /// proposed again on every tick.
     judged: BTreeMap<NodeId, Instant>,
     was_leader: bool,
+    /// The last conf change the leader proposed, and when: not proposed
+    /// again while it may still be on its way.
+    conf_proposed: Option<(ConfChangeType, u64, Instant)>,
 }
 
 impl Driver {
@@ -464,6 +518,7 @@ impl Driver {
             }
             self.on_ready().await?;
             self.refresh_status();
+            self.reconcile_learners(now);
             if stop {
                 break;
             }
@@ -553,11 +608,11 @@ impl Driver {
 
         let mut snapshots = self.send(ready.take_messages());
         snapshots.extend(self.send(ready.take_persisted_messages()));
-        self.apply(ready.take_committed_entries());
+        self.apply(ready.take_committed_entries()).await?;
 
         let mut light = self.raw.advance(ready);
         snapshots.extend(self.send(light.take_messages()));
-        self.apply(light.take_committed_entries());
+        self.apply(light.take_committed_entries()).await?;
         self.raw.advance_apply();
         // The transport cannot tell whether a snapshot arrived, and raft-rs
         // sends a follower nothing more until told. Reporting it finished at
@@ -585,16 +640,26 @@ impl Driver {
         snapshots
     }
 
-    fn apply(&mut self, entries: Vec<Entry>) {
+    async fn apply(&mut self, entries: Vec<Entry>) -> Result<(), NodeError> {
         for entry in entries {
             self.applied = entry.index;
+            match entry.get_entry_type() {
+                EntryType::EntryNormal => {}
+                EntryType::EntryConfChange => {
+                    self.apply_conf_change(&entry).await?;
+                    continue;
+                }
+                EntryType::EntryConfChangeV2 => {
+                    // Nothing proposes joint changes; every node skips it alike.
+                    tracing::warn!(
+                        index = entry.index,
+                        "ignoring a joint raft configuration change"
+                    );
+                    continue;
+                }
+            }
             if entry.data.is_empty() {
                 // A new leader's empty entry.
-                continue;
-            }
-            if entry.get_entry_type() != EntryType::EntryNormal {
-                // Voters are fixed at bootstrap; nothing proposes conf changes.
-                tracing::warn!(index = entry.index, "ignoring a raft configuration change");
                 continue;
             }
             let result = match serde_json::from_slice::<Command>(&entry.data) {
@@ -618,6 +683,142 @@ impl Driver {
             }
         }
         self.shared.borrow_mut().status.applied = self.applied;
+        Ok(())
+    }
+
+    /// Applies a committed conf change on this node, and makes the new
+    /// configuration durable. Only learners come and go: a change naming a
+    /// voter, or of another kind, is refused (by every node alike, as they
+    /// share the voters), and so is one raft-rs finds invalid.
+    async fn apply_conf_change(&mut self, entry: &Entry) -> Result<(), NodeError> {
+        let cc = match ConfChange::parse_from_bytes(&entry.data) {
+            Ok(cc) => cc,
+            Err(e) => {
+                tracing::warn!(index = entry.index, error = %e, "undecodable raft configuration change skipped");
+                return Ok(());
+            }
+        };
+        let kind = cc.get_change_type();
+        let learner = NodeId::try_from(cc.node_id)
+            .ok()
+            .filter(|&id| id != 0 && !self.config.voters.contains(&id));
+        let known_kind = matches!(
+            kind,
+            ConfChangeType::AddLearnerNode | ConfChangeType::RemoveNode
+        );
+        if learner.is_none() || !known_kind {
+            tracing::warn!(
+                index = entry.index,
+                ?kind,
+                node = cc.node_id,
+                "raft configuration change refused: only learners are added and removed"
+            );
+            return Ok(());
+        }
+        if let Err(e) = self.seed_voters() {
+            tracing::error!(index = entry.index, error = %e, "cannot take the controllers into this node's raft configuration");
+            return Ok(());
+        }
+        match self.raw.apply_conf_change(&cc) {
+            Ok(cs) => {
+                tracing::info!(
+                    node = self.config.id,
+                    index = entry.index,
+                    ?kind,
+                    learner = cc.node_id,
+                    "raft configuration changed"
+                );
+                self.shared.borrow_mut().status.learners = learners_of(&self.raw);
+                self.log.set_conf_state(self.raw.mut_store(), cs).await?;
+            }
+            Err(e) => {
+                tracing::warn!(index = entry.index, ?kind, node = cc.node_id, error = %e, "raft configuration change refused");
+            }
+        }
+        Ok(())
+    }
+
+    /// A node that is not a controller starts with an empty configuration,
+    /// and the log does not name the voters (the controllers bootstrap them
+    /// from their own storage), so raft-rs would refuse to add a learner to
+    /// it ("removed all voters"). The voters are the same fixed set on every
+    /// node: they go in first, one valid simple change at a time, before
+    /// the first conf change a learner applies from the log. A snapshot
+    /// carries the whole configuration and needs none of this.
+    fn seed_voters(&mut self) -> Result<(), raft::Error> {
+        if !self.raw.raft.prs().conf().to_conf_state().voters.is_empty() {
+            return Ok(());
+        }
+        for &voter in &self.config.voters {
+            let mut add = ConfChange::default();
+            add.set_change_type(ConfChangeType::AddNode);
+            add.node_id = u64::from(voter);
+            self.raw.apply_conf_change(&add)?;
+        }
+        Ok(())
+    }
+
+    /// Leader only: proposes the one conf change that brings the learners
+    /// closer to the members that are not voters (see the module doc).
+    fn reconcile_learners(&mut self, now: Instant) {
+        if !self.config.reconcile_learners
+            || self.raw.raft.state != StateRole::Leader
+            || self.raw.raft.has_pending_conf()
+        {
+            return;
+        }
+        let voters: BTreeSet<u64> = self.config.voters.iter().map(|&v| u64::from(v)).collect();
+        let learners: BTreeSet<u64> = self
+            .raw
+            .raft
+            .prs()
+            .conf()
+            .learners()
+            .iter()
+            .copied()
+            .collect();
+        let change = {
+            let shared = self.shared.borrow();
+            let members = shared.metadata.members();
+            members
+                .keys()
+                .map(|&id| u64::from(id))
+                .find(|id| !voters.contains(id) && !learners.contains(id))
+                .map(|id| (ConfChangeType::AddLearnerNode, id))
+                .or_else(|| {
+                    learners
+                        .iter()
+                        .find(|&&l| {
+                            NodeId::try_from(l).map_or(true, |id| members.get(&id).is_none())
+                        })
+                        .map(|&l| (ConfChangeType::RemoveNode, l))
+                })
+        };
+        let Some((kind, id)) = change else {
+            return;
+        };
+        if let Some((k, i, at)) = self.conf_proposed {
+            if (k, i) == (kind, id) && now.duration_since(at) < self.config.proposal_timeout {
+                return;
+            }
+        }
+        let mut cc = ConfChange::default();
+        cc.set_change_type(kind);
+        cc.node_id = id;
+        match self.raw.propose_conf_change(Vec::new(), cc) {
+            Ok(()) => {
+                tracing::info!(
+                    node = self.config.id,
+                    ?kind,
+                    learner = id,
+                    "raft configuration change proposed"
+                );
+                self.conf_proposed = Some((kind, id, now));
+            }
+            Err(e) => {
+                tracing::debug!(?kind, learner = id, error = %e, "raft configuration change not proposed")
+            }
+        }
     }
 
     fn own_seq(&self, context: &[u8]) -> Option<u64> {
@@ -638,7 +839,11 @@ impl Driver {
     /// applied entries.
     async fn maybe_snapshot(&mut self) -> Result<(), NodeError> {
         let base = self.raw.store().latest_snapshot().get_metadata().index;
-        if self.applied < base + self.config.snapshot_every.max(1) {
+        // A learner added after the latest snapshot needs a newer one.
+        let wanted = self.raw.store().take_snapshot_wanted();
+        if self.applied <= base
+            || (self.applied < base + self.config.snapshot_every.max(1) && !wanted)
+        {
             return Ok(());
         }
         let mut snapshot = Snapshot::default();
@@ -680,10 +885,20 @@ impl Driver {
             self.judged.clear();
         }
         self.was_leader = is_leader;
+        let mut leader = leader_of(&self.raw);
+        // A voter clears the leader when it campaigns; a learner never does,
+        // so it stops trusting one it has not heard from for long.
+        if !self.raw.raft.promotable()
+            && self.raw.raft.election_elapsed > 2 * self.config.election_ticks
+        {
+            leader = None;
+        }
+        let learners = learners_of(&self.raw);
         let mut shared = self.shared.borrow_mut();
         shared.status.term = self.raw.raft.term;
-        shared.status.leader = leader_of(&self.raw);
+        shared.status.leader = leader;
         shared.status.is_leader = is_leader;
+        shared.status.learners = learners;
     }
 
     /// Leader only: turns heartbeats and their absence into liveness
@@ -755,6 +970,20 @@ fn is_peer_message(t: MessageType) -> bool {
             | MsgHeartbeatResponse
             | MsgTimeoutNow
     )
+}
+
+/// The learners of the configuration `raw` has applied, sorted.
+fn learners_of(raw: &RawNode<RaftStore>) -> Vec<NodeId> {
+    let mut learners: Vec<NodeId> = raw
+        .raft
+        .prs()
+        .conf()
+        .learners()
+        .iter()
+        .filter_map(|&l| NodeId::try_from(l).ok())
+        .collect();
+    learners.sort_unstable();
+    learners
 }
 
 fn leader_of(raw: &RawNode<RaftStore>) -> Option<NodeId> {

@@ -3,15 +3,24 @@
 //! section 11). Runs on the shard that drives the Raft node (shard 0).
 //!
 //! - Outgoing: one connection per peer, dialed by a task of its own that
-//!   reconnects with backoff. [`Transport::send`] never waits: it encodes the
+//!   reconnects with backoff. The peers are the controllers (`peers`) and,
+//!   on a controller, every member that is not one (a learner, which the
+//!   leader must reach with the log): their dialers start and stop as the
+//!   applied membership changes, with the member's `peer_addr`. [`Transport::send`] never waits: it encodes the
 //!   frame and puts it on that peer's bounded queue, dropping it when the
 //!   queue is full (Raft retransmits, heartbeats repeat). A failed dial or a
 //!   lost connection is reported to Raft ([`NodeHandle::report_unreachable`]).
 //! - Incoming: every accepted connection must start with a Hello naming this
-//!   cluster and a node the cluster knows; anything else is answered with a
-//!   Reject and closed, logged once per sender and reason so a misconfigured
-//!   node retrying every second does not flood the log. After the Hello,
-//!   frames go to [`NodeHandle::receive`], which checks them again.
+//!   cluster and a node id other than this node's; anything else is answered
+//!   with a Reject and closed, logged once per sender and reason so a
+//!   misconfigured node retrying every second does not flood the log. A
+//!   node id the cluster does not know (neither controller, learner nor
+//!   member) is a stranger that may only ask to join: its frames are small
+//!   ones at most, a Forward of its own Join is taken, its raft messages are
+//!   dropped (logged once), and anything else it forwards is refused. After
+//!   the Hello, frames go to [`NodeHandle::receive`], which checks them again
+//!   against the applied configuration, so a stranger that joins is heard
+//!   on the same connection.
 //! - Any frame that does not decode closes that one connection and nothing
 //!   else: the sender (if it is a node) reconnects and says Hello again.
 //!
@@ -30,13 +39,14 @@ use futures_lite::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
+use glommio::Task;
 use ringmq_protocol::peer::{
     self, Hello, PeerError, PeerHeader, Reject, RejectReason, PEER_HEADER_LEN,
     PEER_PROTOCOL_VERSION,
 };
 
 use super::metadata::{Command, NodeId};
-use super::node::NodeHandle;
+use super::node::{NodeHandle, ReceiveError};
 use super::transport::{from_wire, to_wire, PeerMessage, Transport, WireError};
 
 /// Frames queued towards one peer before new ones are dropped.
@@ -60,6 +70,8 @@ const MAX_FORWARDED: usize = 64;
 const WRITE_BATCH: usize = 1 << 20;
 /// Distinct "logged once" keys remembered before the memory is reset.
 const MAX_LOGGED: usize = 1024;
+/// How often a controller compares its dialers with the applied members.
+const MEMBERS_POLL: Duration = Duration::from_millis(200);
 
 /// Why a peer connection ended. Each ends only its own connection.
 #[derive(Debug, thiserror::Error)]
@@ -154,9 +166,14 @@ impl Stopper {
 /// and, once [`PeerNet::start`]ed, the listener and the dialers.
 pub struct PeerNet {
     config: PeerNetConfig,
-    queues: BTreeMap<NodeId, LocalSender<Bytes>>,
-    /// The other ends of `queues`, until the dialers take them.
+    /// Outgoing queues: the controllers', then the members' that are not
+    /// controllers (on a controller). Never borrowed across an `.await`.
+    queues: RefCell<BTreeMap<NodeId, LocalSender<Bytes>>>,
+    /// The other ends of the controllers' queues, until the dialers take them.
     receivers: RefCell<BTreeMap<NodeId, LocalReceiver<Bytes>>>,
+    /// Dialers of members that are not controllers, with the address each
+    /// dials; dropping the task ends it (and its connection).
+    member_dialers: RefCell<BTreeMap<NodeId, (SocketAddr, Task<()>)>>,
     stop: Rc<Stopper>,
     dropped: Cell<u64>,
     incoming: Cell<usize>,
@@ -177,8 +194,9 @@ impl PeerNet {
         }
         Rc::new(PeerNet {
             config,
-            queues,
+            queues: RefCell::new(queues),
             receivers: RefCell::new(receivers),
+            member_dialers: RefCell::new(BTreeMap::new()),
             stop: Rc::new(Stopper::default()),
             dropped: Cell::new(0),
             incoming: Cell::new(0),
@@ -197,8 +215,9 @@ impl PeerNet {
         self.dropped.get()
     }
 
-    /// Starts accepting on `listener` and dialing every peer; the node's
-    /// `handle` receives what arrives.
+    /// Starts accepting on `listener` and dialing every controller (and, on
+    /// a controller, every other member); the node's `handle` receives what
+    /// arrives.
     pub fn start(self: &Rc<Self>, listener: TcpListener, handle: NodeHandle) {
         let receivers = std::mem::take(&mut *self.receivers.borrow_mut());
         for (peer, rx) in receivers {
@@ -213,12 +232,78 @@ impl PeerNet {
             })
             .detach();
         }
+        if self.config.peers.contains_key(&self.config.me) {
+            let net = self.clone();
+            let handle = handle.clone();
+            glommio::spawn_local(async move {
+                let stop = net.stop.clone();
+                stop.until(net.clone().follow_members(handle)).await;
+                // Stopped: the member dialers end with their tasks.
+                net.member_dialers.borrow_mut().clear();
+            })
+            .detach();
+        }
         let net = self.clone();
         glommio::spawn_local(async move {
             let stop = net.stop.clone();
             stop.until(net.accept_forever(listener, handle)).await;
         })
         .detach();
+    }
+
+    /// Keeps one dialer per member that is not a controller, at the peer
+    /// address the metadata gives it: started when it joins (or its address
+    /// changes), stopped when it leaves.
+    async fn follow_members(self: Rc<Self>, handle: NodeHandle) {
+        loop {
+            let wanted: BTreeMap<NodeId, SocketAddr> = handle.read(|md| {
+                md.members()
+                    .values()
+                    .filter(|m| {
+                        m.info.id != self.config.me && !self.config.peers.contains_key(&m.info.id)
+                    })
+                    .filter_map(|m| match m.info.peer_addr.parse() {
+                        Ok(addr) => Some((m.info.id, addr)),
+                        Err(_) => {
+                            self.log_once(
+                                format!("node {} (peer address)", m.info.id),
+                                "member with a peer address that is not host:port: not dialed",
+                                &m.info.peer_addr,
+                            );
+                            None
+                        }
+                    })
+                    .collect()
+            });
+            let gone: Vec<NodeId> = self
+                .member_dialers
+                .borrow()
+                .iter()
+                .filter(|(id, (addr, _))| wanted.get(id) != Some(addr))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in gone {
+                self.queues.borrow_mut().remove(&id);
+                self.member_dialers.borrow_mut().remove(&id);
+                tracing::debug!(peer = id, "stopped dialing a former member");
+            }
+            for (id, addr) in wanted {
+                if self.member_dialers.borrow().contains_key(&id) {
+                    continue;
+                }
+                let (tx, rx) = local_channel::new_bounded(PEER_QUEUE);
+                self.queues.borrow_mut().insert(id, tx);
+                let net = self.clone();
+                let h = handle.clone();
+                let task = glommio::spawn_local(async move {
+                    let stop = net.stop.clone();
+                    stop.until(net.dial_forever(id, addr, rx, h)).await;
+                });
+                self.member_dialers.borrow_mut().insert(id, (addr, task));
+                tracing::debug!(peer = id, %addr, "dialing a member");
+            }
+            glommio::timer::sleep(MEMBERS_POLL).await;
+        }
     }
 
     /// Ends every task of the peer network (connections close as their
@@ -241,7 +326,8 @@ impl PeerNet {
     }
 
     fn enqueue(&self, to: NodeId, frame: &peer::PeerMessage) {
-        let Some(queue) = self.queues.get(&to) else {
+        let queues = self.queues.borrow();
+        let Some(queue) = queues.get(&to) else {
             tracing::debug!(to, "peer message to a node with no peer address dropped");
             return;
         };
@@ -462,14 +548,9 @@ impl PeerNet {
                 RejectReason::UnknownNode,
                 format!("node id {from} is this node's own"),
             ))
-        } else if !self.config.peers.contains_key(&from)
-            && handle.read(|md| md.member(from).is_none())
-        {
-            Some((
-                RejectReason::UnknownNode,
-                format!("node {from} is neither a controller nor a member of this cluster"),
-            ))
         } else {
+            // Any other id is heard: a node the cluster knows, or a stranger
+            // that may only ask to join (checked frame by frame).
             None
         };
         if let Some((reason, message)) = refusal {
@@ -489,7 +570,10 @@ impl PeerNet {
         handle: &NodeHandle,
     ) -> Result<(), ConnError> {
         loop {
-            let Some(frame) = read_frame(reader, usize::MAX).await? else {
+            // Checked per frame: a stranger may join during the connection.
+            let known = handle.knows(from);
+            let max = if known { usize::MAX } else { MAX_HELLO_FRAME };
+            let Some(frame) = read_frame(reader, max).await? else {
                 return Ok(());
             };
             match frame {
@@ -500,11 +584,18 @@ impl PeerNet {
                         message: r.message,
                     })
                 }
-                peer::PeerMessage::Forward(f) => self.take_forward(from, &f.command, handle),
+                peer::PeerMessage::Forward(f) => self.take_forward(from, known, &f.command, handle),
                 frame => {
                     if let Some(msg) = from_wire(from, frame)? {
-                        if let Err(e) = handle.receive(from, msg) {
-                            tracing::debug!(from, error = %e, "peer message dropped");
+                        let raft = matches!(msg, super::transport::PeerMessage::Raft(_));
+                        match handle.receive(from, msg) {
+                            Ok(()) => {}
+                            Err(e @ ReceiveError::UnknownNode(_)) if raft => self.log_once(
+                                format!("node {from} (raft message from a non-member)"),
+                                "raft message from a node that is neither a voter nor a learner dropped",
+                                &e,
+                            ),
+                            Err(e) => tracing::debug!(from, error = %e, "peer message dropped"),
                         }
                     }
                 }
@@ -514,8 +605,9 @@ impl PeerNet {
 
     /// A command forwarded to this node as controller leader: proposed if it
     /// is one peers may forward and this node leads, else dropped (the
-    /// sender sees nothing change and tries again).
-    fn take_forward(&self, from: NodeId, json: &[u8], handle: &NodeHandle) {
+    /// sender sees nothing change and tries again). `known`: whether `from`
+    /// is a node of the cluster; a stranger may only ask to join as itself.
+    fn take_forward(&self, from: NodeId, known: bool, json: &[u8], handle: &NodeHandle) {
         let cmd = match serde_json::from_slice::<Command>(json) {
             Ok(cmd) => cmd,
             Err(e) => {
@@ -525,16 +617,23 @@ impl PeerNet {
         };
         let allowed = match &cmd {
             Command::Join { node } => node.id == from,
-            Command::Remove { .. } => true,
+            Command::Remove { .. } => known,
             _ => false,
         };
         if !allowed {
-            tracing::warn!(
-                from,
-                ?cmd,
-                "forwarded command not taken from peers: dropped"
+            self.log_once(
+                format!("node {from} (forwarded command)"),
+                "forwarded command not taken from this peer: dropped",
+                &format_args!("{cmd:?}"),
             );
             return;
+        }
+        if let Command::Join { node } = &cmd {
+            if handle.read(|md| md.member(node.id).is_some_and(|m| m.info == *node)) {
+                // Applied already; the joiner has not caught up to see it.
+                tracing::debug!(from, "forwarded join of a member: dropped");
+                return;
+            }
         }
         if !handle.status().is_leader || self.forwarded.get() >= MAX_FORWARDED {
             tracing::debug!(

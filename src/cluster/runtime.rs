@@ -7,7 +7,10 @@
 //! proposals, so a node that does not lead sends the command to the leader
 //! in a Forward frame (SPEC.md 11.3.5) and watches its own applied metadata
 //! until it is a member, sending again every [`JOIN_RETRY`] (through
-//! whichever node leads by then). Once a member, it stops trying, so a node
+//! whichever node leads by then). A node that is not a controller knows no
+//! leader until it is a learner, which it becomes once its join is applied,
+//! so until then it sends the join to every controller (the ones that do not
+//! lead drop it). Once a member, it stops trying, so a node
 //! removed by `ringmq cluster remove` stays out until its process restarts.
 //! Addresses of a member are not updated yet (a node that comes back on
 //! other addresses is logged, not re-registered).
@@ -68,7 +71,9 @@ impl ClusterSettings {
     /// node's peer IP, the one address of it the others are known to reach.
     pub fn from_config(config: &Config) -> Option<ClusterSettings> {
         let me = config.node_id?;
-        let own = *config.peers.get(&me)?;
+        let peer_listen = config.peer_listen_addr()?;
+        // A node that is not a controller is dialed at its `peer_listen`.
+        let own = config.peers.get(&me).copied().unwrap_or(peer_listen);
         let mut client_addr = config.listen;
         if client_addr.ip().is_unspecified() {
             client_addr.set_ip(own.ip());
@@ -77,7 +82,7 @@ impl ClusterSettings {
             me,
             cluster_id: config.cluster_id.clone(),
             peers: config.peers.clone(),
-            peer_listen: config.peer_listen_addr()?,
+            peer_listen,
             client_addr,
             raft_dir: config.data_dir.join(RAFT_DIR),
             node_timeout: config.node_timeout,
@@ -197,6 +202,11 @@ async fn join(handle: NodeHandle, net: Rc<PeerNet>, info: NodeInfo) {
             return;
         }
         match handle.status().leader {
+            None if !handle.is_controller() => {
+                for &controller in handle.voters() {
+                    net.forward(controller, &cmd);
+                }
+            }
             None => {}
             Some(leader) if leader == me => match handle.propose(cmd.clone()).await {
                 Ok(()) => {}
@@ -237,6 +247,8 @@ pub fn status(handle: &NodeHandle, settings: &ClusterSettings) -> ClusterStatus 
         let load = md.load_per_node();
         let mut ids: Vec<NodeId> = settings.peers.keys().copied().collect();
         ids.extend(md.members().keys().copied());
+        // A learner whose removal is still on its way shows too.
+        ids.extend(raft.learners.iter().copied());
         ids.sort_unstable();
         ids.dedup();
         let nodes = ids
@@ -247,6 +259,7 @@ pub fn status(handle: &NodeHandle, settings: &ClusterSettings) -> ClusterStatus 
                 NodeView {
                     id,
                     controller: settings.peers.contains_key(&id),
+                    learner: raft.learners.contains(&id),
                     member: member.is_some(),
                     alive: member.map(|m| m.liveness.is_alive()),
                     client_addr: member.map(|m| m.info.client_addr.clone()),

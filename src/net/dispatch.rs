@@ -50,6 +50,10 @@ pub async fn handle(
         Request::DescribeGroup(r) => groups::group(s, GroupRequest::Describe(r), from).await,
         Request::ListGroups(_) => groups::list_groups(s, from).await,
         Request::ForwardHello(r) => handlers::forward_hello(s, r, &origin),
+        Request::ReplicaFetch(_) => Err(Failure::new(
+            ringmq_protocol::ErrorCode::InvalidRequest,
+            "this broker does not serve ReplicaFetch yet",
+        )),
     };
     let (error, bytes_out) = match &result {
         Ok(Answer::Fetch(f)) => (None, f.records.len()),

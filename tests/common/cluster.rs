@@ -4,7 +4,9 @@
 //! (every node must know every peer address before it starts), by binding
 //! port 0 and releasing it. Another process may take such a port in between,
 //! so a start that fails to bind is retried with fresh ports. Nodes are
-//! killed by PID, at the latest when dropped.
+//! killed by PID, at the latest when dropped. [`TestCluster::add_member`]
+//! starts one more node that is not a controller (not in `--peers`), which
+//! joins the running cluster.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
@@ -89,10 +91,12 @@ impl Drop for ClusterNode {
     }
 }
 
-/// N nodes, every one a controller.
+/// N controllers, and the members added after them.
 pub struct TestCluster {
     pub nodes: Vec<ClusterNode>,
     pub cluster_id: String,
+    /// The `--peers` list every node is started with.
+    peers: String,
 }
 
 impl TestCluster {
@@ -106,6 +110,52 @@ impl TestCluster {
             }
         }
         panic!("cluster did not start (3 tries with fresh ports): {last}");
+    }
+
+    /// Starts node `nodes.len() + 1`, not a controller, with its own peer
+    /// port and these extra `serve` flags; returns its id. It joins on its
+    /// own (the test waits for that).
+    pub fn add_member(&mut self, extra: &[&str]) -> u32 {
+        let id = self.nodes.len() as u32 + 1;
+        let mut last = String::new();
+        for _ in 0..3 {
+            let peer = free_port();
+            let mut args: Vec<String> = [
+                "--node-id",
+                &id.to_string(),
+                "--peers",
+                &self.peers,
+                "--peer-listen",
+                &peer.to_string(),
+                "--cluster-id",
+                &self.cluster_id,
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let dir = tempfile::tempdir().expect("a temp dir");
+            let log = Arc::new(Mutex::new(Vec::new()));
+            match spawn(dir.path(), "127.0.0.1:0", &args, &log) {
+                Ok((child, client, metrics)) => {
+                    self.nodes.push(ClusterNode {
+                        id,
+                        child: Some(child),
+                        client,
+                        metrics,
+                        peer,
+                        dir,
+                        args,
+                        log,
+                    });
+                    return id;
+                }
+                Err(e) => last = e,
+            }
+        }
+        panic!("node {id} did not start (3 tries with fresh ports): {last}");
     }
 
     pub fn node(&self, id: u32) -> &ClusterNode {
@@ -123,13 +173,28 @@ impl TestCluster {
         timeout: Duration,
         ok: impl Fn(&ClusterStatus) -> bool,
     ) -> Vec<ClusterStatus> {
+        let running: Vec<u32> = self
+            .nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(|n| n.id)
+            .collect();
+        self.wait_on(&running, what, timeout, ok)
+    }
+
+    /// Polls the status of nodes `ids` until `ok` holds for all of them.
+    pub fn wait_on(
+        &self,
+        ids: &[u32],
+        what: &str,
+        timeout: Duration,
+        ok: impl Fn(&ClusterStatus) -> bool,
+    ) -> Vec<ClusterStatus> {
         let deadline = Instant::now() + timeout;
         let last = loop {
-            let last = self
-                .nodes
+            let last = ids
                 .iter()
-                .filter(|n| n.is_running())
-                .map(|n| n.status())
+                .map(|&id| self.node(id).status())
                 .collect::<Vec<_>>();
             if last.iter().all(|s| s.as_ref().is_ok_and(&ok)) {
                 return last.into_iter().filter_map(Result::ok).collect();
@@ -196,7 +261,11 @@ fn try_start(n: usize, extra: &[&str]) -> Result<TestCluster, String> {
             log,
         });
     }
-    Ok(TestCluster { nodes, cluster_id })
+    Ok(TestCluster {
+        nodes,
+        cluster_id,
+        peers: list,
+    })
 }
 
 /// Starts one node; its client and metrics addresses from its log.

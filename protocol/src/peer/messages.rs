@@ -13,7 +13,8 @@ pub const MAX_CLUSTER_ID_LEN: usize = 64;
 
 /// First frame on a connection, from each side: who I am and which cluster I
 /// belong to. The accepting node answers [`Reject`] and closes when the
-/// cluster id differs or the node id is not one of the cluster's.
+/// cluster id differs or the node id is its own; a node id the cluster does
+/// not know is heard, but may only ask to join (SPEC.md 11.3.6).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
     /// Highest peer protocol version the sender speaks; both sides then use
@@ -31,6 +32,7 @@ pub struct Hello {
 #[repr(u16)]
 pub enum RejectReason {
     WrongCluster = 1,
+    /// The Hello named the receiver's own node id.
     UnknownNode = 2,
     UnsupportedVersion = 3,
     /// A frame before Hello, or one that did not decode.
@@ -67,8 +69,8 @@ pub struct RaftMessage {
     pub message: Bytes,
 }
 
-/// "I am alive", every heartbeat interval, to every controller. Not written
-/// to the Raft log.
+/// "I am alive", every heartbeat interval, from every node (controller or
+/// not) to every controller. Not written to the Raft log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeHeartbeat {
     /// The sender, never 0; must match its Hello.
