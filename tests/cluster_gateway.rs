@@ -425,3 +425,109 @@ fn forwarded_requests_are_not_forwarded_again() {
         }
     });
 }
+
+/// (replicas, leader) of every partition of `topic`, by partition.
+fn placement(md: &MetadataResponse, topic: &str) -> Vec<(Vec<u32>, u32)> {
+    md.topics
+        .iter()
+        .find(|t| t.name == topic)
+        .map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (p.replicas.clone(), p.leader))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Issue #7, acceptance 3: a fourth node takes about a quarter of the
+/// partitions and nothing else moves; a node killed and restarted within
+/// `replace_after` moves no replica, only leadership while it is away.
+#[test]
+fn a_fourth_node_takes_a_quarter_and_a_restart_moves_no_replica() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = TestCluster::start(3, FLAGS);
+    cluster.wait_until("three alive members", WAIT, healthy(3));
+    let n1 = cluster.node(1).client;
+    let (ok, _, err) = cli(
+        &[
+            "topic",
+            "create",
+            "spread",
+            "--partitions",
+            "240",
+            "--bootstrap",
+            &n1.to_string(),
+        ],
+        "",
+    );
+    assert!(ok, "{err}");
+    let before = placement(&metadata(n1), "spread");
+    assert_eq!(before.len(), 240);
+
+    assert_eq!(cluster.add_member(FLAGS), 4);
+    cluster.wait_until("four alive members", Duration::from_secs(60), healthy(4));
+    let after = eventually("node 1 sees the new placement", || {
+        let md = metadata(n1);
+        (md.brokers.len() == 4).then(|| placement(&md, "spread"))
+    });
+    let moved: Vec<usize> = (0..240).filter(|&i| before[i].0 != after[i].0).collect();
+    println!(
+        "a fourth node joined: {} of 240 partitions moved",
+        moved.len()
+    );
+    // About 1/4: at most 1.5 × 1/4, and at least half of 1/4.
+    assert!(moved.len() * 8 <= 240 * 3, "{} of 240 moved", moved.len());
+    assert!(moved.len() * 8 >= 240, "only {} of 240 moved", moved.len());
+    for i in 0..240 {
+        if moved.contains(&i) {
+            assert_eq!(
+                after[i].0,
+                [4],
+                "partition {i} moved elsewhere than the new node"
+            );
+            // The new copy is not in sync: the old one keeps leading.
+            assert_eq!(
+                after[i].1, before[i].1,
+                "partition {i}: leadership moved before data"
+            );
+        } else {
+            assert_eq!(after[i], before[i], "partition {i} changed");
+        }
+    }
+
+    // Node 2 dies and comes back within replace_after: replicas stay put;
+    // while it is away its partitions (one copy each) have no leader.
+    cluster.node_mut(2).kill();
+    cluster.wait_until("node 2 marked dead", WAIT, |s| {
+        s.nodes.iter().any(|v| v.id == 2 && v.alive == Some(false))
+    });
+    let away = eventually("node 1 sees node 2 gone", || {
+        let md = metadata(n1);
+        (md.brokers.len() == 3).then(|| placement(&md, "spread"))
+    });
+    for i in 0..240 {
+        assert_eq!(
+            away[i].0, after[i].0,
+            "partition {i}: replicas moved on a death"
+        );
+        if after[i].1 == 2 {
+            assert_eq!(away[i].1, NO_LEADER, "partition {i}");
+        } else {
+            assert_eq!(
+                away[i].1, after[i].1,
+                "partition {i}: a live leader changed"
+            );
+        }
+    }
+    cluster.node_mut(2).restart();
+    cluster.wait_until("node 2 back", WAIT, healthy(4));
+    let back = eventually("node 1 sees node 2 back", || {
+        let md = metadata(n1);
+        (md.brokers.len() == 4).then(|| placement(&md, "spread"))
+    });
+    assert_eq!(
+        back, after,
+        "a restart within replace_after moved something"
+    );
+}
