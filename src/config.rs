@@ -92,6 +92,15 @@ pub struct Config {
     pub node_timeout: Duration,
     /// Death after which a node leaves the ring and its replicas move.
     pub replace_after: Duration,
+    /// A follower that has not caught up with its leader for this long
+    /// leaves the in-sync set.
+    pub replica_lag: Duration,
+    /// In-sync copies a partition needs to take an acks=all produce;
+    /// `None`: 2 where the replication factor is at least 3, else 1.
+    pub min_insync_replicas: Option<u16>,
+    /// Whether a partition with no live in-sync copy may be led by a live
+    /// copy that is behind (losing what it lacks) rather than stay offline.
+    pub unclean_leader_election: bool,
     /// The file the settings were read from, if any (for the start-up log).
     pub config_file: Option<PathBuf>,
 }
@@ -116,6 +125,9 @@ impl Default for Config {
             cluster_id: "ringmq".into(),
             node_timeout: Duration::from_secs(10),
             replace_after: Duration::from_secs(600),
+            replica_lag: Duration::from_secs(10),
+            min_insync_replicas: None,
+            unclean_leader_election: false,
             config_file: None,
         }
     }
@@ -213,6 +225,12 @@ impl Config {
         }
         if self.node_timeout.is_zero() {
             return Err(invalid("node_timeout", "0s", "must be longer than 0"));
+        }
+        if self.replica_lag.is_zero() {
+            return Err(invalid("replica_lag", "0s", "must be longer than 0"));
+        }
+        if self.min_insync_replicas == Some(0) {
+            return Err(invalid("min_insync_replicas", 0, "must be at least 1"));
         }
         if self.replace_after <= self.node_timeout {
             return Err(invalid(
@@ -413,6 +431,16 @@ pub struct Settings {
     #[arg(long, value_parser = parse_duration)]
     #[serde(deserialize_with = "de::duration")]
     pub replace_after: Option<Duration>,
+    /// A follower not caught up with its leader for this long leaves the in-sync set [default: 10s].
+    #[arg(long, value_parser = parse_duration)]
+    #[serde(deserialize_with = "de::duration")]
+    pub replica_lag: Option<Duration>,
+    /// In-sync copies an acks=all produce needs [default: 2 where replication is 3 or more, else 1].
+    #[arg(long)]
+    pub min_insync_replicas: Option<u16>,
+    /// Let a partition with no live in-sync copy be led by a copy that is behind, losing what it lacks [default: false].
+    #[arg(long)]
+    pub unclean_leader_election: Option<bool>,
 }
 
 /// The `peers` setting: node id to peer address, ids unique.
@@ -496,6 +524,9 @@ impl Settings {
             cluster_id,
             node_timeout,
             replace_after,
+            replica_lag,
+            min_insync_replicas,
+            unclean_leader_election,
         )
     }
 
@@ -526,6 +557,9 @@ impl Settings {
             cluster_id,
             node_timeout,
             replace_after,
+            replica_lag,
+            min_insync_replicas,
+            unclean_leader_election,
         } = self;
         set(&mut c.listen, listen);
         set(&mut c.data_dir, data_dir);
@@ -577,6 +611,11 @@ impl Settings {
         set(&mut c.cluster_id, cluster_id);
         set(&mut c.node_timeout, node_timeout);
         set(&mut c.replace_after, replace_after);
+        set(&mut c.replica_lag, replica_lag);
+        if min_insync_replicas.is_some() {
+            c.min_insync_replicas = min_insync_replicas;
+        }
+        set(&mut c.unclean_leader_election, unclean_leader_election);
         Ok(c)
     }
 }

@@ -218,6 +218,7 @@ async fn run_shard(
         glommio::spawn_local(shard::follow_cluster(
             shard.clone(),
             c.handle(),
+            c.peer_net(),
             controllers,
         ))
     });
@@ -314,6 +315,7 @@ fn spawn_group_ticker(shard: Rc<Shard>) -> glommio::timer::TimerActionRepeat {
         let shard = shard.clone();
         async move {
             shard.tick_groups().await;
+            shard.tick_replication().await;
             Some(GROUP_TICK)
         }
     })

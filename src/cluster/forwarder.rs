@@ -51,6 +51,8 @@ pub enum ForwardError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Lane {
     Fetch,
+    /// Followers' fetches: long polls too, kept apart from consumers'.
+    Replica,
     Other,
 }
 
@@ -87,6 +89,7 @@ impl Forwarder {
     ) -> Result<Option<ResponseBody>, ForwardError> {
         let lane = match req {
             Request::Fetch(_) => Lane::Fetch,
+            Request::ReplicaFetch(_) => Lane::Replica,
             _ => Lane::Other,
         };
         let conn = self.connection(node, addr, lane).await?;
@@ -155,7 +158,7 @@ impl Forwarder {
         list.retain(|c| !c.is_closed());
         let least = list.iter().min_by_key(|c| c.in_flight())?;
         let pool = match lane {
-            Lane::Fetch => FETCH_CONNECTIONS,
+            Lane::Fetch | Lane::Replica => FETCH_CONNECTIONS,
             Lane::Other => 1,
         };
         if least.in_flight() > 0 && list.len() < pool {

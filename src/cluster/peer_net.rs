@@ -618,6 +618,8 @@ impl PeerNet {
         let allowed = match &cmd {
             Command::Join { node } => node.id == from,
             Command::Remove { .. } => known,
+            // Only a partition's leader changes its in-sync set.
+            Command::AlterIsr { leader, .. } => known && *leader == from,
             _ => false,
         };
         if !allowed {

@@ -169,6 +169,11 @@ impl Cluster {
         self.node.handle()
     }
 
+    /// The peer network, which carries metadata changes to the leader.
+    pub fn peer_net(&self) -> Rc<PeerNet> {
+        self.net.clone()
+    }
+
     /// Stops joining and answering, closes the peer network and stops the
     /// Raft driver after its current turn (all it acknowledged is durable).
     pub async fn stop(self) {

@@ -50,13 +50,11 @@ pub async fn handle(
         Request::DescribeGroup(r) => groups::group(s, GroupRequest::Describe(r), from).await,
         Request::ListGroups(_) => groups::list_groups(s, from).await,
         Request::ForwardHello(r) => handlers::forward_hello(s, r, &origin),
-        Request::ReplicaFetch(_) => Err(Failure::new(
-            ringmq_protocol::ErrorCode::InvalidRequest,
-            "this broker does not serve ReplicaFetch yet",
-        )),
+        Request::ReplicaFetch(r) => handlers::replica_fetch(s, r, from).await,
     };
     let (error, bytes_out) = match &result {
         Ok(Answer::Fetch(f)) => (None, f.records.len()),
+        Ok(Answer::Replica(r)) => (None, r.records.len()),
         Ok(Answer::Body(_)) => (None, 0),
         Err(f) => (Some(f.code), 0),
     };
@@ -85,6 +83,13 @@ fn encode(corr: u32, answer: Answer) -> Encoded {
             Encoded {
                 head,
                 tail: Some(f.records),
+            }
+        }
+        Answer::Replica(r) => {
+            r.encode_head(corr, &mut head);
+            Encoded {
+                head,
+                tail: Some(r.records),
             }
         }
     }

@@ -11,7 +11,8 @@ use ringmq_protocol::{
     DeleteTopicRequest, DeleteTopicResponse, ErrorCode, FetchRequest, FetchResponse,
     ForwardHelloRequest, ForwardHelloResponse, ListOffsetsRequest, ListOffsetsResponse,
     ListTopicsResponse, MetadataRequest, MetadataResponse, OffsetSpec, PartitionMetadata,
-    ProduceRequest, ProduceResponse, Request, ResponseBody, TopicInfo, TopicMetadata, NO_LEADER,
+    ProduceRequest, ProduceResponse, ReplicaFetchRequest, ReplicaFetchResponse, Request,
+    ResponseBody, TopicInfo, TopicMetadata, NO_LEADER,
 };
 
 use crate::cluster::metadata::Command;
@@ -28,6 +29,7 @@ pub const NODE_ID: u32 = 1;
 pub enum Answer {
     Body(ResponseBody),
     Fetch(FetchResponse),
+    Replica(ReplicaFetchResponse),
 }
 
 fn body(b: impl Into<ResponseBody>) -> Result<Answer, Failure> {
@@ -43,6 +45,7 @@ pub fn api_versions() -> Answer {
 fn relayed(answer: Option<ResponseBody>) -> Result<Answer, Failure> {
     match answer {
         Some(ResponseBody::Fetch(f)) => Ok(Answer::Fetch(f)),
+        Some(ResponseBody::ReplicaFetch(r)) => Ok(Answer::Replica(r)),
         Some(b) => Ok(Answer::Body(b)),
         None => body(ProduceResponse {
             base_offset: 0,
@@ -63,6 +66,34 @@ macro_rules! route_or_forward {
             );
         }
     };
+}
+
+/// Longest a produce waits for its in-sync copies.
+const MAX_PRODUCE_TIMEOUT_MS: u32 = 300_000;
+
+/// ReplicaFetch (SPEC.md 5.19), from the node the connection's ForwardHello
+/// named, for a partition this node leads.
+pub async fn replica_fetch(
+    shard: &Shard,
+    req: ReplicaFetchRequest,
+    origin: Origin,
+) -> Result<Answer, Failure> {
+    match origin {
+        Origin::Node(n) if n == req.replica => {}
+        Origin::Node(n) => {
+            return Err(Failure::new(
+                ErrorCode::InvalidRequest,
+                format!("node {n} fetched for node {}", req.replica),
+            ))
+        }
+        Origin::Client => {
+            return Err(Failure::new(
+                ErrorCode::InvalidRequest,
+                "ReplicaFetch is for nodes of a cluster, on a connection that began with ForwardHello",
+            ))
+        }
+    }
+    Ok(Answer::Replica(shard.replica_fetch(req).await?))
 }
 
 /// ForwardHello (SPEC.md 5.17): the connection carries `node`'s forwarded
@@ -295,9 +326,12 @@ pub async fn produce(
         ));
     }
     route_or_forward!(shard, req, origin, Produce);
-    // acks=all: the leader is the whole in-sync set (no copies yet).
     let bytes = req.batch.len();
-    let produced = shard.produce(&req.topic, req.partition, req.batch).await?;
+    // Bounded like a fetch's wait: a client cannot park a request forever.
+    let timeout = Duration::from_millis(u64::from(req.timeout_ms.clamp(1, MAX_PRODUCE_TIMEOUT_MS)));
+    let produced = shard
+        .produce(&req.topic, req.partition, req.batch, req.acks, timeout)
+        .await?;
     metrics::topic_traffic(&req.topic, Traffic::Produce, bytes);
     body(ProduceResponse {
         base_offset: produced.base_offset,

@@ -20,10 +20,12 @@ use std::time::{Duration, Instant};
 use glommio::sync::Semaphore;
 use ringmq_protocol::{ErrorCode, Request, ResponseBody};
 
-use super::{now_ms, Failure, Shard, ShardMsg, CATALOGUE_SHARD};
+use super::replica::Role;
+use super::{now_ms, Failure, Partition, Shard, ShardMsg, CATALOGUE_SHARD};
 use crate::cluster::forwarder::{ForwardError, Forwarder};
 use crate::cluster::metadata::{Command, CommandError, NodeId};
 use crate::cluster::node::{NodeHandle, ProposeError};
+use crate::cluster::peer_net::PeerNet;
 use crate::cluster::view::{ClusterView, Leader};
 use crate::group::store::{OFFSETS_PARTITIONS, OFFSETS_TOPIC};
 use crate::topics::TopicMeta;
@@ -59,8 +61,9 @@ pub(super) struct ClusterSide {
     cluster_id: String,
     forwarder: Forwarder,
     view: RefCell<Option<Arc<ClusterView>>>,
-    /// Shard 0 only: the Raft node, which takes proposals.
-    controller: RefCell<Option<NodeHandle>>,
+    /// Shard 0 only: the Raft node, which takes proposals, and the peer
+    /// network, which carries them to the controller leader.
+    controller: RefCell<Option<(NodeHandle, Rc<PeerNet>)>>,
     /// Serialises opening partitions on this core, so one is never opened twice.
     hosting: Semaphore,
 }
@@ -168,7 +171,9 @@ impl Shard {
         let Some(c) = &self.cluster else {
             return Err(Failure::internal("forwarding on a single node"));
         };
-        crate::metrics::forwarded(req.api_key(), node);
+        if !matches!(req, Request::ReplicaFetch(_)) {
+            crate::metrics::forwarded(req.api_key(), node);
+        }
         c.forwarder
             .request(node, addr, req)
             .await
@@ -284,9 +289,40 @@ impl Shard {
         let handle = self
             .cluster
             .as_ref()
-            .and_then(|c| c.controller.borrow().clone())
+            .and_then(|c| c.controller.borrow().as_ref().map(|(h, _)| h.clone()))
             .ok_or_else(|| Failure::new(ErrorCode::NotLeader, "the cluster node is not running"))?;
         handle.propose(cmd).await.map_err(propose_failure)
+    }
+
+    /// Hands `cmd` to the controller leader and returns at once; what came
+    /// of it shows in a later view. For changes the data path decides and
+    /// repeats until applied (ISR changes).
+    pub async fn submit(&self, cmd: Command) {
+        if self.id != CATALOGUE_SHARD {
+            let _ = self
+                .ask(CATALOGUE_SHARD, |reply| ShardMsg::Submit { cmd, reply })
+                .await;
+            return;
+        }
+        let Some((handle, net)) = self
+            .cluster
+            .as_ref()
+            .and_then(|c| c.controller.borrow().clone())
+        else {
+            return;
+        };
+        match handle.status().leader {
+            Some(l) if l == handle.id() => {
+                glommio::spawn_local(async move {
+                    if let Err(e) = handle.propose(cmd.clone()).await {
+                        tracing::debug!(?cmd, error = %e, "metadata change not applied");
+                    }
+                })
+                .detach();
+            }
+            Some(l) => net.forward(l, &cmd),
+            None => tracing::debug!(?cmd, "no controller leader: change dropped (asked again later)"),
+        }
     }
 
     /// Serves [`ShardMsg::Propose`] on shard 0.
@@ -311,11 +347,130 @@ impl Shard {
         }
     }
 
-    /// Every core: remember the view, open what it newly places here.
+    /// Every core: remember the view, open what it newly places here, give
+    /// every partition its role, close the copies it no longer holds.
     pub(super) async fn take_view(&self, view: Arc<ClusterView>) {
         let Some(c) = &self.cluster else { return };
         *c.view.borrow_mut() = Some(view);
         self.open_hosted().await;
+        let parts: Vec<(String, u32, Rc<Partition>)> = self
+            .topics
+            .borrow()
+            .values()
+            .flat_map(|t| {
+                t.local
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(p, part)| Some((t.meta.name.clone(), p as u32, part.clone()?)))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for (topic, p, part) in parts {
+            self.give_role(&topic, p, &part);
+        }
+        self.drop_unheld().await;
+    }
+
+    /// The role the current view gives a local partition; a new follower
+    /// starts fetching from its leader.
+    pub(super) fn give_role(self: &Shard, topic: &str, partition: u32, part: &Rc<Partition>) {
+        let Some(view) = self.view() else { return };
+        let Some(t) = view.topics.get(topic) else { return };
+        let Some(placement) = t.partitions.get(partition as usize) else {
+            return;
+        };
+        let min_insync = usize::from(
+            self.config
+                .min_insync_replicas
+                .unwrap_or(if t.replication >= 3 { 2 } else { 1 }),
+        );
+        let leader_addr = placement
+            .leader
+            .and_then(|l| view.brokers.get(&l))
+            .and_then(|b| b.client_addr);
+        let now = Instant::now();
+        let follower = part.set_role(|old, log_end| {
+            Role::from_view(
+                old, topic, partition, placement, view.me, leader_addr, min_insync, log_end, now,
+            )
+        });
+        if let Some(f) = follower {
+            tracing::info!(topic, partition, leader = f.leader, epoch = f.epoch, "following");
+            let shard = self.me.upgrade();
+            if let Some(shard) = shard {
+                glommio::spawn_local(super::follow::follow(
+                    shard,
+                    topic.to_owned(),
+                    partition,
+                    part.clone(),
+                    part.generation(),
+                ))
+                .detach();
+            }
+        }
+    }
+
+    /// Closes and deletes the copies the view no longer places on this
+    /// node (their data now lives on the partition's new replicas).
+    async fn drop_unheld(&self) {
+        let Some(view) = self.view() else { return };
+        let gone: Vec<(String, u32, Rc<Partition>)> = {
+            let mut topics = self.topics.borrow_mut();
+            let mut gone = Vec::new();
+            for t in topics.values_mut() {
+                let Some(vt) = view.topics.get(&t.meta.name).filter(|v| v.id == t.meta.cluster_id) else {
+                    continue;
+                };
+                for (p, slot) in t.local.iter_mut().enumerate() {
+                    let held = vt.partitions.get(p).is_some_and(|pl| pl.holders().any(|n| n == view.me));
+                    if !held {
+                        if let Some(part) = slot.take() {
+                            gone.push((t.meta.name.clone(), p as u32, part));
+                        }
+                    }
+                }
+            }
+            gone
+        };
+        for (topic, p, part) in gone {
+            tracing::info!(topic = %topic, partition = p, "copy no longer placed on this node; removing it");
+            crate::metrics::partition_removed(&topic, p);
+            let _ = part.close().await;
+            let dir = self.partition_dir(&topic, p);
+            let removed = glommio::executor()
+                .spawn_blocking(move || std::fs::remove_dir_all(dir))
+                .await;
+            if let Err(e) = removed {
+                tracing::warn!(topic = %topic, partition = p, error = %e, "removing a dropped copy failed");
+            }
+        }
+    }
+
+    /// The ISR changes this core's leaders want now (laggards out).
+    pub async fn tick_replication(&self) {
+        if self.cluster.is_none() {
+            return;
+        }
+        let lag = self.config.replica_lag;
+        let changes: Vec<Command> = self
+            .topics
+            .borrow()
+            .values()
+            .flat_map(|t| t.local.iter().flatten().filter_map(|p| p.isr_check(lag)).collect::<Vec<_>>())
+            .collect();
+        for cmd in changes {
+            self.submit(cmd).await;
+        }
+    }
+
+    /// The role a partition starts in before any view.
+    pub(super) fn initial_role(&self) -> Role {
+        match self.cluster {
+            None => Role::Standalone,
+            Some(_) => Role::Offline {
+                why: "this node has not loaded the cluster metadata yet".into(),
+            },
+        }
     }
 
     /// Shard 0: creates and deletes local topics until the catalogue holds
@@ -393,7 +548,7 @@ impl Shard {
             .collect();
         for (name, id, p) in wanted {
             let dir = self.partition_dir(&name, p);
-            let part = match super::Partition::open(&dir, self.log_config()).await {
+            let part = match Partition::open(&dir, self.log_config(), self.initial_role()).await {
                 Ok(part) => Rc::new(part),
                 Err(e) => {
                     tracing::error!(topic = %name, partition = p, error = %e, "cannot open a partition placed on this node");
@@ -406,22 +561,25 @@ impl Shard {
                 match topics.get_mut(&name).filter(|t| t.meta.cluster_id == id) {
                     Some(t) if t.local[p as usize].is_none() => {
                         tracing::info!(topic = %name, partition = p, "partition placed on this node; opened");
-                        t.local[p as usize] = Some(part);
+                        t.local[p as usize] = Some(part.clone());
                         None
                     }
                     _ => Some(part),
                 }
             };
-            if let Some(part) = unused {
-                let _ = part.close().await;
+            match unused {
+                Some(part) => {
+                    let _ = part.close().await;
+                }
+                None => self.give_role(&name, p, &part),
             }
         }
     }
 
-    /// Shard 0: gives the shard its Raft node.
-    fn attach_controller(&self, handle: NodeHandle) {
+    /// Shard 0: gives the shard its Raft node and peer network.
+    fn attach_controller(&self, handle: NodeHandle, net: Rc<PeerNet>) {
         if let Some(c) = &self.cluster {
-            *c.controller.borrow_mut() = Some(handle);
+            *c.controller.borrow_mut() = Some((handle, net));
         }
     }
 
@@ -464,8 +622,13 @@ fn route_in(
 /// Shard 0 in cluster mode, for the life of the node: follows the applied
 /// metadata into views for every core and the node's catalogue, and, on the
 /// controller leader, places `__offsets` (the group coordinators) once.
-pub async fn follow_cluster(shard: Rc<Shard>, handle: NodeHandle, controllers: usize) {
-    shard.attach_controller(handle.clone());
+pub async fn follow_cluster(
+    shard: Rc<Shard>,
+    handle: NodeHandle,
+    net: Rc<PeerNet>,
+    controllers: usize,
+) {
+    shard.attach_controller(handle.clone(), net);
     let started = Instant::now();
     let mut seen = None;
     loop {
@@ -489,9 +652,38 @@ pub async fn follow_cluster(shard: Rc<Shard>, handle: NodeHandle, controllers: u
                 place_offsets(&handle).await;
                 seen = None;
             }
+            if status.is_leader && shard.config.unclean_leader_election {
+                for cmd in unclean_elections(&view) {
+                    tracing::warn!(?cmd, "no live in-sync copy: electing a copy that may lack acknowledged data (unclean_leader_election)");
+                    if let Err(e) = handle.propose(cmd).await {
+                        tracing::debug!(error = %e, "unclean election not applied");
+                    }
+                }
+            }
         }
         glommio::timer::sleep(VIEW_POLL).await;
     }
+}
+
+/// Offline partitions with a live copy, each given to its first live copy.
+fn unclean_elections(view: &ClusterView) -> Vec<Command> {
+    let alive = |n: &NodeId| view.brokers.get(n).is_some_and(|b| b.alive);
+    view.topics
+        .values()
+        .flat_map(|t| {
+            t.partitions.iter().enumerate().filter_map(move |(i, p)| {
+                if p.leader.is_some() {
+                    return None;
+                }
+                let node = p.holders().find(|n| alive(n))?;
+                Some(Command::UncleanElect {
+                    topic: t.name.clone(),
+                    partition: i as u32,
+                    node,
+                })
+            })
+        })
+        .collect()
 }
 
 async fn place_offsets(handle: &NodeHandle) {

@@ -13,7 +13,7 @@ use crate::cluster::metadata::Command;
 use crate::cluster::view::ClusterView;
 use crate::topics::TopicMeta;
 use ringmq_protocol::{
-    CommitOffsetsRequest, DescribeGroupRequest, FetchOffsetsRequest, GroupSummary,
+    Acks, CommitOffsetsRequest, ReplicaFetchRequest, ReplicaFetchResponse, DescribeGroupRequest, FetchOffsetsRequest, GroupSummary,
     HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, Request, ResponseBody,
 };
 
@@ -27,8 +27,18 @@ pub enum ShardMsg {
         topic: String,
         partition: u32,
         batch: Bytes,
+        acks: Acks,
+        timeout: Duration,
         reply: Reply<Produced>,
     },
+    /// Serve a follower's ReplicaFetch for a partition this shard owns.
+    ReplicaFetch {
+        req: ReplicaFetchRequest,
+        reply: Reply<ReplicaFetchResponse>,
+    },
+    /// To shard 0: hand a metadata change to the controller leader, without
+    /// waiting for it to apply (its effect shows in a later view).
+    Submit { cmd: Command, reply: Reply<()> },
     /// Read from a partition this shard owns, waiting up to `max_wait` for `min_bytes`.
     Fetch {
         topic: String,

@@ -9,16 +9,18 @@
 
 mod cluster;
 mod failure;
+mod follow;
 mod groups;
 mod mesh;
 mod messages;
 mod partition;
 mod placement;
+mod replica;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,7 +39,7 @@ pub use placement::place_partitions;
 use crate::config::Config;
 use crate::log::LogConfig;
 use crate::topics::{self, Catalogue, TopicMeta};
-use ringmq_protocol::ErrorCode;
+use ringmq_protocol::{Acks, ErrorCode, ReplicaFetchRequest, ReplicaFetchResponse};
 
 /// The shard that owns the catalogue.
 const CATALOGUE_SHARD: usize = 0;
@@ -73,6 +75,8 @@ pub struct Shard {
     groups: Groups,
     /// In a cluster: routing, forwarding, the view of the cluster.
     cluster: Option<cluster::ClusterSide>,
+    /// This shard, for the tasks it starts (a follower's fetch loop).
+    me: Weak<Shard>,
 }
 
 impl Shard {
@@ -94,7 +98,8 @@ impl Shard {
         let cluster = config
             .node_id
             .map(|me| cluster::ClusterSide::new(me, config.cluster_id.clone()));
-        let shard = Rc::new(Shard {
+        let shard = Rc::new_cyclic(|me| Shard {
+            me: me.clone(),
             groups,
             cluster,
             id: mesh.id(),
@@ -192,19 +197,37 @@ impl Shard {
         topic: &str,
         partition: u32,
         batch: Bytes,
+        acks: Acks,
+        timeout: Duration,
     ) -> Result<Produced, Failure> {
         match self.locate(topic, partition)? {
-            Location::Here(p) => p.produce(batch).await,
+            Location::Here(p) => p.produce(batch, acks, timeout).await,
             Location::Core(c) => {
                 let topic = topic.to_owned();
                 self.ask(c, |reply| ShardMsg::Produce {
                     topic,
                     partition,
                     batch,
+                    acks,
+                    timeout,
                     reply,
                 })
                 .await
             }
+        }
+    }
+
+    /// Serves a follower's fetch, wherever on this node the partition lives.
+    pub async fn replica_fetch(&self, req: ReplicaFetchRequest) -> Result<ReplicaFetchResponse, Failure> {
+        match self.locate(&req.topic, req.partition)? {
+            Location::Here(p) => {
+                let (answer, change) = p.replica_fetch(&req, self.config.replica_lag).await?;
+                if let Some(cmd) = change {
+                    self.submit(cmd).await;
+                }
+                Ok(answer)
+            }
+            Location::Core(c) => self.ask(c, |reply| ShardMsg::ReplicaFetch { req, reply }).await,
         }
     }
 
@@ -376,9 +399,15 @@ impl Shard {
                 continue;
             }
             let dir = self.partition_dir(&meta.name, p as u32);
-            let part = Partition::open(&dir, self.log_config()).await?;
+            let part = Partition::open(&dir, self.log_config(), self.initial_role()).await?;
             local.push(Some(Rc::new(part)));
         }
+        let opened: Vec<(u32, Rc<Partition>)> = local
+            .iter()
+            .enumerate()
+            .filter_map(|(p, part)| Some((p as u32, part.clone()?)))
+            .collect();
+        let name = meta.name.clone();
         self.topics.borrow_mut().insert(
             meta.name.clone(),
             LocalTopic {
@@ -387,6 +416,9 @@ impl Shard {
                 local,
             },
         );
+        for (p, part) in opened {
+            self.give_role(&name, p, &part);
+        }
         Ok(())
     }
 
@@ -423,9 +455,18 @@ impl Shard {
                 topic,
                 partition,
                 batch,
+                acks,
+                timeout,
                 reply,
             } => {
-                let _ = reply.send(self.produce(&topic, partition, batch).await);
+                let _ = reply.send(self.produce(&topic, partition, batch, acks, timeout).await);
+            }
+            ShardMsg::ReplicaFetch { req, reply } => {
+                let _ = reply.send(self.replica_fetch(req).await);
+            }
+            ShardMsg::Submit { cmd, reply } => {
+                self.submit(cmd).await;
+                let _ = reply.send(Ok(()));
             }
             ShardMsg::Fetch {
                 topic,
