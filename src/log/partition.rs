@@ -317,6 +317,16 @@ impl PartitionLog {
         self.inner.producers.borrow().len()
     }
 
+    #[cfg(test)]
+    pub(super) fn producer_state(&self) -> ProducerState {
+        self.inner.producers.borrow().clone()
+    }
+
+    #[cfg(test)]
+    pub(super) fn dir(&self) -> PathBuf {
+        self.inner.dir.clone()
+    }
+
     /// Once the active segment is within two reservation windows of full,
     /// makes the next segment's file on the blocking pool (see `Spare`).
     fn prepare_spare(&self, active: &Segment) {
