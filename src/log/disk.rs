@@ -145,3 +145,25 @@ pub(crate) fn drop_cache(file: &File) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Replaces `dir/name` atomically and durably with `bytes`: a temporary
+/// file is written and synced, renamed over the old one, and the directory
+/// synced. A crash leaves the old file or the new one, never a mix.
+pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_data()?;
+    }
+    std::fs::rename(&tmp, dir.join(name))?;
+    fsync_dir(dir)
+}
+
+/// Suffix of the temporary files of [`write_atomic`]; recovery removes
+/// leftovers.
+pub(crate) const TMP_SUFFIX: &str = ".tmp";

@@ -68,6 +68,47 @@ pub enum LogError {
         used: usize,
         limit: usize,
     },
+    /// `append_replica`: the batch does not start where the log ends, so it
+    /// is not the leader's next batch for this replica (refetch from
+    /// `expected`, or truncate first).
+    #[error("replica batch starts at offset {got}, the log ends at {expected}")]
+    ReplicaGap { expected: u64, got: u64 },
+    /// `append_replicas`: the batch at `offset` (byte `position` of the
+    /// fetched data) was refused; the batches before it were appended.
+    #[error(
+        "replica batch for offset {offset} (byte {position} of the fetched data) refused: {source}"
+    )]
+    ReplicaBatch {
+        offset: u64,
+        position: usize,
+        #[source]
+        source: Box<LogError>,
+    },
+    /// An idempotent producer's batch skips or repeats sequences other than
+    /// a retry of one of its last five batches (protocol:
+    /// `OUT_OF_ORDER_SEQUENCE`). Nothing was written.
+    #[error("producer {producer_id}: sequence {got} where {expected} was expected")]
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        got: i32,
+    },
+    /// A batch from an older epoch of an idempotent producer than the log
+    /// has seen: a zombie instance. Nothing was written.
+    #[error("producer {producer_id}: epoch {epoch} is fenced by epoch {current}")]
+    ProducerFenced {
+        producer_id: i64,
+        epoch: i16,
+        current: i16,
+    },
+    /// A batch with a producer id but a negative epoch or sequence (protocol:
+    /// `CORRUPT_BATCH` or `INVALID_REQUEST`). Nothing was written.
+    #[error("producer {producer_id}: an idempotent batch needs producer_epoch and base_sequence >= 0, got {producer_epoch} and {base_sequence}")]
+    InvalidProducerFields {
+        producer_id: i64,
+        producer_epoch: i16,
+        base_sequence: i32,
+    },
     /// The `LogConfig` cannot work.
     #[error("invalid log configuration: {0}")]
     Config(String),

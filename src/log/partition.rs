@@ -9,15 +9,18 @@ use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
 
 use bytes::Bytes;
-use ringmq_protocol::batch::{verify, BatchError};
+use ringmq_protocol::batch::{verify, BatchError, BatchHeader};
 
 use super::config::{FlushPolicy, LogConfig};
 use super::disk;
+use super::epochs::{EpochCache, EpochEntry};
 use super::error::{BatchLocation, LogError, Result};
 use super::flush::{spawn_interval_flusher, Flushable, GroupCommit};
+use super::producers::{ProducerLimits, ProducerState, ProducerSummary, Verdict};
 use super::recovery;
 use super::retention::{self, SegmentInfo};
 use super::segment::{spare_path, SegState, Segment, Spare};
+use super::state::{self, Capture, Span};
 
 /// Where an appended batch went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +31,10 @@ pub struct Appended {
     pub next_offset: u64,
     /// Size of the batch in bytes.
     pub bytes: usize,
+    /// The batch repeats one of its idempotent producer's last five batches
+    /// (a retry): nothing was written, and `base_offset` and `next_offset`
+    /// are the original's (so `wait_durable(next_offset)` waits for it).
+    pub duplicate: bool,
 }
 
 /// Whether handles may still use the log.
@@ -58,6 +65,16 @@ struct Inner {
     /// Base of the active segment for which making a spare failed: no retry
     /// until the next roll.
     spare_failed: Cell<Option<u64>>,
+    /// Leader epochs of the batches kept (see `epochs`).
+    epochs: RefCell<EpochCache>,
+    /// The epoch cache version the `leader-epochs` file holds; the next
+    /// sync round rewrites the file when the cache moved on.
+    epochs_written: Cell<u64>,
+    /// Idempotent producers (see `producers`).
+    producers: RefCell<ProducerState>,
+    /// The next sync round writes both state files (after a roll, a
+    /// truncation, retention, and at close), which bounds the scan at open.
+    state_wanted: Cell<bool>,
 }
 
 /// Marks the log abandoned when the last user handle goes away.
@@ -102,14 +119,30 @@ fn incoming(e: BatchError) -> LogError {
 
 impl PartitionLog {
     /// Opens the log in `dir`, creating it or recovering it (see
-    /// `recovery`). Recovery runs on the blocking pool.
+    /// `recovery`), with the default producer limits. Recovery runs on the
+    /// blocking pool.
     pub async fn open(dir: &Path, cfg: LogConfig) -> Result<Self> {
+        Self::open_with(dir, cfg, ProducerLimits::default()).await
+    }
+
+    /// Like [`PartitionLog::open`], with bounds on the producer state. The
+    /// leader-epoch cache and the producer state are loaded from their
+    /// files and brought up to date by scanning the batch headers after
+    /// them (see `state`).
+    pub async fn open_with(dir: &Path, cfg: LogConfig, limits: ProducerLimits) -> Result<Self> {
         cfg.validate()?;
         let d = dir.to_path_buf();
         let interval = cfg.index_interval_bytes;
         let started = std::time::Instant::now();
-        let rec = glommio::executor()
-            .spawn_blocking(move || recovery::recover(&d, interval))
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let (rec, loaded) = glommio::executor()
+            .spawn_blocking(move || -> Result<_> {
+                let rec = recovery::recover(&d, interval)?;
+                let loaded = state::load(&d, &rec.segments, limits, now_ms)?;
+                Ok((rec, loaded))
+            })
             .await?;
         let mut segments = Vec::with_capacity(rec.segments.len().max(1));
         for r in rec.segments {
@@ -131,6 +164,10 @@ impl PartitionLog {
             segments = segments.len(),
             start_offset = start,
             next_offset = next,
+            scanned_batch_headers = loaded.scanned_batches,
+            epochs_file = loaded.epochs_file_used,
+            producer_snapshot = loaded.snapshot_used,
+            producers = loaded.producers.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "{}",
             if rec.clean { "partition log opened after a clean shutdown" } else { "partition log recovered" }
@@ -149,6 +186,10 @@ impl PartitionLog {
             spare: RefCell::new(None),
             spare_pending: Cell::new(false),
             spare_failed: Cell::new(None),
+            epochs_written: Cell::new(loaded.epochs.version()),
+            epochs: RefCell::new(loaded.epochs),
+            producers: RefCell::new(loaded.producers),
+            state_wanted: Cell::new(false),
         });
         if let FlushPolicy::Interval(every) = flush {
             spawn_interval_flusher(Rc::downgrade(&inner), every);
@@ -164,7 +205,34 @@ impl PartitionLog {
     /// assigns its base offset, copies it into the active segment and stamps
     /// base offset and leader epoch in place. Rolls to a new segment when the
     /// active one is full. Synchronous: no await on the hot path.
+    ///
+    /// The leader's path: a batch with a `producer_id >= 0` is checked
+    /// against its producer's state first. A retry of one of its last five
+    /// batches is not written and answered with the original's offsets
+    /// (`duplicate`); a sequence gap is `OutOfOrderSequence`, an older
+    /// producer epoch `ProducerFenced`. A `leader_epoch` larger than the
+    /// last one in the log opens a leader-epoch entry at this batch.
     pub fn append(&self, batch: &[u8], leader_epoch: u32) -> Result<Appended> {
+        let h = self.check_incoming(batch)?;
+        let verdict = self.inner.producers.borrow().check(&h)?;
+        if let Verdict::Duplicate {
+            base_offset,
+            last_offset,
+        } = verdict
+        {
+            return Ok(Appended {
+                base_offset,
+                next_offset: last_offset + 1,
+                bytes: 0,
+                duplicate: true,
+            });
+        }
+        self.write_batch(batch, &h, self.next_offset(), leader_epoch)
+    }
+
+    /// Checks that the log takes writes and that `batch` is exactly one
+    /// valid batch that fits a segment. Nothing is written.
+    pub(super) fn check_incoming(&self, batch: &[u8]) -> Result<BatchHeader> {
         let inner = &*self.inner;
         inner.check_writable()?;
         let h = verify(batch).map_err(incoming)?;
@@ -181,21 +249,82 @@ impl PartitionLog {
                 segment_bytes: inner.cfg.segment_bytes,
             });
         }
-        let base = inner.next_offset.get();
+        Ok(h)
+    }
+
+    /// Copies a checked batch to the log end (`base` must be the log end),
+    /// stamped with `base` and `leader_epoch`, and records it in the epoch
+    /// cache and the producer state.
+    pub(super) fn write_batch(
+        &self,
+        batch: &[u8],
+        h: &BatchHeader,
+        base: u64,
+        leader_epoch: u32,
+    ) -> Result<Appended> {
+        let inner = &*self.inner;
+        debug_assert_eq!(base, inner.next_offset.get());
         let mut active = inner.active();
-        if !active.has_room(len as u64, h.record_count) {
+        if !active.has_room(batch.len() as u64, h.record_count) {
             active = inner.roll()?;
         }
-        active.append(batch, &h, base, leader_epoch)?;
+        active.append(batch, h, base, leader_epoch)?;
         let next = base + u64::from(h.record_count);
         inner.next_offset.set(next);
+        inner.epochs.borrow_mut().observe(leader_epoch, base);
+        inner.producers.borrow_mut().record(h, base);
         active.reserve_ahead(inner.cfg.reserve_ahead_bytes);
         self.prepare_spare(&active);
         Ok(Appended {
             base_offset: base,
             next_offset: next,
-            bytes: len,
+            bytes: batch.len(),
+            duplicate: false,
         })
+    }
+
+    /// The leader epoch of the last entry of the epoch cache: the epoch of
+    /// the newest leader that appended to this log. `None` while empty.
+    pub fn last_epoch(&self) -> Option<u32> {
+        self.inner.epochs.borrow().last_epoch()
+    }
+
+    /// OffsetsForLeaderEpoch: the largest epoch `<= epoch` this log has and
+    /// the offset where it ends (the start of the next larger epoch, or the
+    /// log end for the last one). `None` when the log has no such epoch. A
+    /// follower whose last epoch is `e` truncates to the end the leader
+    /// answers for `e` when the leader has `e` itself, and asks again with
+    /// its own largest epoch below the answered one otherwise (KIP-279).
+    pub fn end_offset_for_epoch(&self, epoch: u32) -> Option<(u32, u64)> {
+        self.inner
+            .epochs
+            .borrow()
+            .end_offset_for(epoch, self.next_offset())
+    }
+
+    /// The (epoch, start offset) entries of the epoch cache, oldest first.
+    pub fn epoch_entries(&self) -> Vec<EpochEntry> {
+        self.inner.epochs.borrow().entries().to_vec()
+    }
+
+    /// What the log knows of an idempotent producer.
+    pub fn producer(&self, producer_id: i64) -> Option<ProducerSummary> {
+        self.inner.producers.borrow().summary(producer_id)
+    }
+
+    /// Idempotent producers remembered.
+    pub fn producer_count(&self) -> usize {
+        self.inner.producers.borrow().len()
+    }
+
+    #[cfg(test)]
+    pub(super) fn producer_state(&self) -> ProducerState {
+        self.inner.producers.borrow().clone()
+    }
+
+    #[cfg(test)]
+    pub(super) fn dir(&self) -> PathBuf {
+        self.inner.dir.clone()
     }
 
     /// Once the active segment is within two reservation windows of full,
@@ -351,14 +480,20 @@ impl PartitionLog {
         if let Err(e) = &r {
             inner.poison(e);
         }
-        r
+        r?;
+        // Writes the state files for the new end (truncate_locked set
+        // `state_wanted`).
+        inner.sync_locked().await
     }
 
     /// Deletes whole oldest segments (never the active one) beyond
     /// `retention_bytes` or older than `retention_ms`. Returns how many.
+    ///
+    /// Also forgets idempotent producers idle past their expiry at `now_ms`.
     pub async fn apply_retention(&self, now_ms: i64) -> Result<usize> {
         let inner = &*self.inner;
         inner.check_writable()?;
+        inner.producers.borrow_mut().expire(now_ms);
         if inner.cfg.retention_bytes.is_none() && inner.cfg.retention_ms.is_none() {
             return Ok(0);
         }
@@ -386,6 +521,7 @@ impl PartitionLog {
         };
         let n = doomed.len();
         if n > 0 {
+            inner.trim_state_below(self.start_offset());
             tracing::info!(dir = %inner.dir.display(), segments = n, start_offset = self.start_offset(), "retention deleted segments");
             inner.delete_files(doomed).await?;
         }
@@ -413,6 +549,7 @@ impl PartitionLog {
         };
         let n = doomed.len();
         if n > 0 {
+            inner.trim_state_below(self.start_offset());
             tracing::debug!(dir = %inner.dir.display(), segments = n, start_offset = self.start_offset(), "dropped compacted segments");
             inner.delete_files(doomed).await?;
         }
@@ -428,6 +565,9 @@ impl PartitionLog {
         }
         inner.life.set(Life::Closed);
         let _permit = inner.commit.lock().await?;
+        // The state files then cover the whole log: the next open scans
+        // nothing.
+        inner.state_wanted.set(true);
         inner.sync_locked().await?;
         let active = inner.active();
         active.seal();
@@ -512,6 +652,8 @@ impl Inner {
         };
         old.seal();
         self.segments.borrow_mut().push(new.clone());
+        // Bounds what the next open scans to about one segment.
+        self.state_wanted.set(true);
         tracing::debug!(dir = %self.dir.display(), segment = new.base, "rolled to a new segment");
         Ok(new)
     }
@@ -542,6 +684,9 @@ impl Inner {
     async fn sync_locked(&self) -> Result<()> {
         self.check_poison()?;
         let target = self.next_offset.get();
+        // Captured with `target`, written once everything below it is
+        // durable: the files never describe batches a crash can lose.
+        let capture = self.capture_state(target);
         let dirty: Vec<Rc<Segment>> = self
             .segments
             .borrow()
@@ -565,10 +710,122 @@ impl Inner {
             }
         }
         self.commit.advance(target);
+        if let Some(c) = capture {
+            self.write_state(c).await;
+        }
         Ok(())
     }
 
+    /// The state files' contents for the log below `covered`, if they
+    /// need writing.
+    fn capture_state(&self, covered: u64) -> Option<Capture> {
+        let epochs = self.epochs.borrow();
+        if !self.state_wanted.get() && epochs.version() == self.epochs_written.get() {
+            return None;
+        }
+        let snapshot = self
+            .state_wanted
+            .replace(false)
+            .then(|| self.producers.borrow().encode(covered));
+        Some(Capture {
+            epochs: Some((epochs.encode(covered), epochs.version())),
+            snapshot,
+        })
+    }
+
+    /// Writes captured state files. A failure is not the data's: it is
+    /// retried by the next round, and meanwhile costs a longer scan at open.
+    async fn write_state(&self, c: Capture) {
+        if self.life.get() == Life::Abandoned {
+            return; // a new open may be recovering the directory
+        }
+        let version = c.epochs.as_ref().map(|e| e.1);
+        let snapshot = c.snapshot.is_some();
+        let dir = self.dir.clone();
+        let r = glommio::executor()
+            .spawn_blocking(move || state::write(&dir, &c))
+            .await;
+        match r {
+            Ok(()) => {
+                if let Some(v) = version {
+                    self.epochs_written.set(v);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "writing the leader-epoch and producer state files failed; will retry");
+                if snapshot {
+                    self.state_wanted.set(true);
+                }
+            }
+        }
+    }
+
+    /// The log now starts at `start` (segments deleted): the epoch cache
+    /// keeps one entry there, producers forget the deleted batches.
+    fn trim_state_below(&self, start: u64) {
+        self.epochs.borrow_mut().truncate_from_start(start);
+        self.producers.borrow_mut().trim_below(start);
+        self.state_wanted.set(true);
+    }
+
+    /// Header-scan spans of the segments holding batches at or after `from`.
+    fn spans_from(&self, from: u64) -> Vec<Span> {
+        self.segments
+            .borrow()
+            .iter()
+            .filter(|s| s.next_offset() > from)
+            .map(|s| {
+                let (pos, offset) = s.scan_start(from);
+                Span {
+                    path: s.paths().0,
+                    base: s.base,
+                    size: s.size(),
+                    pos,
+                    offset,
+                }
+            })
+            .collect()
+    }
+
+    /// Truncates the segments, then the state derived from them. The state
+    /// files are deleted first, so none can describe the dropped batches.
     async fn truncate_locked(&self, offset: u64) -> Result<()> {
+        let dir = self.dir.clone();
+        let limits = self.producers.borrow().limits();
+        let snapshot = glommio::executor()
+            .spawn_blocking(move || -> std::io::Result<_> {
+                let snap = state::read_snapshot(&dir, limits);
+                state::remove_files(&dir)?;
+                Ok(snap)
+            })
+            .await
+            .map_err(|e| LogError::io("remove state files", e))?;
+        self.truncate_segments(offset).await?;
+        let end = self.next_offset.get();
+        let start = self.segments.borrow().first().map_or(end, |s| s.base);
+        self.epochs.borrow_mut().truncate_from_end(end);
+        self.state_wanted.set(true);
+        if self.producers.borrow_mut().trim_from(end) {
+            return Ok(());
+        }
+        // A producer lost every batch remembered: replay the log below
+        // `end` on the snapshot, or from the start without one.
+        let (base, from) = match snapshot {
+            Some((mut p, covered)) if covered <= end => {
+                p.trim_below(start);
+                (p, covered.max(start))
+            }
+            _ => (ProducerState::new(limits), start),
+        };
+        let spans = self.spans_from(from);
+        let rebuilt = glommio::executor()
+            .spawn_blocking(move || state::rebuild_producers(&spans, base, from, end))
+            .await?;
+        *self.producers.borrow_mut() = rebuilt;
+        Ok(())
+    }
+
+    async fn truncate_segments(&self, offset: u64) -> Result<()> {
         let start = self.segments.borrow().first().map_or(0, |s| s.base);
         if offset <= start {
             let all: Vec<Rc<Segment>> = self.segments.borrow_mut().drain(..).collect();

@@ -348,6 +348,16 @@ impl Segment {
         )
     }
 
+    /// Where a header scan from `offset` (in this segment or before it)
+    /// starts: file position and offset of the batch the index names.
+    pub fn scan_start(&self, offset: u64) -> (u64, u64) {
+        if offset <= self.base {
+            return (0, self.base);
+        }
+        let e = self.index.borrow().lookup(offset - self.base);
+        (u64::from(e.pos), self.base + u64::from(e.rel))
+    }
+
     /// Bytes left for appends.
     pub fn remaining(&self) -> u64 {
         self.capacity.get().saturating_sub(self.size.get())
