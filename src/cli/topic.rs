@@ -23,8 +23,8 @@ pub struct CreateArgs {
     /// Number of partitions.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(ringmq_protocol::limits::MAX_PARTITIONS)))]
     partitions: u32,
-    /// Copies of each partition (at most the number of brokers).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    /// Copies of each partition, at most the number of nodes [default: 1 on a single node, 3 in a cluster (fewer with fewer nodes)].
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
     replication: u16,
     #[command(flatten)]
     bootstrap: BootstrapArgs,
@@ -54,9 +54,20 @@ pub fn run(cmd: TopicCommand) -> Result<(), Box<dyn Error>> {
                     .create_topic(&a.name, a.partitions, a.replication)
                     .await
                     .map_err(|e| describe(&e, &a.name))?;
+                // The broker picks the default replication: ask what it chose.
+                let replication = match a.replication {
+                    0 => client
+                        .admin()
+                        .list_topics()
+                        .await?
+                        .into_iter()
+                        .find(|t| t.name == a.name)
+                        .map_or(0, |t| t.replication),
+                    r => r,
+                };
                 println!(
-                    "created topic {} partitions={} replication={}",
-                    a.name, a.partitions, a.replication
+                    "created topic {} partitions={} replication={replication}",
+                    a.name, a.partitions
                 );
             }
             TopicCommand::List(a) => {

@@ -68,6 +68,9 @@ macro_rules! route_or_forward {
     };
 }
 
+/// Copies of each partition a cluster keeps unless told otherwise.
+const DEFAULT_REPLICATION: usize = 3;
+
 /// Longest a produce waits for its in-sync copies.
 const MAX_PRODUCE_TIMEOUT_MS: u32 = 300_000;
 
@@ -86,12 +89,10 @@ pub async fn replica_fetch(
                 format!("node {n} fetched for node {}", req.replica),
             ))
         }
-        Origin::Client => {
-            return Err(Failure::new(
-                ErrorCode::InvalidRequest,
-                "ReplicaFetch is for nodes of a cluster, on a connection that began with ForwardHello",
-            ))
-        }
+        Origin::Client => return Err(Failure::new(
+            ErrorCode::InvalidRequest,
+            "ReplicaFetch is for nodes of a cluster, on a connection that began with ForwardHello",
+        )),
     }
     Ok(Answer::Replica(shard.replica_fetch(req).await?))
 }
@@ -222,21 +223,17 @@ pub async fn create_topic(
             ),
         ));
     }
-    if shard.is_clustered() {
-        if req.replication != 1 {
-            return Err(Failure::new(
-                ErrorCode::InvalidReplicationFactor,
-                format!(
-                    "replication {}: copying partitions between nodes is not built yet, so a topic has replication 1",
-                    req.replication
-                ),
-            ));
-        }
+    if let Some(view) = shard.view() {
+        // 0: the cluster's default, three copies where there are three nodes.
+        let replication = match req.replication {
+            0 => view.brokers.len().clamp(1, DEFAULT_REPLICATION) as u16,
+            r => r,
+        };
         let name = req.name.clone();
         let cmd = Command::CreateTopic {
             name: req.name.clone(),
             partitions: req.partitions,
-            replication: req.replication,
+            replication,
         };
         let request = Request::CreateTopic(req);
         shard
@@ -244,7 +241,7 @@ pub async fn create_topic(
             .await?;
         return body(CreateTopicResponse {});
     }
-    if req.replication != 1 {
+    if req.replication > 1 {
         return Err(Failure::new(
             ErrorCode::InvalidReplicationFactor,
             format!(
@@ -257,7 +254,7 @@ pub async fn create_topic(
         .create_topic(TopicMeta {
             name: req.name,
             partitions: req.partitions,
-            replication: req.replication,
+            replication: 1,
             created_ms: now_ms(),
             cluster_id: 0,
         })

@@ -321,7 +321,10 @@ impl Shard {
                 .detach();
             }
             Some(l) => net.forward(l, &cmd),
-            None => tracing::debug!(?cmd, "no controller leader: change dropped (asked again later)"),
+            None => tracing::debug!(
+                ?cmd,
+                "no controller leader: change dropped (asked again later)"
+            ),
         }
     }
 
@@ -375,7 +378,9 @@ impl Shard {
     /// starts fetching from its leader.
     pub(super) fn give_role(self: &Shard, topic: &str, partition: u32, part: &Rc<Partition>) {
         let Some(view) = self.view() else { return };
-        let Some(t) = view.topics.get(topic) else { return };
+        let Some(t) = view.topics.get(topic) else {
+            return;
+        };
         let Some(placement) = t.partitions.get(partition as usize) else {
             return;
         };
@@ -391,11 +396,25 @@ impl Shard {
         let now = Instant::now();
         let follower = part.set_role(|old, log_end| {
             Role::from_view(
-                old, topic, partition, placement, view.me, leader_addr, min_insync, log_end, now,
+                old,
+                topic,
+                partition,
+                placement,
+                view.me,
+                leader_addr,
+                min_insync,
+                log_end,
+                now,
             )
         });
         if let Some(f) = follower {
-            tracing::info!(topic, partition, leader = f.leader, epoch = f.epoch, "following");
+            tracing::info!(
+                topic,
+                partition,
+                leader = f.leader,
+                epoch = f.epoch,
+                "following"
+            );
             let shard = self.me.upgrade();
             if let Some(shard) = shard {
                 glommio::spawn_local(super::follow::follow(
@@ -418,11 +437,18 @@ impl Shard {
             let mut topics = self.topics.borrow_mut();
             let mut gone = Vec::new();
             for t in topics.values_mut() {
-                let Some(vt) = view.topics.get(&t.meta.name).filter(|v| v.id == t.meta.cluster_id) else {
+                let Some(vt) = view
+                    .topics
+                    .get(&t.meta.name)
+                    .filter(|v| v.id == t.meta.cluster_id)
+                else {
                     continue;
                 };
                 for (p, slot) in t.local.iter_mut().enumerate() {
-                    let held = vt.partitions.get(p).is_some_and(|pl| pl.holders().any(|n| n == view.me));
+                    let held = vt
+                        .partitions
+                        .get(p)
+                        .is_some_and(|pl| pl.holders().any(|n| n == view.me));
                     if !held {
                         if let Some(part) = slot.take() {
                             gone.push((t.meta.name.clone(), p as u32, part));
@@ -456,7 +482,13 @@ impl Shard {
             .topics
             .borrow()
             .values()
-            .flat_map(|t| t.local.iter().flatten().filter_map(|p| p.isr_check(lag)).collect::<Vec<_>>())
+            .flat_map(|t| {
+                t.local
+                    .iter()
+                    .flatten()
+                    .filter_map(|p| p.isr_check(lag))
+                    .collect::<Vec<_>>()
+            })
             .collect();
         for cmd in changes {
             self.submit(cmd).await;
@@ -564,7 +596,7 @@ impl Shard {
                         t.local[p as usize] = Some(part.clone());
                         None
                     }
-                    _ => Some(part),
+                    _ => Some(part.clone()),
                 }
             };
             match unused {

@@ -28,7 +28,9 @@ pub async fn follow(
     part: Rc<Partition>,
     generation: u64,
 ) {
-    let Some(me) = shard.config.node_id else { return };
+    let Some(me) = shard.config.node_id else {
+        return;
+    };
     let mut backoff = BACKOFF[0];
     while let Some(target) = part.following(generation) {
         let log = part.log();
@@ -54,7 +56,13 @@ pub async fn follow(
                 if let Some(d) = r.diverging {
                     match part.truncate_diverged(d).await {
                         Ok(to) => {
-                            tracing::info!(topic, partition, epoch = d.epoch, to, "log diverged from the leader's: truncated");
+                            tracing::info!(
+                                topic,
+                                partition,
+                                epoch = d.epoch,
+                                to,
+                                "log diverged from the leader's: truncated"
+                            );
                             None
                         }
                         Err(e) => {
@@ -73,7 +81,12 @@ pub async fn follow(
                 }
             }
             Ok(other) => {
-                tracing::warn!(topic, partition, ?other, "unexpected answer to ReplicaFetch");
+                tracing::warn!(
+                    topic,
+                    partition,
+                    ?other,
+                    "unexpected answer to ReplicaFetch"
+                );
                 Some(BACKOFF[1])
             }
             Err(f) if matches!(f.code, ErrorCode::NotLeader | ErrorCode::StaleLeaderEpoch) => {

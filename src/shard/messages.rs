@@ -13,8 +13,9 @@ use crate::cluster::metadata::Command;
 use crate::cluster::view::ClusterView;
 use crate::topics::TopicMeta;
 use ringmq_protocol::{
-    Acks, CommitOffsetsRequest, ReplicaFetchRequest, ReplicaFetchResponse, DescribeGroupRequest, FetchOffsetsRequest, GroupSummary,
-    HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, Request, ResponseBody,
+    Acks, CommitOffsetsRequest, DescribeGroupRequest, FetchOffsetsRequest, GroupSummary,
+    HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, ReplicaFetchRequest,
+    ReplicaFetchResponse, Request, ResponseBody,
 };
 
 /// The answer to a request, sent back to the shard that asked.

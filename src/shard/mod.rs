@@ -218,7 +218,10 @@ impl Shard {
     }
 
     /// Serves a follower's fetch, wherever on this node the partition lives.
-    pub async fn replica_fetch(&self, req: ReplicaFetchRequest) -> Result<ReplicaFetchResponse, Failure> {
+    pub async fn replica_fetch(
+        &self,
+        req: ReplicaFetchRequest,
+    ) -> Result<ReplicaFetchResponse, Failure> {
         match self.locate(&req.topic, req.partition)? {
             Location::Here(p) => {
                 let (answer, change) = p.replica_fetch(&req, self.config.replica_lag).await?;
@@ -227,7 +230,10 @@ impl Shard {
                 }
                 Ok(answer)
             }
-            Location::Core(c) => self.ask(c, |reply| ShardMsg::ReplicaFetch { req, reply }).await,
+            Location::Core(c) => {
+                self.ask(c, |reply| ShardMsg::ReplicaFetch { req, reply })
+                    .await
+            }
         }
     }
 

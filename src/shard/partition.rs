@@ -94,7 +94,10 @@ impl Partition {
             Role::Standalone | Role::Leader(_) => Ok(()),
             Role::Follower(f) => Err(Failure::new(
                 ErrorCode::NotLeader,
-                format!("this node follows node {} at {} for this partition", f.leader, f.addr),
+                format!(
+                    "this node follows node {} at {} for this partition",
+                    f.leader, f.addr
+                ),
             )),
             Role::Offline { why } => Err(Failure::new(ErrorCode::NotLeader, why.clone())),
         }
@@ -107,7 +110,12 @@ impl Partition {
     /// Appends a batch; returns once it is as durable as the flush policy
     /// promises and, with acks=all, held by every in-sync copy (at most
     /// `timeout`).
-    pub async fn produce(&self, batch: Bytes, acks: Acks, timeout: Duration) -> Result<Produced, Failure> {
+    pub async fn produce(
+        &self,
+        batch: Bytes,
+        acks: Acks,
+        timeout: Duration,
+    ) -> Result<Produced, Failure> {
         if self.closing.get() {
             return Err(Failure::new(
                 ErrorCode::ShuttingDown,
@@ -200,7 +208,10 @@ impl Partition {
             let Role::Leader(l) = &mut *role else {
                 drop(role);
                 self.check_leads()?;
-                return Err(Failure::new(ErrorCode::NotLeader, "this node does not lead the partition"));
+                return Err(Failure::new(
+                    ErrorCode::NotLeader,
+                    "this node does not lead the partition",
+                ));
             };
             let mine = epoch32(l.epoch);
             if req.leader_epoch < mine {
@@ -212,7 +223,10 @@ impl Partition {
             if req.leader_epoch > mine {
                 return Err(Failure::new(
                     ErrorCode::NotLeader,
-                    format!("this node leads at epoch {mine}, older than {}", req.leader_epoch),
+                    format!(
+                        "this node leads at epoch {mine}, older than {}",
+                        req.leader_epoch
+                    ),
                 ));
             }
             if !l.followers.contains_key(&req.replica) {
@@ -248,9 +262,14 @@ impl Partition {
             }
             l.isr_change(now, lag)
         };
-        let max_wait = Duration::from_millis(u64::from(req.max_wait_ms.min(ringmq_protocol::limits::MAX_FETCH_WAIT_MS)));
+        let max_wait = Duration::from_millis(u64::from(
+            req.max_wait_ms
+                .min(ringmq_protocol::limits::MAX_FETCH_WAIT_MS),
+        ));
         let deadline = Instant::now() + max_wait;
-        let max_bytes = req.max_bytes.clamp(1, ringmq_protocol::limits::MAX_FETCH_BYTES) as usize;
+        let max_bytes = req
+            .max_bytes
+            .clamp(1, ringmq_protocol::limits::MAX_FETCH_BYTES) as usize;
         loop {
             let listener = self.appended.listen();
             let end = self.log.next_offset();

@@ -33,7 +33,9 @@ pub enum Role {
     Follower(Follower),
     /// No live leader, or this node is not told yet: produce and fetch are
     /// refused (`NOT_LEADER`, retriable).
-    Offline { why: String },
+    Offline {
+        why: String,
+    },
 }
 
 /// A follower's progress as the leader saw it.
@@ -215,8 +217,7 @@ impl Leader {
         let mut isr = self.isr.clone();
         for (&n, p) in &self.followers {
             let in_sync = isr.contains(&n);
-            let caught_up =
-                p.end.is_some_and(|e| e >= self.hw && e >= self.epoch_start);
+            let caught_up = p.end.is_some_and(|e| e >= self.hw && e >= self.epoch_start);
             if !in_sync && caught_up {
                 isr.push(n);
             } else if in_sync && now.duration_since(p.caught_up_at) > lag {
@@ -261,7 +262,17 @@ mod tests {
     }
 
     fn leader(p: &PartitionPlacement, log_end: u64, now: Instant) -> Leader {
-        match Role::from_view(&Role::Offline { why: String::new() }, "t", 0, p, 1, None, 2, log_end, now) {
+        match Role::from_view(
+            &Role::Offline { why: String::new() },
+            "t",
+            0,
+            p,
+            1,
+            None,
+            2,
+            log_end,
+            now,
+        ) {
             Role::Leader(l) => l,
             other => panic!("{other:?}"),
         }
@@ -292,7 +303,10 @@ mod tests {
         // Node 3 catches up to the log end: it joins.
         l.fetched(2, 100, 100, t0);
         l.fetched(3, 100, 100, t0);
-        let Some(Command::AlterIsr { isr, leader_epoch, .. }) = l.isr_change(t0, lag) else {
+        let Some(Command::AlterIsr {
+            isr, leader_epoch, ..
+        }) = l.isr_change(t0, lag)
+        else {
             panic!("no change");
         };
         assert_eq!((isr.clone(), leader_epoch), (vec![1, 2, 3], 3));
@@ -313,14 +327,25 @@ mod tests {
         let now = Instant::now();
         let p = placement(&[2, 1], &[1, 2], 2);
         let addr: SocketAddr = "127.0.0.1:9000".parse().unwrap();
-        let f = Role::from_view(&Role::Offline { why: String::new() }, "t", 0, &p, 1, Some(addr), 1, 80, now);
+        let f = Role::from_view(
+            &Role::Offline { why: String::new() },
+            "t",
+            0,
+            &p,
+            1,
+            Some(addr),
+            1,
+            80,
+            now,
+        );
         let Role::Follower(mut f) = f else { panic!() };
         f.hw = 70;
         let mut led = p.clone();
         led.leader = Some(1);
         led.isr = vec![1];
         led.leader_epoch += 1;
-        let Role::Leader(l) = Role::from_view(&Role::Follower(f), "t", 0, &led, 1, None, 1, 80, now)
+        let Role::Leader(l) =
+            Role::from_view(&Role::Follower(f), "t", 0, &led, 1, None, 1, 80, now)
         else {
             panic!()
         };
