@@ -94,6 +94,8 @@ struct Families {
     group_members: Family<GroupLabel, Gauge>,
     group_lag: Family<LagLabels, Gauge>,
     forwarded: Family<ForwardLabels, Counter>,
+    under_replicated: Gauge,
+    offline: Gauge,
 }
 
 fn families() -> &'static Families {
@@ -119,6 +121,8 @@ fn families() -> &'static Families {
             group_members: Family::default(),
             group_lag: Family::default(),
             forwarded: Family::default(),
+            under_replicated: Gauge::default(),
+            offline: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("requests", "Requests answered, by API", f.requests.clone());
@@ -206,6 +210,16 @@ fn families() -> &'static Families {
             "forwarded_requests",
             "Requests this node forwarded to the node that serves them, by API and node",
             f.forwarded.clone(),
+        );
+        registry.register(
+            "under_replicated_partitions",
+            "Partitions of the cluster with fewer in-sync copies than replicas, as this node applied the metadata",
+            f.under_replicated.clone(),
+        );
+        registry.register(
+            "offline_partitions",
+            "Partitions of the cluster with no live in-sync copy",
+            f.offline.clone(),
         );
         Families { registry, ..f }
     })
@@ -517,6 +531,14 @@ pub fn memory_in_use(core: usize, bytes: u64) {
 }
 
 /// Bytes held by reads of sealed segments, over every core.
+/// The cluster's replication health, from the applied metadata.
+pub fn replication_health(under_replicated: usize, offline: usize) {
+    let f = families();
+    f.under_replicated
+        .set(saturating_i64(under_replicated as u64));
+    f.offline.set(saturating_i64(offline as u64));
+}
+
 pub fn cold_reads_in_use(bytes: usize) {
     families().cold_reads.set(saturating_i64(bytes as u64));
 }

@@ -92,8 +92,8 @@ pub fn run(cmd: ClusterCommand) -> Result<(), Box<dyn Error>> {
 fn print_status(s: &ClusterStatus) {
     let leader = s.leader.map_or("none".to_owned(), |l| l.to_string());
     println!(
-        "cluster {} (seen from node {}): controller leader {leader}, term {}, {} topics",
-        s.cluster_id, s.node_id, s.term, s.topics
+        "cluster {} (seen from node {}): controller leader {leader}, term {}, {} topics, {} partitions under-replicated, {} offline",
+        s.cluster_id, s.node_id, s.term, s.topics, s.under_replicated, s.offline
     );
     println!("NODE  STATE       MEMBER  CONTROLLER  LEADS  REPLICAS  CLIENT                 PEER");
     for n in &s.nodes {

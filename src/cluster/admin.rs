@@ -56,6 +56,12 @@ pub struct ClusterStatus {
     /// Index of the last metadata command applied on this node.
     pub applied: u64,
     pub topics: usize,
+    /// Partitions with fewer in-sync copies than replicas.
+    #[serde(default)]
+    pub under_replicated: usize,
+    /// Partitions with no live in-sync copy: unavailable.
+    #[serde(default)]
+    pub offline: usize,
     pub nodes: Vec<NodeView>,
 }
 

@@ -293,6 +293,22 @@ impl Metadata {
         load
     }
 
+    /// Partitions with fewer in-sync copies than replicas (or still moving).
+    pub fn under_replicated(&self) -> usize {
+        self.partitions()
+            .filter(|p| p.isr.len() < p.replicas.len() || !p.removing.is_empty())
+            .count()
+    }
+
+    /// Partitions with no leader: no live in-sync copy.
+    pub fn offline(&self) -> usize {
+        self.partitions().filter(|p| p.leader.is_none()).count()
+    }
+
+    fn partitions(&self) -> impl Iterator<Item = &PartitionPlacement> {
+        self.topics.values().flat_map(|t| &t.partitions)
+    }
+
     /// Applies one command, or refuses it and changes nothing.
     pub fn apply(&mut self, cmd: &Command) -> Result<(), CommandError> {
         match cmd {

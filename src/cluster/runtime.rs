@@ -283,6 +283,8 @@ pub fn status(handle: &NodeHandle, settings: &ClusterSettings) -> ClusterStatus 
             leader: raft.leader,
             applied: raft.applied,
             topics: md.topics().len(),
+            under_replicated: md.under_replicated(),
+            offline: md.offline(),
             nodes,
         }
     })

@@ -671,9 +671,10 @@ pub async fn follow_cluster(
         let replaying = status.applied < status.restored_commit;
         if seen != Some(now) && !replaying {
             seen = Some(now);
-            let view = Arc::new(
-                handle.read(|md| ClusterView::new(handle.id(), status.applied, status.leader, md)),
-            );
+            let view = Arc::new(handle.read(|md| {
+                crate::metrics::replication_health(md.under_replicated(), md.offline());
+                ClusterView::new(handle.id(), status.applied, status.leader, md)
+            }));
             shard.install_view(view.clone()).await;
             let everyone_joined = view.brokers.len() >= controllers;
             if status.is_leader

@@ -50,6 +50,16 @@ impl ClusterNode {
         }
     }
 
+    /// SIGSTOP (`true`) or SIGCONT (`false`): a paused node looks, to the
+    /// others, like one cut off by the network.
+    pub fn pause(&self, paused: bool) {
+        if let Some(child) = &self.child {
+            let sig = if paused { libc::SIGSTOP } else { libc::SIGCONT };
+            // SAFETY: kill(2) on the PID of a child we started and have not reaped.
+            unsafe { libc::kill(child.id() as i32, sig) };
+        }
+    }
+
     /// Starts the node again on its data dir, client port and peer port.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "kill the node first");
