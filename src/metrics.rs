@@ -245,6 +245,7 @@ fn api_label(api: ApiKey) -> &'static str {
         ApiKey::ListGroups => "list_groups",
         ApiKey::ForwardHello => "forward_hello",
         ApiKey::ReplicaFetch => "replica_fetch",
+        ApiKey::InitProducerId => "init_producer_id",
     }
 }
 

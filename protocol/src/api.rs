@@ -23,11 +23,12 @@ pub enum ApiKey {
     ListGroups = 14,
     ForwardHello = 15,
     ReplicaFetch = 16,
+    InitProducerId = 17,
 }
 
 impl ApiKey {
     /// Every api this build implements, in key order.
-    pub const ALL: [ApiKey; 17] = [
+    pub const ALL: [ApiKey; 18] = [
         ApiKey::ApiVersions,
         ApiKey::Metadata,
         ApiKey::CreateTopic,
@@ -45,6 +46,7 @@ impl ApiKey {
         ApiKey::ListGroups,
         ApiKey::ForwardHello,
         ApiKey::ReplicaFetch,
+        ApiKey::InitProducerId,
     ];
 
     pub fn from_u16(v: u16) -> Option<ApiKey> {
@@ -74,6 +76,7 @@ impl ApiKey {
             ApiKey::ListGroups => "ListGroups",
             ApiKey::ForwardHello => "ForwardHello",
             ApiKey::ReplicaFetch => "ReplicaFetch",
+            ApiKey::InitProducerId => "InitProducerId",
         }
     }
 
@@ -128,7 +131,7 @@ mod tests {
             assert_eq!(k.as_u16() as usize, i);
             assert_eq!(ApiKey::from_u16(k.as_u16()), Some(*k));
         }
-        assert_eq!(ApiKey::from_u16(17), None);
+        assert_eq!(ApiKey::from_u16(18), None);
         assert_eq!(ApiKey::from_u16(u16::MAX), None);
     }
 }

@@ -65,6 +65,10 @@ impl<'a> Reader<'a> {
         self.array().map(u16::from_le_bytes)
     }
 
+    pub fn i16(&mut self) -> Result<i16, FrameError> {
+        self.array().map(i16::from_le_bytes)
+    }
+
     pub fn u32(&mut self) -> Result<u32, FrameError> {
         self.array().map(u32::from_le_bytes)
     }

@@ -117,6 +117,9 @@ error_codes! {
     /// A follower asked at a leader epoch older than the leader's: it
     /// refreshes its view of the cluster and asks again.
     StaleLeaderEpoch = 33, "STALE_LEADER_EPOCH", true;
+    /// An idempotent producer's epoch is older than one already seen for
+    /// its id: a newer instance took over; this one must stop.
+    ProducerFenced = 34, "PRODUCER_FENCED", false;
 }
 
 impl ErrorCode {
@@ -154,7 +157,7 @@ mod tests {
             assert_eq!(c.as_u16() as usize, i);
             assert_eq!(ErrorCode::from_u16(c.as_u16()), *c);
         }
-        assert_eq!(ErrorCode::from_u16(34), ErrorCode::UnknownServerError);
+        assert_eq!(ErrorCode::from_u16(35), ErrorCode::UnknownServerError);
         assert_eq!(ErrorCode::from_u16(u16::MAX), ErrorCode::UnknownServerError);
         assert_eq!(ErrorCode::CorruptBatch.to_string(), "CORRUPT_BATCH");
     }

@@ -51,6 +51,7 @@ pub async fn handle(
         Request::ListGroups(_) => groups::list_groups(s, from).await,
         Request::ForwardHello(r) => handlers::forward_hello(s, r, &origin),
         Request::ReplicaFetch(r) => handlers::replica_fetch(s, r, from).await,
+        Request::InitProducerId(_) => Ok(handlers::init_producer_id(s)),
     };
     let (error, bytes_out) = match &result {
         Ok(Answer::Fetch(f)) => (None, f.records.len()),

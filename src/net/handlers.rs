@@ -9,10 +9,10 @@ use ringmq_protocol::limits::{self, MAX_FETCH_BYTES, MAX_FETCH_WAIT_MS, MAX_PART
 use ringmq_protocol::{
     ApiVersionsResponse, BrokerMetadata, CreateTopicRequest, CreateTopicResponse,
     DeleteTopicRequest, DeleteTopicResponse, ErrorCode, FetchRequest, FetchResponse,
-    ForwardHelloRequest, ForwardHelloResponse, ListOffsetsRequest, ListOffsetsResponse,
-    ListTopicsResponse, MetadataRequest, MetadataResponse, OffsetSpec, PartitionMetadata,
-    ProduceRequest, ProduceResponse, ReplicaFetchRequest, ReplicaFetchResponse, Request,
-    ResponseBody, TopicInfo, TopicMetadata, NO_LEADER,
+    ForwardHelloRequest, ForwardHelloResponse, InitProducerIdResponse, ListOffsetsRequest,
+    ListOffsetsResponse, ListTopicsResponse, MetadataRequest, MetadataResponse, OffsetSpec,
+    PartitionMetadata, ProduceRequest, ProduceResponse, ReplicaFetchRequest, ReplicaFetchResponse,
+    Request, ResponseBody, TopicInfo, TopicMetadata, NO_LEADER,
 };
 
 use crate::cluster::metadata::Command;
@@ -66,6 +66,32 @@ macro_rules! route_or_forward {
             );
         }
     };
+}
+
+/// InitProducerId (SPEC.md 5.20): an id no other producer of the cluster
+/// gets: this node's id above a counter that starts at the clock (ms since
+/// 2026), so a restarted node does not hand out its old ids again.
+pub fn init_producer_id(shard: &Shard) -> Answer {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const COUNTER_BITS: u32 = 40;
+    const EPOCH_2026_MS: i64 = 1_767_225_600_000;
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let clock = u64::try_from(now_ms() - EPOCH_2026_MS).unwrap_or(0);
+    let counter = LAST
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+            Some(last.max(clock.saturating_sub(1)) + 1)
+        })
+        .map_or(clock, |last| last.max(clock.saturating_sub(1)) + 1);
+    let node =
+        u64::from(shard.config.node_id.unwrap_or(NODE_ID)) & ((1 << (63 - COUNTER_BITS)) - 1);
+    let id = (node << COUNTER_BITS) | (counter & ((1 << COUNTER_BITS) - 1));
+    Answer::Body(
+        InitProducerIdResponse {
+            producer_id: id as i64,
+            producer_epoch: 0,
+        }
+        .into(),
+    )
 }
 
 /// Copies of each partition a cluster keeps unless told otherwise.

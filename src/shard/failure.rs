@@ -47,6 +47,8 @@ impl From<LogError> for Failure {
             LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
             LogError::StorageFull => ErrorCode::StorageFull,
             LogError::ReadBudget { .. } => ErrorCode::Busy,
+            LogError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
+            LogError::ProducerFenced { .. } => ErrorCode::ProducerFenced,
             _ => ErrorCode::UnknownServerError,
         };
         Failure::new(code, e.to_string())

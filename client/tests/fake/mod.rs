@@ -706,7 +706,7 @@ fn handle(b: &mut Broker, req: Request) -> Result<ResponseBody, (ErrorCode, Stri
                 })
                 .collect(),
         }),
-        Request::ForwardHello(_) | Request::ReplicaFetch(_) => {
+        Request::ForwardHello(_) | Request::ReplicaFetch(_) | Request::InitProducerId(_) => {
             return Err((ErrorCode::InvalidRequest, "not a cluster".into()));
         }
         Request::ApiVersions(_) => {

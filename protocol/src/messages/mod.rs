@@ -36,6 +36,7 @@ mod groups;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod producer_id;
 mod replica;
 mod topics;
 
@@ -56,6 +57,7 @@ pub use metadata::{
     BrokerMetadata, MetadataRequest, MetadataResponse, PartitionMetadata, TopicMetadata, NO_LEADER,
 };
 pub use produce::{Acks, ProduceRequest, ProduceResponse};
+pub use producer_id::{InitProducerIdRequest, InitProducerIdResponse};
 pub use replica::{EpochEnd, ReplicaFetchRequest, ReplicaFetchResponse};
 pub use topics::{
     CreateTopicRequest, CreateTopicResponse, DeleteTopicRequest, DeleteTopicResponse,
@@ -160,6 +162,7 @@ apis! {
     ListGroups(ListGroupsRequest, ListGroupsResponse),
     ForwardHello(ForwardHelloRequest, ForwardHelloResponse),
     ReplicaFetch(ReplicaFetchRequest, ReplicaFetchResponse),
+    InitProducerId(InitProducerIdRequest, InitProducerIdResponse),
 }
 
 impl Request {

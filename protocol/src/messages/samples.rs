@@ -135,6 +135,7 @@ pub fn sample_requests() -> Vec<Request> {
             cluster_id: "ringmq".into(),
         }
         .into(),
+        InitProducerIdRequest {}.into(),
         ReplicaFetchRequest {
             replica: 3,
             topic: "tasks".into(),
@@ -271,6 +272,11 @@ pub fn sample_responses() -> Vec<ResponseBody> {
         }
         .into(),
         ForwardHelloResponse {}.into(),
+        InitProducerIdResponse {
+            producer_id: 7 << 40 | 12345,
+            producer_epoch: 0,
+        }
+        .into(),
         ReplicaFetchResponse {
             high_watermark: 130,
             log_start_offset: 0,
