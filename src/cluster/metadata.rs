@@ -465,6 +465,12 @@ impl Metadata {
                 if isr.iter().any(|n| !p.holders().any(|h| h == *n)) {
                     return Err(invalid("every member must hold a replica"));
                 }
+                if isr
+                    .iter()
+                    .any(|n| !members.get(n).is_some_and(|m| m.liveness.is_alive()))
+                {
+                    return Err(invalid("a dead node cannot be in sync"));
+                }
                 let mut sorted = isr.clone();
                 sorted.sort_unstable();
                 sorted.dedup();

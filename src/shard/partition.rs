@@ -260,7 +260,7 @@ impl Partition {
             if l.fetched(req.replica, req.fetch_offset, log_end, now) {
                 self.appended.notify(usize::MAX);
             }
-            l.isr_change(now, lag)
+            l.isr_change(now, lag, Some(req.replica))
         };
         let max_wait = Duration::from_millis(u64::from(
             req.max_wait_ms
@@ -314,7 +314,7 @@ impl Partition {
     /// periodic check.
     pub fn isr_check(&self, lag: Duration) -> Option<Command> {
         match &mut *self.role.borrow_mut() {
-            Role::Leader(l) => l.isr_change(Instant::now(), lag),
+            Role::Leader(l) => l.isr_change(Instant::now(), lag, None),
             _ => None,
         }
     }

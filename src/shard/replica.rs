@@ -210,15 +210,23 @@ impl Leader {
         self.recompute_hw(log_end)
     }
 
-    /// The ISR change to ask for now, if any: followers caught up join,
-    /// in-sync ones behind for longer than `lag` leave. Asked again only
-    /// after [`ISR_RESEND`] while the controller has not applied it.
-    pub fn isr_change(&mut self, now: Instant, lag: Duration) -> Option<Command> {
+    /// The ISR change to ask for now, if any: in-sync followers behind for
+    /// longer than `lag` leave; `fetcher`, the follower whose fetch is being
+    /// served, joins if it has caught up. Only a fetch brings a follower
+    /// in: a node the controller took out (dead) keeps its last progress
+    /// here, which must not bring it back. Asked again only after
+    /// [`ISR_RESEND`] while the controller has not applied it.
+    pub fn isr_change(
+        &mut self,
+        now: Instant,
+        lag: Duration,
+        fetcher: Option<NodeId>,
+    ) -> Option<Command> {
         let mut isr = self.isr.clone();
         for (&n, p) in &self.followers {
             let in_sync = isr.contains(&n);
             let caught_up = p.end.is_some_and(|e| e >= self.hw && e >= self.epoch_start);
-            if !in_sync && caught_up {
+            if !in_sync && caught_up && fetcher == Some(n) {
                 isr.push(n);
             } else if in_sync && now.duration_since(p.caught_up_at) > lag {
                 isr.retain(|&m| m != n);
@@ -303,20 +311,26 @@ mod tests {
         // Node 3 catches up to the log end: it joins.
         l.fetched(2, 100, 100, t0);
         l.fetched(3, 100, 100, t0);
+        assert!(
+            l.isr_change(t0, lag, None).is_none(),
+            "only a fetch brings a follower in"
+        );
         let Some(Command::AlterIsr {
             isr, leader_epoch, ..
-        }) = l.isr_change(t0, lag)
+        }) = l.isr_change(t0, lag, Some(3))
         else {
             panic!("no change");
         };
         assert_eq!((isr.clone(), leader_epoch), (vec![1, 2, 3], 3));
         // Not asked twice within the resend interval.
-        assert!(l.isr_change(t0 + Duration::from_millis(10), lag).is_none());
+        assert!(l
+            .isr_change(t0 + Duration::from_millis(10), lag, Some(3))
+            .is_none());
         l.isr = isr;
         // Node 2 stops fetching: after `lag` it leaves, node 3 stays.
         let later = t0 + lag + Duration::from_secs(1);
         l.fetched(3, 100, 100, later);
-        let Some(Command::AlterIsr { isr, .. }) = l.isr_change(later, lag) else {
+        let Some(Command::AlterIsr { isr, .. }) = l.isr_change(later, lag, Some(3)) else {
             panic!("no change");
         };
         assert_eq!(isr, vec![1, 3]);
