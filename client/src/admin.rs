@@ -1,7 +1,7 @@
 //! [`Admin`]: topic administration and lookups, one request each; also the
 //! read-only group calls (describe, list, committed offsets). They go to the
 //! client's gateway, except ListOffsets, which goes to the partition's
-//! leader (see [`crate::router`]); every Metadata answer also updates the
+//! leader (see the `router` module); every Metadata answer also updates the
 //! client's map of the cluster.
 
 use ringmq_protocol::{

@@ -1,6 +1,6 @@
 //! [`Client`]: the bootstrap list and a shared connection to one of its
 //! brokers (the *gateway*), reopened when it is lost; and, through the
-//! [`router`](crate::router), the cluster's map and a connection per broker
+//! `router` module, the cluster's map and a connection per broker
 //! node. Admin, producer and consumer are built on it.
 //!
 //! Every request may go to the gateway: in a cluster any node serves any
@@ -148,7 +148,7 @@ impl Client {
         Err(ClientError::Connect { addrs, errors })
     }
 
-    /// Sends `req` on the shared connection and waits for the response.
+    /// Sends `req` on the gateway connection and waits for the response.
     /// A Produce with `acks = 0` has none: use [`Connection::send`] for it.
     pub async fn request(&self, req: &Request) -> Result<ResponseBody, ClientError> {
         let conn = self.connection().await?;

@@ -14,7 +14,7 @@
 //! stays bounded.
 //!
 //! **Routing.** Each partition's batches go to its leader's connection, as
-//! the client's map of the cluster says (see [`crate::router`]), or to the
+//! the client's map of the cluster says (see the `router` module), or to the
 //! client's gateway connection, which forwards them, when the leader is
 //! unknown or cannot be reached. The driver never waits for a connection
 //! to a node to open: that partition waits while the others go on. A
