@@ -1,5 +1,8 @@
 //! [`Admin`]: topic administration and lookups, one request each; also the
-//! read-only group calls (describe, list, committed offsets).
+//! read-only group calls (describe, list, committed offsets). They go to the
+//! client's gateway, except ListOffsets, which goes to the partition's
+//! leader (see the `router` module); every Metadata answer also updates the
+//! client's map of the cluster.
 
 use ringmq_protocol::{
     ApiVersionsRequest, ApiVersionsResponse, CreateTopicRequest, DeleteTopicRequest,
@@ -11,7 +14,7 @@ use ringmq_protocol::{
 use crate::client::Client;
 use crate::error::ClientError;
 
-/// Admin calls on the client's shared connection. Errors from the broker
+/// Admin calls on the client's connections. Errors from the broker
 /// come back as [`ClientError::Broker`] with the code of SPEC.md section 6.
 #[derive(Debug, Clone)]
 pub struct Admin {
@@ -59,7 +62,9 @@ impl Admin {
         let req = Request::Metadata(MetadataRequest {
             topics: topics.map(|t| t.iter().map(|s| (*s).to_owned()).collect()),
         });
-        expect!(self.client.request(&req).await?, Metadata)
+        let resp = expect!(self.client.request(&req).await?, Metadata)?;
+        self.client.observe_metadata(&resp);
+        Ok(resp)
     }
 
     /// The metadata of one topic; a topic the broker reports with an error
@@ -109,7 +114,19 @@ impl Admin {
             partition,
             spec,
         });
-        Ok(expect!(self.client.request(&req).await?, ListOffsets)?.offset)
+        let (target, version) = self.client.target(topic, partition);
+        let (conn, target) = self.client.connection_to(target).await?;
+        let answer = match conn.request(&req).await {
+            Ok(Some(body)) => Ok(body),
+            Ok(None) => Err(ClientError::InvalidInput(
+                "a ListOffsets got no response".into(),
+            )),
+            Err(e) => {
+                self.client.report_failure(target, version, &e);
+                Err(e)
+            }
+        };
+        Ok(expect!(answer?, ListOffsets)?.offset)
     }
 
     /// The apis and versions the broker speaks.

@@ -1,23 +1,43 @@
 //! [`Client`]: the bootstrap list and a shared connection to one of its
-//! brokers, reopened when it is lost. Admin, producer and consumer are built
-//! on it.
+//! brokers (the *gateway*), reopened when it is lost; and, through the
+//! `router` module, the cluster's map and a connection per broker
+//! node. Admin, producer and consumer are built on it.
+//!
+//! Every request may go to the gateway: in a cluster any node serves any
+//! request, forwarding it to the partition's leader or the group's
+//! coordinator (SPEC.md 5.18). Produce, Fetch and ListOffsets go straight
+//! to the partition's leader instead when the map knows where it is, which
+//! saves the hop; group and topic requests stay on the gateway.
+//!
+//! Bootstrap: brokers are tried in list order, starting from the one that
+//! answered last, so a dead first entry costs a connect timeout once, not at
+//! every reconnect.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
+use std::time::Duration;
 
 use ringmq_protocol::{Request, ResponseBody};
 
 use crate::admin::Admin;
 use crate::connection::{Connection, ConnectionConfig};
 use crate::error::ClientError;
+use crate::router::Router;
 
 /// Where the brokers are and how to talk to them.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// `host:port` addresses, tried in this order.
+    /// `host:port` addresses, tried in this order (from the one that
+    /// answered last).
     pub bootstrap: Vec<String>,
     pub connection: ConnectionConfig,
+    /// The cluster's map is fetched again when it is older than this, at
+    /// the next request it routes.
+    pub metadata_max_age: Duration,
+    /// Two Metadata requests of the map's are at least this far apart, so a
+    /// burst of `NOT_LEADER` answers costs one refresh, not one each.
+    pub metadata_min_interval: Duration,
 }
 
 impl ClientConfig {
@@ -32,6 +52,8 @@ impl ClientConfig {
                 .map(str::to_owned)
                 .collect(),
             connection: ConnectionConfig::default(),
+            metadata_max_age: Duration::from_secs(30),
+            metadata_min_interval: Duration::from_millis(100),
         }
     }
 }
@@ -46,8 +68,11 @@ pub struct Client {
 #[derive(Debug)]
 struct Inner {
     config: ClientConfig,
-    /// The shared connection, replaced when found closed.
+    /// The gateway: the shared connection, replaced when found closed.
     current: RefCell<Option<Rc<Connection>>>,
+    /// Index in `bootstrap` of the broker that accepted the last connection.
+    last_bootstrap: Cell<usize>,
+    router: Router,
 }
 
 impl Client {
@@ -58,6 +83,8 @@ impl Client {
             inner: Rc::new(Inner {
                 config,
                 current: RefCell::new(None),
+                last_bootstrap: Cell::new(0),
+                router: Router::default(),
             }),
         };
         client.connection().await?;
@@ -68,8 +95,17 @@ impl Client {
         &self.inner.config
     }
 
-    /// The shared connection, opened anew (through the bootstrap list) if
-    /// there is none or it closed.
+    pub(crate) fn router(&self) -> &Router {
+        &self.inner.router
+    }
+
+    /// The gateway's address, if it was ever opened.
+    pub(crate) fn gateway_addr(&self) -> Option<SocketAddr> {
+        self.inner.current.borrow().as_ref().map(|c| c.addr())
+    }
+
+    /// The shared connection to the gateway, opened anew (through the
+    /// bootstrap list) if there is none or it closed.
     pub async fn connection(&self) -> Result<Rc<Connection>, ClientError> {
         if let Some(c) = self.inner.current.borrow().as_ref() {
             if !c.is_closed() {
@@ -82,30 +118,37 @@ impl Client {
     }
 
     /// A new connection of its own, to the first bootstrap broker that
-    /// accepts one; for a caller that must not share (a long-polling
-    /// consumer would hold up every request queued behind its fetch).
+    /// accepts one, starting from the one that accepted last; for a caller
+    /// that must not share (a long-polling consumer would hold up every
+    /// request queued behind its fetch).
     ///
     /// Host names are resolved with the system resolver, which blocks the
     /// executor thread: fine for a client, not for a broker.
     pub async fn open_connection(&self) -> Result<Connection, ClientError> {
         let config = &self.inner.config;
-        let mut errors = Vec::with_capacity(config.bootstrap.len());
-        for addr in &config.bootstrap {
+        let n = config.bootstrap.len();
+        let start = self.inner.last_bootstrap.get();
+        let mut addrs = Vec::with_capacity(n);
+        let mut errors = Vec::with_capacity(n);
+        for k in 0..n {
+            let i = (start + k) % n;
+            let addr = &config.bootstrap[i];
             match connect_one(addr, &config.connection).await {
-                Ok(c) => return Ok(c),
+                Ok(c) => {
+                    self.inner.last_bootstrap.set(i);
+                    return Ok(c);
+                }
                 Err(e) => {
                     tracing::debug!(%addr, error = %e, "bootstrap broker did not answer");
+                    addrs.push(addr.clone());
                     errors.push(e);
                 }
             }
         }
-        Err(ClientError::Connect {
-            addrs: config.bootstrap.clone(),
-            errors,
-        })
+        Err(ClientError::Connect { addrs, errors })
     }
 
-    /// Sends `req` on the shared connection and waits for the response.
+    /// Sends `req` on the gateway connection and waits for the response.
     /// A Produce with `acks = 0` has none: use [`Connection::send`] for it.
     pub async fn request(&self, req: &Request) -> Result<ResponseBody, ClientError> {
         let conn = self.connection().await?;

@@ -25,7 +25,8 @@ pub struct ConsumerConfig {
     pub min_bytes: u32,
     /// Soft cap on record bytes per Fetch (per partition).
     pub max_bytes: u32,
-    /// Connections of the consumer's own (see the module doc).
+    /// Connections of the consumer's own per broker (see the fetcher's
+    /// module doc).
     pub max_connections: usize,
     /// A partition whose Fetches keep failing with a retriable error (or a
     /// lost connection, a broker that refuses connections) is retried for

@@ -12,8 +12,18 @@
 //! that long-polls an idle partition would hold up the answers for every
 //! other partition queued behind it on the same connection. The fetcher
 //! therefore gives each partition a connection of its own, up to
-//! `max_connections`; partitions beyond that share the least used ones (and
-//! then an idle partition can delay a busy one by up to `max_wait`).
+//! `max_connections` per broker; partitions beyond that share the least
+//! used ones of their broker (and then an idle partition can delay a busy
+//! one by up to `max_wait`). These connections are the fetcher's own, never
+//! the client's shared ones.
+//!
+//! Routing: each Fetch goes to the partition's leader, as the client's map
+//! of the cluster says when the Fetch is sent (see [`crate::router`]), or
+//! to a bootstrap broker (the gateway, which forwards it) when the leader
+//! is unknown or cannot be reached. A partition whose route changed moves
+//! to a connection to its new broker before its next Fetch. `NOT_LEADER`,
+//! a lost connection to a leader or a leader refusing connections has the
+//! map refreshed, and the retry follows it.
 //!
 //! Removing a partition drops its Fetch in flight and its buffered records,
 //! so nothing of it is yielded afterwards: what a group member needs to hand
@@ -37,13 +47,14 @@ use crate::client::Client;
 use crate::connection::{Connection, PendingResponse};
 use crate::consumer::{backoff, ConsumedRecord, ConsumerConfig};
 use crate::error::ClientError;
+use crate::router::Target;
 
 pub(crate) struct Fetcher {
     client: Client,
     config: ConsumerConfig,
     parts: Vec<PartFetch>,
     /// The fetcher's connections, opened on first use and reopened when
-    /// lost; at most `max_connections`.
+    /// lost; at most `max_connections` per target.
     conns: Vec<ConnSlot>,
     /// Records decoded and not yet handed out (by [`next`](Self::next), or
     /// after a failed poll). Every record here belongs to a partition in
@@ -51,8 +62,9 @@ pub(crate) struct Fetcher {
     buffered: VecDeque<ConsumedRecord>,
 }
 
-#[derive(Default)]
 struct ConnSlot {
+    /// Where the connection goes.
+    target: Target,
     conn: Option<Rc<Connection>>,
     /// Partitions fetching on it.
     users: usize,
@@ -62,8 +74,12 @@ struct ConnSlot {
 struct PartFetch {
     topic: Arc<str>,
     partition: u32,
-    /// Index into `conns`.
-    conn: usize,
+    /// Index into `conns`; `None` until the first Fetch.
+    conn: Option<usize>,
+    /// Where the Fetch in flight (or the last one) went, and the version
+    /// of the client's map that said so.
+    via: Target,
+    map_version: u64,
     /// Offset of the next record to yield.
     position: u64,
     high_watermark: Option<u64>,
@@ -108,21 +124,12 @@ impl Fetcher {
             self.seek(i, position);
             return;
         }
-        let conn = match self.conns.iter().position(|c| c.users == 0) {
-            Some(c) => c,
-            None if self.conns.len() < self.config.max_connections => {
-                self.conns.push(ConnSlot::default());
-                self.conns.len() - 1
-            }
-            None => (0..self.conns.len())
-                .min_by_key(|c| self.conns[*c].users)
-                .unwrap_or(0),
-        };
-        self.conns[conn].users += 1;
         self.parts.push(PartFetch {
             topic: Arc::from(topic),
             partition,
-            conn,
+            conn: None,
+            via: Target::Gateway,
+            map_version: 0,
             position,
             high_watermark: None,
             inflight: None,
@@ -139,14 +146,53 @@ impl Fetcher {
         let p = self.parts.swap_remove(i);
         self.buffered
             .retain(|r| !(r.partition == partition && &*r.topic == topic));
-        let slot = &mut self.conns[p.conn];
+        if let Some(c) = p.conn {
+            self.leave_slot(c);
+        }
+        Some(p.position)
+    }
+
+    fn leave_slot(&mut self, c: usize) {
+        let slot = &mut self.conns[c];
         slot.users -= 1;
         if slot.users == 0 {
             // Closes the connection, so an abandoned long poll does not
             // hold up the next partition given this slot.
             slot.conn = None;
         }
-        Some(p.position)
+    }
+
+    /// A slot for a partition fetching from `target`: an unused one, a new
+    /// one while `target` has fewer than `max_connections`, else the least
+    /// used one of `target`.
+    fn take_slot(&mut self, target: Target) -> usize {
+        let unused = self
+            .conns
+            .iter()
+            .position(|c| c.users == 0 && c.target == target)
+            .or_else(|| self.conns.iter().position(|c| c.users == 0));
+        let of_target = || (0..self.conns.len()).filter(|c| self.conns[*c].target == target);
+        let c = match unused {
+            Some(c) => c,
+            None if of_target().count() < self.config.max_connections => {
+                self.conns.push(ConnSlot {
+                    target,
+                    conn: None,
+                    users: 0,
+                });
+                self.conns.len() - 1
+            }
+            None => of_target()
+                .min_by_key(|c| self.conns[*c].users)
+                .unwrap_or(0),
+        };
+        let slot = &mut self.conns[c];
+        if slot.target != target {
+            slot.target = target;
+            slot.conn = None;
+        }
+        slot.users += 1;
+        c
     }
 
     /// Moves partition `i` to `position`, abandoning what was fetched from
@@ -280,13 +326,30 @@ impl Fetcher {
         }
     }
 
-    /// Sends partition `i`'s next Fetch on its connection.
+    /// Sends partition `i`'s next Fetch on a connection to where it is
+    /// routed now.
     async fn start_fetch(&mut self, i: usize) -> Result<(), ClientError> {
-        let c = self.parts[i].conn;
+        let (target, map_version) = {
+            let p = &self.parts[i];
+            self.client.target(&p.topic, p.partition)
+        };
+        self.parts[i].via = target;
+        self.parts[i].map_version = map_version;
+        let c = match self.parts[i].conn {
+            Some(c) if self.conns[c].target == target => c,
+            old => {
+                if let Some(c) = old {
+                    self.leave_slot(c);
+                }
+                let c = self.take_slot(target);
+                self.parts[i].conn = Some(c);
+                c
+            }
+        };
         let conn = match &self.conns[c].conn {
             Some(conn) if !conn.is_closed() => conn.clone(),
             _ => {
-                let conn = Rc::new(self.client.open_connection().await?);
+                let conn = Rc::new(self.client.open_connection_to(target).await?);
                 self.conns[c].conn = Some(conn.clone());
                 conn
             }
@@ -349,6 +412,7 @@ impl Fetcher {
     /// retriable one that has lasted `retry_timeout`.
     fn failed(&mut self, i: usize, e: ClientError) -> Option<ClientError> {
         let p = &mut self.parts[i];
+        self.client.report_failure(p.via, p.map_version, &e);
         let now = Instant::now();
         // A broker that is busy or throttling is healthy and asks to slow
         // down: back off as long as it says so, without giving up.

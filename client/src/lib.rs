@@ -4,7 +4,11 @@
 //! local tasks), and is therefore `!Send`: create a client per executor.
 //!
 //! - [`Client`] ([`client`]): the bootstrap list, tried in turn, and a shared
-//!   [`Connection`] ([`connection`]) with pipelined requests.
+//!   [`Connection`] ([`connection`]) with pipelined requests, the gateway.
+//! - `metadata`, `router`: the cluster's map (brokers, partition leaders),
+//!   kept fresh, and a connection per broker node, so that Produce, Fetch
+//!   and ListOffsets go straight to each partition's leader, through the
+//!   gateway when that cannot be done.
 //! - [`Admin`] ([`admin`]): create, delete, list topics; metadata; offsets.
 //! - [`Producer`] ([`producer`]): per-partition batching, keyed partitioning,
 //!   pipelined and bounded sends, retries that keep per-partition order.
@@ -43,7 +47,9 @@ pub mod consumer;
 pub mod error;
 mod fetcher;
 pub mod group;
+mod metadata;
 pub mod producer;
+mod router;
 mod wait;
 
 pub use admin::Admin;

@@ -6,12 +6,23 @@
 //! [`Producer::flush`]. Partition of a record: `xxh3_64(key) % partitions`
 //! with a key, round-robin over the partitions without one (SPEC.md 8).
 //!
-//! **Sending.** A background task (the *driver*) sends sealed batches on the
-//! client's shared connection, pipelined: up to `max_in_flight` batches
-//! awaiting an answer in all, `max_in_flight_per_partition` per partition.
-//! A local task per batch waits for its answer. [`Producer::send`] waits
-//! while `max_buffered_bytes` of batches are not yet acknowledged, so memory
+//! **Sending.** A background task (the *driver*) sends sealed batches,
+//! pipelined: up to `max_in_flight` batches awaiting an answer in all,
+//! `max_in_flight_per_partition` per partition. A local task per batch
+//! waits for its answer. [`Producer::send`] waits while
+//! `max_buffered_bytes` of batches are not yet acknowledged, so memory
 //! stays bounded.
+//!
+//! **Routing.** Each partition's batches go to its leader's connection, as
+//! the client's map of the cluster says (see the `router` module), or to the
+//! client's gateway connection, which forwards them, when the leader is
+//! unknown or cannot be reached. The driver never waits for a connection
+//! to a node to open: that partition waits while the others go on. A
+//! `NOT_LEADER` answer or a lost connection to a leader has the map
+//! refreshed, and the retry (below) follows the new map. A partition's
+//! batches in flight all travel on one connection: when its route
+//! changes, its next batch waits until those are answered, so a route
+//! change alone never reorders a partition.
 //!
 //! **Retries and order.** A batch that fails with a retriable error (a
 //! retriable broker code, or a lost connection, which is reopened) is sent
@@ -44,7 +55,9 @@ use ringmq_protocol::batch::{BatchBuilder, BATCH_HEADER_LEN, MAX_BATCH_BYTES};
 use ringmq_protocol::{Acks, ProduceRequest, ProduceResponse, Request, ResponseBody};
 
 use crate::client::Client;
+use crate::connection::Connection;
 use crate::error::ClientError;
+use crate::router::Target;
 use crate::wait::WaitList;
 
 /// How a [`Producer`] batches, sends and retries.
@@ -248,6 +261,9 @@ struct Part {
     not_before: Option<Instant>,
     /// Highest `seq` acknowledged, to notice a retry that reordered.
     max_acked_seq: Option<u64>,
+    /// Where the batches in flight went (`None` when there are none): the
+    /// next batch goes there too, or waits until they are answered.
+    via: Option<Target>,
 }
 
 struct OpenBatch {
@@ -264,6 +280,10 @@ struct Batch {
     records: u32,
     attempts: u32,
     outcome: Rc<Outcome>,
+    /// Where it was last sent, and the version of the client's map that
+    /// said so.
+    via: Target,
+    map_version: u64,
 }
 
 impl Producer {
@@ -297,6 +317,7 @@ impl Producer {
                         retrying: false,
                         not_before: None,
                         max_acked_seq: None,
+                        via: None,
                     })
                     .collect(),
                 next_rr: 0,
@@ -469,7 +490,7 @@ impl Producer {
         })
         .await;
         if sh.config.acks == Acks::None {
-            sh.client.connection().await?.flushed().await?;
+            sh.client.flush_all().await?;
         }
         Ok(())
     }
@@ -517,6 +538,8 @@ impl Part {
             bytes: open.builder.finish(None),
             attempts: 0,
             outcome: open.outcome,
+            via: Target::Gateway,
+            map_version: 0,
         };
         self.push_ready(batch);
     }
@@ -538,7 +561,8 @@ impl Part {
 
 /// What the driver does next.
 enum Step {
-    Send(Batch),
+    /// Send the batch on this node connection, or on the gateway (`None`).
+    Send(Batch, Option<Rc<Connection>>),
     Exit,
 }
 
@@ -550,7 +574,7 @@ async fn drive(sh: Rc<Shared>) {
         let step = future::poll_fn(|cx| loop {
             let deadline = {
                 let mut st = sh.state.borrow_mut();
-                match next_step(&sh, &mut st) {
+                match next_step(&sh, &mut st, cx) {
                     Ok(step) => return Poll::Ready(step),
                     Err(deadline) => {
                         st.driver = Some(cx.waker().clone());
@@ -575,14 +599,16 @@ async fn drive(sh: Rc<Shared>) {
         .await;
         match step {
             Step::Exit => return,
-            Step::Send(batch) => send_batch(&sh, batch).await,
+            Step::Send(batch, conn) => send_batch(&sh, batch, conn).await,
         }
     }
 }
 
 /// The next batch to send, or `Err(deadline)`: nothing to do before
-/// `deadline` (a linger or a backoff ending), or before a wake-up if `None`.
-fn next_step(sh: &Shared, st: &mut State) -> Result<Step, Option<Instant>> {
+/// `deadline` (a linger or a backoff ending), or before a wake-up if `None`
+/// (a batch answered, a record sent, a node connection opened: `cx` is
+/// registered with the client for the last).
+fn next_step(sh: &Shared, st: &mut State, cx: &Context<'_>) -> Result<Step, Option<Instant>> {
     let now = Instant::now();
     let linger = sh.config.linger;
     let seal_all = std::mem::take(&mut st.seal_all);
@@ -603,12 +629,26 @@ fn next_step(sh: &Shared, st: &mut State) -> Result<Step, Option<Instant>> {
             let i = (st.next_part + k) % n;
             let part = &mut st.parts[i];
             if part.can_send(sh.config.max_in_flight_per_partition, now) {
-                let batch = part.ready.pop_front().expect("can_send checked it");
+                let (target, map_version) = sh.client.target(&sh.topic, part.index);
+                if part.in_flight > 0 && part.via != Some(target) {
+                    continue; // the route changed: wait for those in flight
+                }
+                let conn = match target {
+                    Target::Node(addr) => match sh.client.ready_node(addr, cx) {
+                        Some(c) => Some(c),
+                        None => continue, // opening: woken when done
+                    },
+                    Target::Gateway => None,
+                };
+                let mut batch = part.ready.pop_front().expect("can_send checked it");
+                batch.via = target;
+                batch.map_version = map_version;
+                part.via = Some(target);
                 part.in_flight += 1;
                 part.not_before = None;
                 st.in_flight += 1;
                 st.next_part = (i + 1) % n;
-                return Ok(Step::Send(batch));
+                return Ok(Step::Send(batch, conn));
             }
             if let (Some(t), false) = (part.not_before, part.ready.is_empty()) {
                 earliest(t);
@@ -621,9 +661,9 @@ fn next_step(sh: &Shared, st: &mut State) -> Result<Step, Option<Instant>> {
     Err(deadline)
 }
 
-/// Puts one batch on the connection and leaves a task to wait for its
-/// answer.
-async fn send_batch(sh: &Rc<Shared>, batch: Batch) {
+/// Puts one batch on its connection (`conn`, or the gateway's) and leaves a
+/// task to wait for its answer.
+async fn send_batch(sh: &Rc<Shared>, batch: Batch, conn: Option<Rc<Connection>>) {
     let req = Request::Produce(ProduceRequest {
         topic: sh.topic.clone(),
         partition: batch.partition,
@@ -631,7 +671,11 @@ async fn send_batch(sh: &Rc<Shared>, batch: Batch) {
         timeout_ms: u32::try_from(sh.config.ack_timeout.as_millis()).unwrap_or(u32::MAX),
         batch: batch.bytes.clone(),
     });
-    let sent = match sh.client.connection().await {
+    let conn = match conn {
+        Some(c) => Ok(c),
+        None => sh.client.connection().await,
+    };
+    let sent = match conn {
         Ok(conn) => conn.send(&req).await,
         Err(e) => Err(e),
     };
@@ -665,6 +709,12 @@ fn on_result(sh: &Shared, mut batch: Batch, result: Result<Option<u64>, ClientEr
     st.in_flight -= 1;
     let part = &mut st.parts[batch.partition as usize];
     part.in_flight -= 1;
+    if part.in_flight == 0 {
+        part.via = None;
+    }
+    if let Err(e) = &result {
+        sh.client.report_failure(batch.via, batch.map_version, e);
+    }
     let result = match result {
         Err(e) if retriable(&e) && batch.attempts < sh.config.retries => {
             batch.attempts += 1;

@@ -3,6 +3,12 @@
 //! fetch loop, the group consumer) before and apart from the real broker.
 //! Shared by the tests and `examples/fake_broker.rs`.
 //!
+//! [`start_fake_cluster`] starts several such nodes sharing one state, for
+//! the client's routing: each partition has a leader node, Metadata lists
+//! the nodes (at the addresses a test chooses to advertise), and a node
+//! serves a partition it does not lead as if it forwarded it (counted), or
+//! answers `NOT_LEADER` when told to or when there is no live leader.
+//!
 //! Its group coordinator ([`Group`]) follows SPEC.md 5.9 where a member can
 //! tell: generations, holding until released, sessions, static membership,
 //! the commit rules, `FENCED_INSTANCE_ID` for a member a static member
@@ -15,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -30,7 +36,7 @@ use ringmq_protocol::{
     ListGroupsResponse, ListOffsetsResponse, ListTopicsResponse, MemberAssignment,
     MemberDescription, MetadataResponse, OffsetSpec, PartitionDescription, PartitionMetadata,
     PartitionOffset, ProduceResponse, Request, RequestHeader, ResponseBody, TopicInfo,
-    TopicMetadata, TopicPartitions, REQUEST_HEADER_LEN,
+    TopicMetadata, TopicPartitions, NO_LEADER, REQUEST_HEADER_LEN,
 };
 
 /// How the fake misbehaves.
@@ -74,10 +80,260 @@ impl Control {
     }
 }
 
+/// The shared state of a fake cluster's nodes, for the test to steer and
+/// read (the nodes run on another thread, hence the lock).
+#[derive(Clone)]
+pub struct ClusterControl(Arc<Mutex<ClusterState>>);
+
+pub struct ClusterState {
+    /// The client address each node lists in Metadata, by node id - 1.
+    pub advertised: Vec<(String, u16)>,
+    /// Leader of each partition, by topic; a partition not set here is led
+    /// by node `partition % nodes + 1`.
+    pub leaders: HashMap<String, Vec<u32>>,
+    /// Whether a node serves a partition it does not lead (as a gateway
+    /// forwarding it), or answers `NOT_LEADER`.
+    pub forward: bool,
+    /// Nodes off the network (connections closed at their next request,
+    /// new ones refused), by node id - 1.
+    pub down: Vec<bool>,
+    /// Requests each node served for partitions it leads, by api name.
+    pub served: Vec<HashMap<&'static str, u32>>,
+    /// Requests each node served for partitions led by another node.
+    pub forwarded: Vec<HashMap<&'static str, u32>>,
+    /// Requests each node answered `NOT_LEADER`.
+    pub refused: Vec<HashMap<&'static str, u32>>,
+    /// Metadata requests each node answered.
+    pub metadata: Vec<u32>,
+}
+
+impl ClusterState {
+    pub fn leader(&self, topic: &str, partition: u32) -> u32 {
+        self.leaders
+            .get(topic)
+            .and_then(|l| l.get(partition as usize))
+            .copied()
+            .unwrap_or(partition % self.advertised.len() as u32 + 1)
+    }
+}
+
+impl ClusterControl {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, ClusterState> {
+        self.0.lock().unwrap()
+    }
+
+    /// Every partition of `topic` (of `n`) led by `node`.
+    pub fn lead_all(&self, topic: &str, n: u32, node: u32) {
+        self.lock()
+            .leaders
+            .insert(topic.into(), vec![node; n as usize]);
+    }
+
+    pub fn set_down(&self, node: u32, down: bool) {
+        self.lock().down[node as usize - 1] = down;
+    }
+
+    pub fn metadata_requests(&self) -> u32 {
+        self.lock().metadata.iter().sum()
+    }
+
+    /// `api` requests node `node` served for partitions it leads.
+    pub fn served(&self, node: u32, api: &str) -> u32 {
+        self.lock().served[node as usize - 1]
+            .get(api)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// `api` requests node `node` forwarded.
+    pub fn forwarded(&self, node: u32, api: &str) -> u32 {
+        self.lock().forwarded[node as usize - 1]
+            .get(api)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// `api` requests forwarded, over all nodes.
+    pub fn forwarded_total(&self, api: &str) -> u32 {
+        let st = self.lock();
+        st.forwarded.iter().filter_map(|m| m.get(api)).sum()
+    }
+
+    /// `api` requests answered `NOT_LEADER`, over all nodes.
+    pub fn refused_total(&self, api: &str) -> u32 {
+        let st = self.lock();
+        st.refused.iter().filter_map(|m| m.get(api)).sum()
+    }
+}
+
+/// Starts `n` fake nodes (ids 1..=n) sharing one state on one executor
+/// thread; returns their addresses (index = id - 1) and the control.
+pub fn start_fake_cluster(n: usize) -> (Vec<SocketAddr>, ClusterControl) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (ctl_tx, ctl_rx) = std::sync::mpsc::channel::<ClusterControl>();
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(64 << 10)
+        .ring_depth(64)
+        .name("fake-cluster")
+        .spawn(move || async move {
+            let listeners: Vec<TcpListener> = (0..n)
+                .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+                .collect();
+            let addrs: Vec<SocketAddr> =
+                listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+            tx.send(addrs).unwrap();
+            let ctl = ctl_rx.recv().unwrap();
+            let broker = Rc::new(RefCell::new(Broker {
+                cluster: Some(ctl.clone()),
+                ..Broker::default()
+            }));
+            let tasks: Vec<_> = listeners
+                .into_iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    glommio::spawn_local(accept_node(broker.clone(), ctl.clone(), i as u32 + 1, l))
+                })
+                .collect();
+            for t in tasks {
+                t.await;
+            }
+        })
+        .unwrap();
+    let addrs: Vec<SocketAddr> = rx.recv().unwrap();
+    let ctl = ClusterControl(Arc::new(Mutex::new(ClusterState {
+        advertised: addrs
+            .iter()
+            .map(|a| (a.ip().to_string(), a.port()))
+            .collect(),
+        leaders: HashMap::new(),
+        forward: true,
+        down: vec![false; n],
+        served: vec![HashMap::new(); n],
+        forwarded: vec![HashMap::new(); n],
+        refused: vec![HashMap::new(); n],
+        metadata: vec![0; n],
+    })));
+    ctl_tx.send(ctl.clone()).unwrap();
+    (addrs, ctl)
+}
+
+/// One node's listener: closed while the node is down.
+async fn accept_node(broker: Rc<RefCell<Broker>>, ctl: ClusterControl, node: u32, l: TcpListener) {
+    let addr = l.local_addr().unwrap();
+    let is_down = move |ctl: &ClusterControl| ctl.lock().down[node as usize - 1];
+    let mut l = Some(l);
+    loop {
+        let Some(listener) = l.as_ref() else {
+            while is_down(&ctl) {
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+            l = Some(TcpListener::bind(addr).unwrap());
+            continue;
+        };
+        let went_down = async {
+            while !is_down(&ctl) {
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+            None
+        };
+        match futures_lite::future::or(async { Some(listener.accept().await) }, went_down).await {
+            Some(Ok(s)) => {
+                glommio::spawn_local(serve_as(broker.clone(), s, node)).detach();
+            }
+            Some(Err(_)) => return,
+            None => l = None,
+        }
+    }
+}
+
+/// What a node of a fake cluster does with a request before the broker
+/// logic sees it: `Err` is the answer (Metadata, `NOT_LEADER`), `Ok` lets
+/// it through.
+fn cluster_gate(
+    b: &Broker,
+    ctl: &ClusterControl,
+    node: u32,
+    req: &Request,
+) -> Result<(), Result<ResponseBody, (ErrorCode, String)>> {
+    let mut st = ctl.lock();
+    let i = node as usize - 1;
+    let (api, topic, partition) = match req {
+        Request::Metadata(m) => {
+            st.metadata[i] += 1;
+            let names = m
+                .topics
+                .clone()
+                .unwrap_or_else(|| b.topics.keys().cloned().collect());
+            let topics = names
+                .into_iter()
+                .map(|name| match b.topics.get(&name) {
+                    Some(parts) => TopicMetadata {
+                        partitions: (0..parts.len() as u32)
+                            .map(|partition| {
+                                let leader = st.leader(&name, partition);
+                                PartitionMetadata {
+                                    partition,
+                                    leader,
+                                    leader_epoch: 0,
+                                    replicas: vec![leader],
+                                    isr: vec![leader],
+                                }
+                            })
+                            .collect(),
+                        name,
+                        error_code: ErrorCode::None,
+                    },
+                    None => TopicMetadata {
+                        name,
+                        error_code: ErrorCode::UnknownTopic,
+                        partitions: vec![],
+                    },
+                })
+                .collect();
+            let brokers = st
+                .advertised
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| !st.down[*j])
+                .map(|(j, (host, port))| BrokerMetadata {
+                    node_id: j as u32 + 1,
+                    host: host.clone(),
+                    port: *port,
+                })
+                .collect();
+            return Err(Ok(ResponseBody::Metadata(MetadataResponse {
+                brokers,
+                topics,
+            })));
+        }
+        Request::Produce(p) => ("produce", &p.topic, p.partition),
+        Request::Fetch(f) => ("fetch", &f.topic, f.partition),
+        Request::ListOffsets(l) => ("list_offsets", &l.topic, l.partition),
+        _ => return Ok(()),
+    };
+    let leader = st.leader(topic, partition);
+    if leader == node {
+        *st.served[i].entry(api).or_default() += 1;
+        return Ok(());
+    }
+    let live = leader != NO_LEADER && !st.down.get(leader as usize - 1).copied().unwrap_or(true);
+    if live && st.forward {
+        *st.forwarded[i].entry(api).or_default() += 1;
+        return Ok(());
+    }
+    *st.refused[i].entry(api).or_default() += 1;
+    Err(Err((
+        ErrorCode::NotLeader,
+        format!("partition {topic}/{partition} is led by node {leader}"),
+    )))
+}
+
 #[derive(Default)]
 struct Broker {
     faults: Faults,
     control: Control,
+    /// Set for the nodes of a fake cluster.
+    cluster: Option<ClusterControl>,
     produces: u32,
     fetches: u32,
     /// topic -> partition -> batches (stamped with their base offset).
@@ -320,7 +576,12 @@ fn start_fake_with(listen: &str, faults: Faults, control: Control) -> SocketAddr
     rx.recv().unwrap()
 }
 
-async fn serve(broker: Rc<RefCell<Broker>>, mut s: TcpStream) {
+async fn serve(broker: Rc<RefCell<Broker>>, s: TcpStream) {
+    serve_as(broker, s, 0).await
+}
+
+/// Serves one connection as node `node` (0 outside a cluster).
+async fn serve_as(broker: Rc<RefCell<Broker>>, mut s: TcpStream, node: u32) {
     loop {
         let mut hdr = [0u8; REQUEST_HEADER_LEN];
         if s.read_exact(&mut hdr).await.is_err() {
@@ -352,7 +613,16 @@ async fn serve(broker: Rc<RefCell<Broker>>, mut s: TcpStream) {
             }
         }
         let expects = req.expects_response();
-        let answer = handle(&mut broker.borrow_mut(), req);
+        let cluster = broker.borrow().cluster.clone();
+        let gate = match &cluster {
+            Some(ctl) if ctl.lock().down[node as usize - 1] => return,
+            Some(ctl) => cluster_gate(&broker.borrow(), ctl, node, &req),
+            None => Ok(()),
+        };
+        let answer = match gate {
+            Ok(()) => handle(&mut broker.borrow_mut(), req),
+            Err(answer) => answer,
+        };
         if !expects {
             continue;
         }
