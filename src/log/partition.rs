@@ -728,6 +728,7 @@ impl Inner {
             .replace(false)
             .then(|| self.producers.borrow().encode(covered));
         Some(Capture {
+            covered,
             epochs: Some((epochs.encode(covered), epochs.version())),
             snapshot,
         })
@@ -788,16 +789,13 @@ impl Inner {
     }
 
     /// Truncates the segments, then the state derived from them. The state
-    /// files are deleted first, so none can describe the dropped batches.
+    /// files past `offset` are deleted first, so none can describe the
+    /// dropped batches.
     async fn truncate_locked(&self, offset: u64) -> Result<()> {
         let dir = self.dir.clone();
         let limits = self.producers.borrow().limits();
         let snapshot = glommio::executor()
-            .spawn_blocking(move || -> std::io::Result<_> {
-                let snap = state::read_snapshot(&dir, limits);
-                state::remove_files(&dir)?;
-                Ok(snap)
-            })
+            .spawn_blocking(move || state::prepare_truncation(&dir, offset, limits))
             .await
             .map_err(|e| LogError::io("remove state files", e))?;
         self.truncate_segments(offset).await?;
@@ -808,8 +806,8 @@ impl Inner {
         if self.producers.borrow_mut().trim_from(end) {
             return Ok(());
         }
-        // A producer lost every batch remembered: replay the log below
-        // `end` on the snapshot, or from the start without one.
+        // A producer's state before `end` is unknown: replay the log below
+        // `end` on the newest snapshot, or from the start without one.
         let (base, from) = match snapshot {
             Some((mut p, covered)) if covered <= end => {
                 p.trim_below(start);
