@@ -189,7 +189,7 @@ impl PartitionLog {
             epochs_written: Cell::new(loaded.epochs.version()),
             epochs: RefCell::new(loaded.epochs),
             producers: RefCell::new(loaded.producers),
-            state_wanted: Cell::new(false),
+            state_wanted: Cell::new(loaded.write_failed),
         });
         if let FlushPolicy::Interval(every) = flush {
             spawn_interval_flusher(Rc::downgrade(&inner), every);
@@ -762,9 +762,14 @@ impl Inner {
     }
 
     /// The log now starts at `start` (segments deleted): the epoch cache
-    /// keeps one entry there, producers forget the deleted batches.
+    /// keeps one entry there if a batch is left, producers forget the
+    /// deleted batches.
     fn trim_state_below(&self, start: u64) {
-        self.epochs.borrow_mut().truncate_from_start(start);
+        let mut epochs = self.epochs.borrow_mut();
+        epochs.truncate_from_start(start);
+        // With no batch left, no entry either (as a rebuild would find).
+        epochs.truncate_from_end(self.next_offset.get());
+        drop(epochs);
         self.producers.borrow_mut().trim_below(start);
         self.state_wanted.set(true);
     }

@@ -243,6 +243,8 @@ pub(crate) struct Loaded {
     pub scanned_batches: u64,
     pub epochs_file_used: bool,
     pub snapshot_used: bool,
+    /// The files could not be brought up to date: the log should retry.
+    pub write_failed: bool,
 }
 
 /// An epoch file checked against a log `[start, end)`: the cache and the
@@ -293,6 +295,10 @@ pub(crate) fn load(
             adopt_epochs(c, covered, start, end)
         })
         .unwrap_or_else(|| (EpochCache::default(), start));
+    if stale {
+        // It names batches a crash cut off: appends there would make it lie.
+        disk::remove_if_exists(&dir.join(EPOCHS_FILE)).map_err(|e| io("remove epoch file", e))?;
+    }
     let snapshots = list_snapshots(dir).map_err(|e| io("list snapshots", e))?;
     if snapshots.last().is_some_and(|c| *c > end) {
         stale = true;
@@ -318,14 +324,21 @@ pub(crate) fn load(
         }
     })?;
     producers.expire(now_ms);
+    let mut write_failed = false;
     if stale || scanned_batches > 0 {
-        // Recovery made everything below `end` durable.
+        // Saves the next open this scan. Recovery made everything below
+        // `end` durable. Best effort (a full disk must not stop the open):
+        // stale files are gone already, and the log rewrites these at its
+        // next roll or close.
         let c = Capture {
             covered: end,
             epochs: Some((epochs.encode(end), epochs.version())),
             snapshot: Some(producers.encode(end)),
         };
-        write(dir, &c).map_err(|e| io("write state files", e))?;
+        if let Err(e) = write(dir, &c) {
+            tracing::warn!(dir = %dir.display(), error = %e, "writing the leader-epoch and producer state files failed");
+            write_failed = true;
+        }
     }
     Ok(Loaded {
         epochs,
@@ -333,6 +346,7 @@ pub(crate) fn load(
         scanned_batches,
         epochs_file_used,
         snapshot_used,
+        write_failed,
     })
 }
 
