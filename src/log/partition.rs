@@ -189,7 +189,7 @@ impl PartitionLog {
             epochs_written: Cell::new(loaded.epochs.version()),
             epochs: RefCell::new(loaded.epochs),
             producers: RefCell::new(loaded.producers),
-            state_wanted: Cell::new(false),
+            state_wanted: Cell::new(loaded.write_failed),
         });
         if let FlushPolicy::Interval(every) = flush {
             spawn_interval_flusher(Rc::downgrade(&inner), every);
@@ -728,6 +728,7 @@ impl Inner {
             .replace(false)
             .then(|| self.producers.borrow().encode(covered));
         Some(Capture {
+            covered,
             epochs: Some((epochs.encode(covered), epochs.version())),
             snapshot,
         })
@@ -761,9 +762,14 @@ impl Inner {
     }
 
     /// The log now starts at `start` (segments deleted): the epoch cache
-    /// keeps one entry there, producers forget the deleted batches.
+    /// keeps one entry there if a batch is left, producers forget the
+    /// deleted batches.
     fn trim_state_below(&self, start: u64) {
-        self.epochs.borrow_mut().truncate_from_start(start);
+        let mut epochs = self.epochs.borrow_mut();
+        epochs.truncate_from_start(start);
+        // With no batch left, no entry either (as a rebuild would find).
+        epochs.truncate_from_end(self.next_offset.get());
+        drop(epochs);
         self.producers.borrow_mut().trim_below(start);
         self.state_wanted.set(true);
     }
@@ -788,16 +794,13 @@ impl Inner {
     }
 
     /// Truncates the segments, then the state derived from them. The state
-    /// files are deleted first, so none can describe the dropped batches.
+    /// files past `offset` are deleted first, so none can describe the
+    /// dropped batches.
     async fn truncate_locked(&self, offset: u64) -> Result<()> {
         let dir = self.dir.clone();
         let limits = self.producers.borrow().limits();
         let snapshot = glommio::executor()
-            .spawn_blocking(move || -> std::io::Result<_> {
-                let snap = state::read_snapshot(&dir, limits);
-                state::remove_files(&dir)?;
-                Ok(snap)
-            })
+            .spawn_blocking(move || state::prepare_truncation(&dir, offset, limits))
             .await
             .map_err(|e| LogError::io("remove state files", e))?;
         self.truncate_segments(offset).await?;
@@ -808,8 +811,8 @@ impl Inner {
         if self.producers.borrow_mut().trim_from(end) {
             return Ok(());
         }
-        // A producer lost every batch remembered: replay the log below
-        // `end` on the snapshot, or from the start without one.
+        // A producer's state before `end` is unknown: replay the log below
+        // `end` on the newest snapshot, or from the start without one.
         let (base, from) = match snapshot {
             Some((mut p, covered)) if covered <= end => {
                 p.trim_below(start);

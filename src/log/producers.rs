@@ -13,7 +13,7 @@
 //! is unknown again, and an unknown producer's first batch is taken at any
 //! sequence (there is nothing to compare it with).
 //!
-//! Snapshot file (`producers.snapshot`), little-endian:
+//! Snapshot file (`producers-<covered>.snapshot`), little-endian:
 //!
 //! ```text
 //! magic "RMQPID01" | u64 covered | u32 count
@@ -27,9 +27,6 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use ringmq_protocol::batch::BatchHeader;
 
 use super::error::{LogError, Result};
-
-/// File name of the producer snapshot in a partition directory.
-pub(crate) const SNAPSHOT_FILE: &str = "producers.snapshot";
 
 /// Batches remembered per producer (Kafka's
 /// `max.in.flight.requests.per.connection` bound for idempotence).
@@ -293,8 +290,10 @@ impl ProducerState {
     }
 
     /// The log now ends at `end`: batches at or after it are forgotten.
-    /// Returns false when a producer lost every batch it had here: what it
-    /// had before is unknown, so the caller must rebuild from the log.
+    /// Returns false when what a producer had before is unknown, so the
+    /// caller must rebuild from the log: it lost every batch remembered, or
+    /// lost some while remembering the full five (older ones would take
+    /// their places).
     pub fn trim_from(&mut self, end: u64) -> bool {
         let mut exact = true;
         let by_last = &mut self.by_last;
@@ -306,6 +305,9 @@ impl ProducerState {
                 return true;
             }
             by_last.remove(&old_last);
+            if p.batches.len() >= KEEP_BATCHES {
+                exact = false;
+            }
             while p.batches.back().is_some_and(|b| b.base_offset >= end) {
                 p.batches.pop_back();
             }

@@ -1,17 +1,18 @@
 //! What the log derives from its batch headers and keeps beside the
-//! segments: the leader-epoch cache (`leader-epochs`) and the producer
-//! snapshot (`producers.snapshot`). This module loads them at open, checks
-//! them against the recovered log, and brings them up to date by scanning
-//! the headers of the batches after what they cover; it also rebuilds the
-//! producer state after a truncation. Blocking code, run on glommio's
-//! blocking pool.
+//! segments: the leader-epoch cache (`leader-epochs`) and producer
+//! snapshots (`producers-<covered>.snapshot`, the newest few). This module
+//! loads them at open, checks them against the recovered log, and brings
+//! them up to date by scanning the headers of the batches after what they
+//! cover; it also rebuilds the producer state after a truncation, from the
+//! newest snapshot below it. Blocking code, run on glommio's blocking pool.
 //!
-//! Both files say which log end they describe (`covered`). They are written
-//! in a sync round after the data below `covered` is durable (see
-//! `PartitionLog`), and deleted before a truncation rewrites the log, so a
-//! file never describes batches the log no longer has, except the tail a
-//! lost write cut off, which is dropped here. A missing or damaged file
-//! costs a scan of the whole log, never a wrong answer.
+//! Every file says which log end it describes (`covered`). Files are
+//! written in a sync round after the data below `covered` is durable (see
+//! `PartitionLog`); before a truncation rewrites the log, the epoch file and
+//! the snapshots past the truncation point are deleted. So a file never
+//! describes batches the log no longer has, except a tail a lost write cut
+//! off, which is dropped here. A missing or damaged file costs a longer
+//! scan, never a wrong answer.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -23,7 +24,7 @@ use super::disk;
 use super::epochs::{EpochCache, EPOCHS_FILE, MAX_ENTRIES};
 use super::error::{LogError, Result};
 use super::index::IndexEntry;
-use super::producers::{ProducerLimits, ProducerState, MAX_SNAPSHOT_BYTES, SNAPSHOT_FILE};
+use super::producers::{ProducerLimits, ProducerState, MAX_SNAPSHOT_BYTES};
 use super::segment::{log_path, RecoveredSegment};
 
 /// Largest epoch file worth reading.
@@ -31,6 +32,54 @@ const MAX_EPOCHS_BYTES: u64 = (8 + 8 + 4 + MAX_ENTRIES * 12 + 4) as u64;
 
 /// Bytes read at once while walking batch headers.
 const SCAN_CHUNK: usize = 64 << 10;
+
+const SNAPSHOT_PREFIX: &str = "producers-";
+const SNAPSHOT_SUFFIX: &str = ".snapshot";
+
+/// Producer snapshots kept: one per roll, so a truncation within the last
+/// few segments replays at most about a segment.
+const KEEP_SNAPSHOTS: usize = 4;
+
+pub(crate) fn snapshot_name(covered: u64) -> String {
+    format!("{SNAPSHOT_PREFIX}{covered:020}{SNAPSHOT_SUFFIX}")
+}
+
+/// The `covered` offsets of the snapshot files in `dir`, ascending.
+pub(crate) fn list_snapshots(dir: &Path) -> std::io::Result<Vec<u64>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let covered = name
+            .strip_prefix(SNAPSHOT_PREFIX)
+            .and_then(|n| n.strip_suffix(SNAPSHOT_SUFFIX))
+            .filter(|n| n.len() == 20 && n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse::<u64>().ok());
+        out.extend(covered);
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// The newest readable snapshot covering at most `limit`.
+fn newest_snapshot(
+    dir: &Path,
+    all: &[u64],
+    limit: u64,
+    limits: ProducerLimits,
+) -> Option<(ProducerState, u64)> {
+    all.iter().rev().filter(|c| **c <= limit).find_map(|c| {
+        let buf = read_bounded(&dir.join(snapshot_name(*c)), MAX_SNAPSHOT_BYTES)?;
+        ProducerState::decode(&buf, limits).filter(|(_, covered)| covered == c)
+    })
+}
+
+fn remove_snapshots_above(dir: &Path, all: &[u64], offset: u64) -> std::io::Result<()> {
+    for c in all.iter().filter(|c| **c > offset) {
+        disk::remove_if_exists(&dir.join(snapshot_name(*c)))?;
+    }
+    Ok(())
+}
 
 /// The stretch of one segment file a header scan walks.
 #[derive(Debug, Clone)]
@@ -132,32 +181,56 @@ pub(crate) fn read_bounded(path: &Path, max: u64) -> Option<Vec<u8>> {
     std::fs::read(path).ok()
 }
 
-pub(crate) fn read_snapshot(dir: &Path, limits: ProducerLimits) -> Option<(ProducerState, u64)> {
-    let buf = read_bounded(&dir.join(SNAPSHOT_FILE), MAX_SNAPSHOT_BYTES)?;
-    ProducerState::decode(&buf, limits)
-}
-
-/// Deletes both state files (before a truncation rewrites the log).
-pub(crate) fn remove_files(dir: &Path) -> std::io::Result<()> {
+/// Before truncating the log at `offset`: deletes the epoch file and the
+/// snapshots past `offset`, and returns the newest snapshot left (to
+/// rebuild the producer state from, if trimming it is not enough).
+pub(crate) fn prepare_truncation(
+    dir: &Path,
+    offset: u64,
+    limits: ProducerLimits,
+) -> std::io::Result<Option<(ProducerState, u64)>> {
+    let all = list_snapshots(dir)?;
     disk::remove_if_exists(&dir.join(EPOCHS_FILE))?;
-    disk::remove_if_exists(&dir.join(SNAPSHOT_FILE))?;
-    disk::fsync_dir(dir)
+    remove_snapshots_above(dir, &all, offset)?;
+    disk::fsync_dir(dir)?;
+    Ok(newest_snapshot(dir, &all, offset, limits))
 }
 
 /// The state files' contents, captured at one log end.
 pub(crate) struct Capture {
+    pub covered: u64,
     /// The epoch file, and the cache version it holds.
     pub epochs: Option<(Vec<u8>, u64)>,
     pub snapshot: Option<Vec<u8>>,
 }
 
 /// Writes what was captured; the data below its `covered` is durable.
+/// Only the newest snapshots are kept.
 pub(crate) fn write(dir: &Path, c: &Capture) -> std::io::Result<()> {
     if let Some((bytes, _)) = &c.epochs {
         disk::write_atomic(dir, EPOCHS_FILE, bytes)?;
     }
     if let Some(bytes) = &c.snapshot {
-        disk::write_atomic(dir, SNAPSHOT_FILE, bytes)?;
+        disk::write_atomic(dir, &snapshot_name(c.covered), bytes)?;
+        let all = list_snapshots(dir)?;
+        let old = all.len().saturating_sub(KEEP_SNAPSHOTS);
+        for covered in &all[..old] {
+            disk::remove_if_exists(&dir.join(snapshot_name(*covered)))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes the temporary files of state writes a crash interrupted.
+fn remove_leftovers(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let ours = name.starts_with(SNAPSHOT_PREFIX) || name.starts_with(EPOCHS_FILE);
+        if ours && name.ends_with(disk::TMP_SUFFIX) {
+            disk::remove_if_exists(&entry.path())?;
+        }
     }
     Ok(())
 }
@@ -170,6 +243,8 @@ pub(crate) struct Loaded {
     pub scanned_batches: u64,
     pub epochs_file_used: bool,
     pub snapshot_used: bool,
+    /// The files could not be brought up to date: the log should retry.
+    pub write_failed: bool,
 }
 
 /// An epoch file checked against a log `[start, end)`: the cache and the
@@ -205,11 +280,9 @@ pub(crate) fn load(
     limits: ProducerLimits,
     now_ms: i64,
 ) -> Result<Loaded> {
-    for name in [EPOCHS_FILE, SNAPSHOT_FILE] {
-        let tmp = dir.join(format!("{name}{}", disk::TMP_SUFFIX));
-        disk::remove_if_exists(&tmp)
-            .map_err(|e| LogError::io(format!("remove {}", tmp.display()), e))?;
-    }
+    let io =
+        |what: &str, e: std::io::Error| LogError::io(format!("{what} in {}", dir.display()), e);
+    remove_leftovers(dir).map_err(|e| io("remove temporary state files", e))?;
     let start = segs.first().map_or(0, |s| s.base);
     let end = segs.last().map_or(start, |s| s.next_offset);
     let mut stale = false;
@@ -222,21 +295,21 @@ pub(crate) fn load(
             adopt_epochs(c, covered, start, end)
         })
         .unwrap_or_else(|| (EpochCache::default(), start));
-    let snap = read_snapshot(dir, limits);
+    if stale {
+        // It names batches a crash cut off: appends there would make it lie.
+        disk::remove_if_exists(&dir.join(EPOCHS_FILE)).map_err(|e| io("remove epoch file", e))?;
+    }
+    let snapshots = list_snapshots(dir).map_err(|e| io("list snapshots", e))?;
+    if snapshots.last().is_some_and(|c| *c > end) {
+        stale = true;
+        remove_snapshots_above(dir, &snapshots, end).map_err(|e| io("remove snapshots", e))?;
+    }
+    let snap = newest_snapshot(dir, &snapshots, end, limits);
     let snapshot_used = snap.is_some();
     let (mut producers, producers_from) = match snap {
-        Some((mut p, covered)) if covered <= end => {
+        Some((mut p, covered)) => {
             p.trim_below(start);
             (p, covered.max(start))
-        }
-        Some((mut p, _)) => {
-            stale = true;
-            if p.trim_from(end) {
-                p.trim_below(start);
-                (p, end)
-            } else {
-                (ProducerState::new(limits), start)
-            }
         }
         None => (ProducerState::new(limits), start),
     };
@@ -251,14 +324,21 @@ pub(crate) fn load(
         }
     })?;
     producers.expire(now_ms);
+    let mut write_failed = false;
     if stale || scanned_batches > 0 {
-        // Recovery made everything below `end` durable.
+        // Saves the next open this scan. Recovery made everything below
+        // `end` durable. Best effort (a full disk must not stop the open):
+        // stale files are gone already, and the log rewrites these at its
+        // next roll or close.
         let c = Capture {
+            covered: end,
             epochs: Some((epochs.encode(end), epochs.version())),
             snapshot: Some(producers.encode(end)),
         };
-        write(dir, &c)
-            .map_err(|e| LogError::io(format!("write state files in {}", dir.display()), e))?;
+        if let Err(e) = write(dir, &c) {
+            tracing::warn!(dir = %dir.display(), error = %e, "writing the leader-epoch and producer state files failed");
+            write_failed = true;
+        }
     }
     Ok(Loaded {
         epochs,
@@ -266,6 +346,7 @@ pub(crate) fn load(
         scanned_batches,
         epochs_file_used,
         snapshot_used,
+        write_failed,
     })
 }
 

@@ -13,7 +13,7 @@ use glommio::{LocalExecutor, LocalExecutorBuilder, Placement};
 use ringmq_protocol::batch::{stamp, verify, BatchBuilder, ProducerStamp};
 
 use super::epochs::EPOCHS_FILE;
-use super::producers::SNAPSHOT_FILE;
+use super::state::{list_snapshots, snapshot_name};
 use super::{FlushPolicy, LogConfig, LogError, PartitionLog, ProducerLimits};
 
 pub(super) fn executor() -> LocalExecutor {
@@ -103,20 +103,42 @@ async fn reopen(log: PartitionLog, how: Reopen, c: &LogConfig) -> PartitionLog {
         Reopen::Unclean => drop(log),
         _ => log.close().await.unwrap(),
     }
-    for name in [EPOCHS_FILE, SNAPSHOT_FILE] {
-        let p = dir.join(name);
+    damage_state(&dir, how, 0);
+    PartitionLog::open(&dir, c.clone()).await.unwrap()
+}
+
+/// The epoch file and every producer snapshot in `dir`.
+pub(super) fn state_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![dir.join(EPOCHS_FILE)];
+    out.extend(
+        list_snapshots(dir)
+            .unwrap()
+            .into_iter()
+            .map(|c| dir.join(snapshot_name(c))),
+    );
+    out
+}
+
+/// Deletes (`Missing`) or flips a bit in (`Damaged`) every state file of a
+/// closed log; `seed` picks the bit.
+fn damage_state(dir: &Path, how: Reopen, seed: usize) {
+    if matches!(how, Reopen::Clean | Reopen::Unclean) {
+        return;
+    }
+    let files = state_files(dir);
+    assert!(files.len() >= 2, "a closed log has its state files");
+    for p in files {
         match how {
             Reopen::Missing => std::fs::remove_file(&p).unwrap(),
             Reopen::Damaged => {
                 let mut b = std::fs::read(&p).unwrap();
-                let mid = b.len() / 2;
-                b[mid] ^= 0x40;
+                let at = (b.len() / 2 + seed * 7919) % b.len();
+                b[at] ^= 0x40;
                 std::fs::write(&p, b).unwrap();
             }
             _ => {}
         }
     }
-    PartitionLog::open(&dir, c.clone()).await.unwrap()
 }
 
 fn run(f: impl std::future::Future<Output = ()> + 'static) {
@@ -500,7 +522,7 @@ fn idle_producers_expire_and_the_count_is_bounded() {
         assert!(log.producer(1).is_none(), "the idle one was evicted");
         log.close().await.unwrap();
         // Reopened with the old batch replayed: it expires at open.
-        std::fs::remove_file(path.join(SNAPSHOT_FILE)).unwrap();
+        damage_state(&path, Reopen::Missing, 0);
         let limits = ProducerLimits {
             max_producers: 10,
             ..limits
