@@ -49,6 +49,7 @@ impl From<LogError> for Failure {
             LogError::ReadBudget { .. } => ErrorCode::Busy,
             LogError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
             LogError::ProducerFenced { .. } => ErrorCode::ProducerFenced,
+            LogError::InvalidProducerFields { .. } => ErrorCode::CorruptBatch,
             _ => ErrorCode::UnknownServerError,
         };
         Failure::new(code, e.to_string())
