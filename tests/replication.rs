@@ -196,3 +196,129 @@ fn a_paused_follower_leaves_the_isr_and_rejoins_once_caught_up() {
     got.sort_unstable();
     assert_eq!(got, (0..1200).collect::<Vec<_>>());
 }
+
+/// `ringmq_partition_end_offset` of `topic`/`partition` on the node whose
+/// metrics listen at `metrics`.
+fn end_offset_on(metrics: SocketAddr, topic: &str, partition: u32) -> Option<u64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(metrics).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let series =
+        format!("ringmq_partition_end_offset{{topic=\"{topic}\",partition=\"{partition}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A leader whose followers are down takes acks=1 writes they never see;
+/// then it dies, they come back and elect a new leader, and go on. When the old leader returns, its
+/// extra tail diverges from the new leader's history: it truncates it at
+/// the epoch boundary and copies the new history, so all copies agree.
+#[test]
+fn a_returning_leader_truncates_what_only_it_had() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = TestCluster::start(3, FLAGS);
+    cluster.wait_until("three alive members", WAIT, healthy(3));
+    let n1 = cluster.node(1).client;
+    let (ok, _, err) = cli(
+        &[
+            "topic",
+            "create",
+            "log",
+            "--partitions",
+            "1",
+            "--replication",
+            "3",
+            "--bootstrap",
+            &n1.to_string(),
+        ],
+        "",
+    );
+    assert!(ok, "{err}");
+    let produce = |via: SocketAddr, acks: &str, range: std::ops::Range<u32>| {
+        cli(
+            &[
+                "produce",
+                "log",
+                "--partition",
+                "0",
+                "--acks",
+                acks,
+                "--bootstrap",
+                &via.to_string(),
+            ],
+            &numbers(range),
+        )
+    };
+    let (ok, _, err) = produce(n1, "all", 0..100);
+    assert!(ok, "{err}");
+    let md = metadata(n1).expect("metadata");
+    let old = md.topics[0].partitions[0].leader;
+    let followers: Vec<u32> = (1..=3).filter(|&n| n != old).collect();
+    let via_old = cluster.node(old).client;
+
+    // The followers die (and with them the controllers' quorum, so the
+    // metadata stands still); the leader alone takes 50 acks=1 writes.
+    for &f in &followers {
+        cluster.node_mut(f).kill();
+    }
+    let (ok, _, err) = produce(via_old, "1", 100..150);
+    assert!(ok, "acks=1 on the lone leader: {err}");
+    cluster.node_mut(old).kill();
+    for &f in &followers {
+        cluster.node_mut(f).restart();
+    }
+    // A new leader from the ISR, which never saw the last 50.
+    let survivor = cluster.node(followers[0]).client;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let moved = metadata(survivor).is_some_and(|md| {
+            let p = &md
+                .topics
+                .iter()
+                .find(|t| t.name == "log")
+                .unwrap()
+                .partitions[0];
+            p.leader != old && p.leader != ringmq_protocol::NO_LEADER
+        });
+        if moved {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no new leader");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (ok, _, err) = produce(survivor, "all", 1000..1030);
+    assert!(ok, "acks=all under the new leader: {err}");
+
+    // The old leader returns: it truncates its 50 and copies the 30.
+    cluster.node_mut(old).restart();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let ends: Vec<Option<u64>> = (1..=3)
+            .map(|n| end_offset_on(cluster.node(n).metrics, "log", 0))
+            .collect();
+        if ends.iter().all(|e| *e == Some(130)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "copies disagree: {ends:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (ok, out, err) = cli(
+        &[
+            "consume",
+            "log",
+            "--from-beginning",
+            "--timeout",
+            "3s",
+            "--bootstrap",
+            &via_old.to_string(),
+        ],
+        "",
+    );
+    assert!(ok, "{err}");
+    let got: Vec<u32> = out.lines().map(|l| l.parse().unwrap()).collect();
+    let want: Vec<u32> = (0..100).chain(1000..1030).collect();
+    assert_eq!(got, want, "the history every copy agrees on");
+}
