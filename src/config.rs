@@ -435,9 +435,10 @@ pub struct Settings {
     #[arg(long, value_parser = parse_duration)]
     #[serde(deserialize_with = "de::duration")]
     pub replica_lag: Option<Duration>,
-    /// In-sync copies an acks=all produce needs [default: 2 where replication is 3 or more, else 1].
-    #[arg(long)]
-    pub min_insync_replicas: Option<u16>,
+    /// In-sync copies an acks=all produce needs, or `auto`: 2 where a topic has 3 copies or more, else 1 [default: auto].
+    #[arg(long, value_parser = parse_min_insync)]
+    #[serde(deserialize_with = "de::min_insync")]
+    pub min_insync_replicas: Option<Limit<u16>>,
     /// Let a partition with no live in-sync copy be led by a copy that is behind, losing what it lacks [default: false].
     #[arg(long)]
     pub unclean_leader_election: Option<bool>,
@@ -612,8 +613,11 @@ impl Settings {
         set(&mut c.node_timeout, node_timeout);
         set(&mut c.replace_after, replace_after);
         set(&mut c.replica_lag, replica_lag);
-        if min_insync_replicas.is_some() {
-            c.min_insync_replicas = min_insync_replicas;
+        if let Some(m) = min_insync_replicas {
+            c.min_insync_replicas = match m {
+                Limit::Off => None,
+                Limit::At(n) => Some(n),
+            };
         }
         set(&mut c.unclean_leader_election, unclean_leader_election);
         Ok(c)
@@ -678,6 +682,19 @@ pub fn parse_optional_addr(s: &str) -> Result<Limit<SocketAddr>, String> {
 }
 
 /// Parses a node id (1 or more) or `none`.
+/// Parses a count of in-sync copies (1 or more) or `auto`.
+pub fn parse_min_insync(s: &str) -> Result<Limit<u16>, String> {
+    if s == "auto" {
+        return Ok(Limit::Off);
+    }
+    match s.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!(
+            "{s:?} is neither a count of copies (1 or more) nor `auto`"
+        )),
+        Ok(n) => Ok(Limit::At(n)),
+    }
+}
+
 pub fn parse_node_id(s: &str) -> Result<Limit<u32>, String> {
     if s == "none" {
         return Ok(Limit::Off);
@@ -843,6 +860,15 @@ mod de {
             d,
             super::parse_node_id,
             "a node id such as 1, or \"none\"",
+            true,
+        )
+    }
+
+    pub fn min_insync<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Limit<u16>>, D::Error> {
+        text(
+            d,
+            super::parse_min_insync,
+            "a count of copies such as 2, or \"auto\"",
             true,
         )
     }
