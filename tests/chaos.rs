@@ -70,12 +70,7 @@ fn env_u64(name: &str) -> Option<u64> {
 }
 
 fn healthy(s: &ClusterStatus) -> bool {
-    s.leader.is_some()
-        && s.nodes
-            .iter()
-            .filter(|v| v.member && v.alive == Some(true))
-            .count()
-            == 3
+    common::probe::healthy(3)(s)
 }
 
 /// One `ringmq consume --group` process; each incarnation writes its own file.

@@ -8,10 +8,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::cluster::TestCluster;
-use ringmq::cluster::admin::ClusterStatus;
+use common::probe::{self, cli, eventually, healthy, numbers, WAIT};
 use ringmq::ring::Epsilon;
 use ringmq_client::{Client, ClientConfig, ClientError, Connection, ConnectionConfig};
 use ringmq_protocol::{
@@ -30,23 +30,6 @@ const FLAGS: &[&str] = &[
     "--segment-bytes",
     "1MiB",
 ];
-const WAIT: Duration = Duration::from_secs(30);
-
-fn healthy(n: usize) -> impl Fn(&ClusterStatus) -> bool {
-    move |s| {
-        s.leader.is_some()
-            && s.nodes.iter().filter(|v| v.member).count() == n
-            && s.nodes
-                .iter()
-                .filter(|v| v.member)
-                .all(|v| v.alive == Some(true))
-    }
-}
-
-fn cli(args: &[&str], stdin: &str) -> (bool, String, String) {
-    let (status, out, err) = common::cli(args, stdin);
-    (status.success(), out, err)
-}
 
 /// Runs `f` with a client bootstrapped with `addr` alone.
 fn with_client<T>(addr: SocketAddr, f: impl AsyncFnOnce(Client) -> T) -> T {
@@ -59,9 +42,7 @@ fn with_client<T>(addr: SocketAddr, f: impl AsyncFnOnce(Client) -> T) -> T {
 }
 
 fn metadata(addr: SocketAddr) -> MetadataResponse {
-    with_client(addr, async |c| {
-        c.admin().metadata(None).await.expect("metadata")
-    })
+    probe::metadata(addr).expect("metadata")
 }
 
 /// Partitions led per node id in a Metadata answer.
@@ -73,23 +54,6 @@ fn leaders(md: &MetadataResponse, topic: &str) -> BTreeMap<u32, usize> {
         }
     }
     led
-}
-
-/// Polls `probe` until it answers, or panics after [`WAIT`].
-fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(t) = probe() {
-            return t;
-        }
-        assert!(Instant::now() < deadline, "not within {WAIT:?}: {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// `n` numbered lines, `0\n1\n...`.
-fn numbers(range: std::ops::Range<u32>) -> String {
-    range.map(|i| format!("{i}\n")).collect()
 }
 
 /// Every message of `topic` read through `addr`, sorted numerically.

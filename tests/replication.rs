@@ -11,13 +11,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::cluster::TestCluster;
-use ringmq::cluster::admin::ClusterStatus;
-use ringmq_client::{Client, ClientConfig};
+use common::probe::{cli, healthy, metadata, numbers, scrape, WAIT};
 use ringmq_protocol::MetadataResponse;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-const WAIT: Duration = Duration::from_secs(30);
 /// A follower is dropped from the ISR after 2 s without catching up; a
 /// node is declared dead only after 6 s, so what removes a paused follower
 /// first is its leaders' ISR decision, not the controller's.
@@ -32,31 +30,6 @@ const FLAGS: &[&str] = &[
     "1MiB",
 ];
 
-fn healthy(n: usize) -> impl Fn(&ClusterStatus) -> bool {
-    move |s| {
-        s.leader.is_some()
-            && s.nodes
-                .iter()
-                .filter(|v| v.member && v.alive == Some(true))
-                .count()
-                == n
-    }
-}
-
-fn cli(args: &[&str], stdin: &str) -> (bool, String, String) {
-    let (status, out, err) = common::cli(args, stdin);
-    (status.success(), out, err)
-}
-
-fn metadata(addr: SocketAddr) -> Option<MetadataResponse> {
-    common::small_executor().run(async move {
-        let client = Client::connect(ClientConfig::new(&addr.to_string()))
-            .await
-            .ok()?;
-        client.admin().metadata(None).await.ok()
-    })
-}
-
 /// Per partition of `topic`: its in-sync set.
 fn isrs(md: &MetadataResponse, topic: &str) -> BTreeMap<u32, Vec<u32>> {
     md.topics
@@ -64,10 +37,6 @@ fn isrs(md: &MetadataResponse, topic: &str) -> BTreeMap<u32, Vec<u32>> {
         .filter(|t| t.name == topic)
         .flat_map(|t| t.partitions.iter().map(|p| (p.partition, p.isr.clone())))
         .collect()
-}
-
-fn numbers(range: std::ops::Range<u32>) -> String {
-    range.map(|i| format!("{i}\n")).collect()
 }
 
 /// Issue #8, acceptance 2.
@@ -200,14 +169,10 @@ fn a_paused_follower_leaves_the_isr_and_rejoins_once_caught_up() {
 /// `ringmq_partition_end_offset` of `topic`/`partition` on the node whose
 /// metrics listen at `metrics`.
 fn end_offset_on(metrics: SocketAddr, topic: &str, partition: u32) -> Option<u64> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(metrics).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
     let series =
         format!("ringmq_partition_end_offset{{topic=\"{topic}\",partition=\"{partition}\"}} ");
-    body.lines()
+    scrape(metrics)?
+        .lines()
         .find_map(|l| l.strip_prefix(series.as_str()))
         .and_then(|v| v.trim().parse().ok())
 }

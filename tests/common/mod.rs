@@ -7,6 +7,7 @@
 
 pub mod cluster;
 pub mod group;
+pub mod probe;
 pub mod raw;
 
 use std::io::{BufRead, BufReader};
