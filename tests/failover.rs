@@ -3,12 +3,14 @@
 //! duplicating an acknowledged record. Three real `ringmq serve`
 //! processes on loopback, one core each, a topic of 12 partitions with
 //! three copies; the producer numbers its records, the check reads every
-//! partition back from the beginning.
+//! partition back from the beginning. And `ringmq produce` says how many
+//! messages were not acknowledged when acks=all cannot be met.
 
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::cluster::TestCluster;
@@ -33,6 +35,9 @@ const TOPIC: &str = "T";
 const PARTITIONS: u32 = 12;
 const MESSAGES: u32 = 200_000;
 const WAIT: Duration = Duration::from_secs(30);
+
+/// One cluster at a time: they share two cores.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 fn healthy(n: usize) -> impl Fn(&ClusterStatus) -> bool {
     move |s| {
@@ -73,6 +78,7 @@ struct Sent {
 
 #[test]
 fn an_idempotent_producer_rides_out_a_killed_leader_without_loss_or_duplicates() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
     let mut cluster = TestCluster::start(3, FLAGS);
     cluster.wait_until("three alive members", WAIT, healthy(3));
@@ -310,4 +316,93 @@ fn an_idempotent_producer_rides_out_a_killed_leader_without_loss_or_duplicates()
         stats.retries > 0,
         "the kill cost no retry: no failover seen"
     );
+}
+
+fn numbers(range: std::ops::Range<u32>) -> String {
+    range.map(|i| format!("{i}\n")).collect()
+}
+
+#[test]
+fn the_cli_counts_what_acks_all_could_not_get_acknowledged() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Every copy must be in sync for acks=all: one node down is enough to
+    // refuse it (NOT_ENOUGH_REPLICAS), while acks=1 goes on.
+    let mut flags = FLAGS.to_vec();
+    flags.extend(["--min-insync-replicas", "3"]);
+    let mut cluster = TestCluster::start(3, &flags);
+    cluster.wait_until("three alive members", WAIT, healthy(3));
+    let b = cluster.node(1).client.to_string();
+    let produce = |acks: &str, stdin: &str| {
+        let (st, out, err) = common::cli(
+            &["produce", TOPIC, "--acks", acks, "--bootstrap", &b],
+            stdin,
+        );
+        (st.success(), format!("{out}{err}"))
+    };
+    let (st, out, err) = common::cli(
+        &[
+            "topic",
+            "create",
+            TOPIC,
+            "--partitions",
+            "3",
+            "--replication",
+            "3",
+            "--bootstrap",
+            &b,
+        ],
+        "",
+    );
+    assert!(st.success(), "create: {out}{err}");
+    let deadline = Instant::now() + WAIT;
+    while metadata(cluster.node(1).client)
+        .and_then(|md| {
+            let t = md.topics.into_iter().find(|t| t.name == TOPIC)?;
+            t.partitions
+                .iter()
+                .all(|p| p.leader != NO_LEADER && p.isr.len() == 3)
+                .then_some(())
+        })
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "topic {TOPIC} not settled");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (ok, said) = produce("all", &numbers(0..30));
+    assert!(ok, "acks=all with every copy in sync: {said}");
+
+    // Node 3 gone, and out of every in-sync set (it is declared dead after
+    // node_timeout, 2 s).
+    cluster.node_mut(3).kill();
+    let deadline = Instant::now() + WAIT;
+    while metadata(cluster.node(1).client)
+        .and_then(|md| {
+            let t = md.topics.into_iter().find(|t| t.name == TOPIC)?;
+            t.partitions
+                .iter()
+                .all(|p| p.leader != NO_LEADER && p.leader != 3 && !p.isr.contains(&3))
+                .then_some(())
+        })
+        .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "node 3 still leads or is in sync"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let t0 = Instant::now();
+    let (ok, said) = produce("all", &numbers(30..60));
+    println!(
+        "acks=all with two of three in sync, after {:?}: {said}",
+        t0.elapsed()
+    );
+    assert!(!ok, "acks=all cannot be met: {said}");
+    assert!(
+        said.contains("30 of 30 messages were not acknowledged")
+            && said.contains("NOT_ENOUGH_REPLICAS"),
+        "{said}"
+    );
+    let (ok, said) = produce("1", &numbers(60..90));
+    assert!(ok, "acks=1 needs only the leader: {said}");
 }

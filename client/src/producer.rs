@@ -884,7 +884,8 @@ fn after_sequenced_failure(
         };
         if s.start_over() {
             st.stats.sequence_resets += 1;
-            tracing::info!(
+            // Said at debug: the batch's own error tells the caller.
+            tracing::debug!(
                 topic = %sh.topic, partition, epoch = s.epoch(),
                 "a batch failed for good; the partition's sequence starts over at a new epoch"
             );
