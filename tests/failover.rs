@@ -70,6 +70,9 @@ fn settled_leaders(md: &MetadataResponse) -> Option<Vec<u32>> {
     ok.then(|| t.partitions.iter().map(|p| p.leader).collect())
 }
 
+/// Where a record is: (partition, offset).
+type At = (u32, u64);
+
 /// What the producer saw of one record.
 struct Sent {
     number: u32,
@@ -187,7 +190,7 @@ fn an_idempotent_producer_rides_out_a_killed_leader_without_loss_or_duplicates()
                 producer.stats()
             );
             // What each delivery said: number → (partition, offset).
-            let mut acked: HashMap<u32, (u32, u64)> = HashMap::new();
+            let mut acked: HashMap<u32, At> = HashMap::new();
             let mut failed = Vec::new();
             for s in sent {
                 match s.delivery.await {
@@ -248,7 +251,7 @@ fn an_idempotent_producer_rides_out_a_killed_leader_without_loss_or_duplicates()
     // Every acknowledged number once, where its delivery said, in the
     // order of its partition's acknowledgements (= send order: one batch
     // per partition in flight), with no acknowledged number missing.
-    let mut found: HashMap<u32, Vec<(u32, u64)>> = HashMap::new();
+    let mut found: HashMap<u32, Vec<At>> = HashMap::new();
     for (p, records) in &logs {
         for (offset, n) in records {
             found.entry(*n).or_default().push((*p, *offset));
@@ -265,7 +268,7 @@ fn an_idempotent_producer_rides_out_a_killed_leader_without_loss_or_duplicates()
         m.sort_unstable();
         m
     };
-    let misplaced: Vec<(u32, (u32, u64), Vec<(u32, u64)>)> = acked
+    let misplaced: Vec<(u32, At, Vec<At>)> = acked
         .iter()
         .filter(|(n, at)| found.get(n).is_some_and(|f| f != &vec![**at]))
         .map(|(n, at)| (*n, *at, found[n].clone()))
