@@ -128,6 +128,10 @@ impl Common {
             batch_bytes: self.batch_bytes as usize,
             linger: self.linger,
             max_in_flight: self.max_in_flight,
+            // The numbers here were measured with several batches per
+            // partition in flight, which idempotence (now on by default)
+            // rules out: keep them comparable.
+            idempotent: false,
             ..Default::default()
         }
     }

@@ -11,7 +11,10 @@
 //!   gateway when that cannot be done.
 //! - [`Admin`] ([`admin`]): create, delete, list topics; metadata; offsets.
 //! - [`Producer`] ([`producer`]): per-partition batching, keyed partitioning,
-//!   pipelined and bounded sends, retries that keep per-partition order.
+//!   pipelined and bounded sends, retries that keep per-partition order;
+//!   idempotent by default, so a retry is never appended twice.
+//! - `idempotence`: the producer id, per-partition sequences and epochs an
+//!   idempotent producer stamps its batches with (SPEC.md 5.20).
 //! - [`Consumer`] ([`consumer`]): a long-polling fetch loop over partitions.
 //! - [`GroupConsumer`] ([`group`]): a member of a consumer group: joins,
 //!   heartbeats, follows reassignments, commits what was processed.
@@ -47,6 +50,7 @@ pub mod consumer;
 pub mod error;
 mod fetcher;
 pub mod group;
+mod idempotence;
 mod metadata;
 pub mod producer;
 mod router;

@@ -30,15 +30,39 @@
 //! any other error, its records fail with that error. While a partition has
 //! a batch to retry, it has at most one batch in flight, and its batches go
 //! out again in their original order. So per-partition order is kept
-//! exactly when `max_in_flight_per_partition` is 1. With more (the default
-//! is 5), one case can reorder: a batch fails retriably while a later batch
-//! of the same partition, already sent, succeeds; the later one then lies
-//! before the retried one in the log. The producer logs a warning when that
-//! happens. Failures that hit a partition or a broker as a whole (a lost
-//! connection, `NOT_LEADER`, `SHUTTING_DOWN`) fail every later in-flight
-//! batch too, and those are retried in order. A retry after a lost
-//! connection or a timeout may append a batch twice (at-least-once; the
-//! idempotent producer of a later issue removes duplicates).
+//! exactly when `max_in_flight_per_partition` is 1. With more (allowed only
+//! without idempotence), one case can reorder: a batch fails retriably
+//! while a later batch of the same partition, already sent, succeeds; the
+//! later one then lies before the retried one in the log. The producer logs
+//! a warning when that happens. Failures that hit a partition or a broker
+//! as a whole (a lost connection, `NOT_LEADER`, `SHUTTING_DOWN`) fail every
+//! later in-flight batch too, and those are retried in order.
+//!
+//! **Idempotence** (`idempotent`, on by default, with `acks` 1 or all;
+//! SPEC.md 5.20, the `idempotence` module). [`Producer::new`] asks the
+//! gateway for a producer id; each batch is stamped, when first sent, with
+//! it, an epoch and its partition's next sequence, and a retry resends the
+//! same bytes. A leader that already has the batch (its answer was lost, a
+//! connection broke, a failover came between) answers with the original
+//! offset instead of appending it again, so a retry never duplicates. This
+//! needs **one batch per partition in flight**: were a later batch sent
+//! while an earlier one is out, and the earlier one failed (a lost
+//! connection, `NOT_LEADER` in a failover), the later one would reach the
+//! leader first and skip a sequence: refused `OUT_OF_ORDER_SEQUENCE`, and
+//! every batch after it too, until they were all resent in order. So the
+//! producer caps `max_in_flight_per_partition` at 1 and gets its throughput
+//! from batching and from the partitions in parallel. A batch that fails
+//! for good (retries spent, or a non-retriable error) leaves the leader's
+//! idea of the sequence unknown; the partition's next batch starts a new
+//! epoch at sequence 0. `PRODUCER_FENCED` (another instance with this id
+//! and a newer epoch wrote) stops the producer: that batch, every one not
+//! yet answered and every later [`Producer::send`] fail with it.
+//! `OUT_OF_ORDER_SEQUENCE` means a leader lacks batches it acknowledged
+//! (possible with `acks = 1` across a failover; with `acks = all` followers
+//! keep the producer state): that batch fails with an error that says so.
+//! Without idempotence (or with `acks = 0`, where no answer comes to keep
+//! a sequence by) a retry after a lost connection or a timeout may append
+//! a batch twice (at least once).
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, VecDeque};
@@ -51,12 +75,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures_lite::future;
 use glommio::timer::Timer;
-use ringmq_protocol::batch::{BatchBuilder, BATCH_HEADER_LEN, MAX_BATCH_BYTES};
-use ringmq_protocol::{Acks, ProduceRequest, ProduceResponse, Request, ResponseBody};
+use ringmq_protocol::batch::{BatchBuilder, ProducerStamp, BATCH_HEADER_LEN, MAX_BATCH_BYTES};
+use ringmq_protocol::{Acks, ErrorCode, ProduceRequest, ProduceResponse, Request, ResponseBody};
 
 use crate::client::Client;
 use crate::connection::Connection;
 use crate::error::ClientError;
+use crate::idempotence::{self, ProducerIdentity, Sequencer};
 use crate::router::Target;
 use crate::wait::WaitList;
 
@@ -75,7 +100,8 @@ pub struct ProducerConfig {
     /// Batches sent and not yet answered, over all partitions.
     pub max_in_flight: usize,
     /// Batches sent and not yet answered, per partition. 1 keeps
-    /// per-partition order even across retries (see the module doc).
+    /// per-partition order even across retries (see the module doc); an
+    /// idempotent producer always uses 1.
     pub max_in_flight_per_partition: usize,
     /// Bytes of records not yet acknowledged; [`Producer::send`] waits
     /// past it.
@@ -89,6 +115,11 @@ pub struct ProducerConfig {
     /// How long the broker may wait for replicas (`acks = all`) before it
     /// answers `REQUEST_TIMED_OUT`.
     pub ack_timeout: Duration,
+    /// Stamp batches with a producer id and per-partition sequences, so a
+    /// retry is never appended twice (see the module doc). Takes effect
+    /// with `acks` 1 or all; with `acks = 0` there is no answer to keep a
+    /// sequence by, and batches go unstamped.
+    pub idempotent: bool,
 }
 
 impl Default for ProducerConfig {
@@ -104,6 +135,7 @@ impl Default for ProducerConfig {
             retry_backoff: Duration::from_millis(50),
             max_retry_backoff: Duration::from_secs(1),
             ack_timeout: Duration::from_secs(10),
+            idempotent: true,
         }
     }
 }
@@ -129,6 +161,9 @@ pub struct ProducerStats {
     pub retries: u64,
     /// The most recent delivery failure.
     pub last_error: Option<ClientError>,
+    /// Partitions whose sequence started over (a new epoch) after a batch
+    /// failed for good; idempotent producers only.
+    pub sequence_resets: u64,
 }
 
 /// Sends records to the partitions of one topic. Cheap handles are not
@@ -244,6 +279,9 @@ struct State {
     driver: Option<Waker>,
     /// `send` waiting for room, `flush` waiting for completion.
     waiters: WaitList,
+    /// Why the producer stopped for good (`PRODUCER_FENCED`): every batch
+    /// not yet answered and every later send fails with it.
+    fatal: Option<ClientError>,
 }
 
 /// One partition's batches.
@@ -264,6 +302,8 @@ struct Part {
     /// Where the batches in flight went (`None` when there are none): the
     /// next batch goes there too, or waits until they are answered.
     via: Option<Target>,
+    /// The partition's producer sequence, when idempotent.
+    sequencer: Option<Sequencer>,
 }
 
 struct OpenBatch {
@@ -276,7 +316,17 @@ struct OpenBatch {
 struct Batch {
     partition: u32,
     seq: u64,
+    /// The records until the batch is first sent; then it is finished into
+    /// `bytes`, stamped with the partition's next sequence when idempotent
+    /// (so a batch that waits behind a failed one gets the sequence that
+    /// follows what the leader has).
+    unsent: Option<BatchBuilder>,
     bytes: Bytes,
+    /// Size of the batch in bytes (what it counts against
+    /// `max_buffered_bytes`).
+    size: usize,
+    /// The producer fields it was stamped with, if idempotent.
+    stamp: Option<ProducerStamp>,
     records: u32,
     attempts: u32,
     outcome: Rc<Outcome>,
@@ -297,6 +347,16 @@ impl Producer {
     ) -> Result<Producer, ClientError> {
         let partitions = client.admin().partition_count(topic).await?;
         let mut config = config;
+        let identity: Option<ProducerIdentity> = if config.idempotent && config.acks != Acks::None {
+            let id =
+                idempotence::init_producer_id(client, config.retries, config.retry_backoff).await?;
+            // One batch per partition in flight: see the module doc.
+            config.max_in_flight_per_partition = 1;
+            Some(id)
+        } else {
+            config.idempotent = false;
+            None
+        };
         config.batch_bytes = config
             .batch_bytes
             .clamp(BATCH_HEADER_LEN + 1, MAX_BATCH_BYTES);
@@ -318,6 +378,7 @@ impl Producer {
                         not_before: None,
                         max_acked_seq: None,
                         via: None,
+                        sequencer: identity.map(Sequencer::new),
                     })
                     .collect(),
                 next_rr: 0,
@@ -331,6 +392,7 @@ impl Producer {
                 stats: ProducerStats::default(),
                 driver: None,
                 waiters: WaitList::default(),
+                fatal: None,
             }),
         });
         glommio::spawn_local(drive(shared.clone())).detach();
@@ -343,6 +405,16 @@ impl Producer {
 
     pub fn partitions(&self) -> u32 {
         self.shared.partitions
+    }
+
+    /// The producer id the batches carry, when idempotent (`idempotent`
+    /// and `acks` 1 or all).
+    pub fn producer_id(&self) -> Option<i64> {
+        let st = self.shared.state.borrow();
+        st.parts
+            .first()
+            .and_then(|p| p.sequencer.as_ref())
+            .map(Sequencer::producer_id)
     }
 
     /// The partition a record with this key goes to: `xxh3_64(key) %
@@ -391,14 +463,16 @@ impl Producer {
         }
         future::poll_fn(|cx| {
             let mut st = sh.state.borrow_mut();
-            if st.buffered < sh.config.max_buffered_bytes {
-                Poll::Ready(())
+            if let Some(e) = &st.fatal {
+                Poll::Ready(Err(e.clone()))
+            } else if st.buffered < sh.config.max_buffered_bytes {
+                Poll::Ready(Ok(()))
             } else {
                 st.waiters.register(cx.waker());
                 Poll::Pending
             }
         })
-        .await;
+        .await?;
 
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -535,7 +609,10 @@ impl Part {
             partition: self.index,
             seq: open.seq,
             records,
-            bytes: open.builder.finish(None),
+            size: open.builder.size_bytes(),
+            unsent: Some(open.builder),
+            bytes: Bytes::new(),
+            stamp: None,
             attempts: 0,
             outcome: open.outcome,
             via: Target::Gateway,
@@ -641,6 +718,10 @@ fn next_step(sh: &Shared, st: &mut State, cx: &Context<'_>) -> Result<Step, Opti
                     Target::Gateway => None,
                 };
                 let mut batch = part.ready.pop_front().expect("can_send checked it");
+                if let Some(builder) = batch.unsent.take() {
+                    batch.stamp = part.sequencer.as_mut().map(|s| s.stamp(batch.records));
+                    batch.bytes = builder.finish(batch.stamp);
+                }
                 batch.via = target;
                 batch.map_version = map_version;
                 part.via = Some(target);
@@ -716,6 +797,8 @@ fn on_result(sh: &Shared, mut batch: Batch, result: Result<Option<u64>, ClientEr
         sh.client.report_failure(batch.via, batch.map_version, e);
     }
     let result = match result {
+        // A stopped producer retries nothing.
+        Err(_) if st.fatal.is_some() => Err(st.fatal.clone().expect("checked")),
         Err(e) if retriable(&e) && batch.attempts < sh.config.retries => {
             batch.attempts += 1;
             let backoff = sh
@@ -737,7 +820,13 @@ fn on_result(sh: &Shared, mut batch: Batch, result: Result<Option<u64>, ClientEr
             }
             return;
         }
-        r => r,
+        Err(e) => Err(match &batch.stamp {
+            Some(stamp) => {
+                idempotence::explain(e, &sh.topic, batch.partition, stamp, batch.records)
+            }
+            None => e,
+        }),
+        ok => ok,
     };
     if result.is_ok() {
         part.retrying = false;
@@ -752,20 +841,79 @@ fn on_result(sh: &Shared, mut batch: Batch, result: Result<Option<u64>, ClientEr
     } else {
         st.stats.failed += u64::from(batch.records);
     }
+    let mut also_failed = Vec::new();
     if let Err(e) = &result {
         tracing::debug!(topic = %sh.topic, partition = batch.partition, error = %e, "produce failed");
         st.stats.last_error = Some(e.clone());
+        if batch.stamp.is_some() && st.fatal.is_none() {
+            also_failed = after_sequenced_failure(sh, st, batch.partition, e);
+        }
     }
     st.incomplete.remove(&batch.seq);
-    st.buffered = st.buffered.saturating_sub(batch.bytes.len());
+    st.buffered = st.buffered.saturating_sub(batch.size);
     let mut waiters = st.waiters.take();
     let driver = st.driver.take();
+    let fatal = st.fatal.clone();
     drop(guard);
     batch.outcome.complete(result);
+    for outcome in also_failed {
+        outcome.complete(Err(fatal.clone().expect("set with also_failed")));
+    }
     waiters.wake_all();
     if let Some(w) = driver {
         w.wake();
     }
+}
+
+/// A stamped batch of `partition` failed for good with `e`: the partition
+/// starts a new sequence, or, when `e` is `PRODUCER_FENCED` (or the epochs
+/// ran out), the producer stops. Returns the outcomes of the batches that
+/// fail with it, to complete once the state is no longer borrowed.
+fn after_sequenced_failure(
+    sh: &Shared,
+    st: &mut State,
+    partition: u32,
+    e: &ClientError,
+) -> Vec<Rc<Outcome>> {
+    let part = &mut st.parts[partition as usize];
+    let fatal = if e.code() == Some(ErrorCode::ProducerFenced) {
+        e.clone()
+    } else {
+        let Some(s) = part.sequencer.as_mut() else {
+            return Vec::new();
+        };
+        if s.start_over() {
+            st.stats.sequence_resets += 1;
+            // Said at debug: the batch's own error tells the caller.
+            tracing::debug!(
+                topic = %sh.topic, partition, epoch = s.epoch(),
+                "a batch failed for good; the partition's sequence starts over at a new epoch"
+            );
+            return Vec::new();
+        }
+        ClientError::InvalidInput(format!(
+            "producer {} ran out of epochs on {}/{partition} ({} batches there failed for \
+                 good); a new producer gets a new id",
+            s.producer_id(),
+            sh.topic,
+            i16::MAX
+        ))
+    };
+    tracing::warn!(topic = %sh.topic, partition, error = %fatal, "the producer stops");
+    st.fatal = Some(fatal);
+    // Every batch not yet sent fails with it; those in flight fail (or
+    // succeed) as they are answered.
+    let mut failed = Vec::new();
+    for part in st.parts.iter_mut() {
+        part.seal();
+        for b in part.ready.drain(..) {
+            st.stats.failed += u64::from(b.records);
+            st.incomplete.remove(&b.seq);
+            st.buffered = st.buffered.saturating_sub(b.size);
+            failed.push(b.outcome);
+        }
+    }
+    failed
 }
 
 /// Retriable for a producer: what [`ClientError::is_retriable`] says, and

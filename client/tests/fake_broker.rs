@@ -246,6 +246,142 @@ fn producer_reconnects_and_retries_in_order() {
 }
 
 #[test]
+fn idempotent_retries_are_not_appended_twice() {
+    // Every 5th Produce is appended and its answer lost: the retry must
+    // not append it again (produce_and_consume checks each number once).
+    let addr = start_fake(Faults {
+        lose_answer_every: Some(5),
+        ..Faults::default()
+    });
+    small_executor().run(async move {
+        let client = Client::connect(config(addr)).await.unwrap();
+        client.admin().create_topic("t", 4, 1).await.unwrap();
+        let pc = ProducerConfig {
+            batch_bytes: 1024,
+            retry_backoff: Duration::from_millis(1),
+            ..ProducerConfig::default()
+        };
+        let retries = produce_and_consume(&client, "t", 3_000, pc).await;
+        assert!(retries > 0);
+    });
+}
+
+#[test]
+fn without_idempotence_a_lost_answer_duplicates() {
+    // The fault above does duplicate without idempotence: the test above
+    // proves something.
+    let addr = start_fake(Faults {
+        lose_answer_every: Some(5),
+        ..Faults::default()
+    });
+    small_executor().run(async move {
+        let client = Client::connect(config(addr)).await.unwrap();
+        client.admin().create_topic("t", 1, 1).await.unwrap();
+        let pc = ProducerConfig {
+            batch_bytes: 1024,
+            retry_backoff: Duration::from_millis(1),
+            idempotent: false,
+            ..ProducerConfig::default()
+        };
+        let producer = Producer::new(&client, "t", pc).await.unwrap();
+        assert_eq!(producer.producer_id(), None);
+        for i in 0..2_000u32 {
+            drop(producer.send(None, i.to_string().as_bytes()).await.unwrap());
+        }
+        producer.flush().await.unwrap();
+        assert_eq!(producer.stats().failed, 0);
+        let end = client
+            .admin()
+            .list_offsets("t", 0, OffsetSpec::Latest)
+            .await
+            .unwrap();
+        assert!(end > 2_000, "no duplicates: {end}");
+    });
+}
+
+/// Sends one record to partition 0 and waits for its delivery.
+async fn send_one(
+    producer: &Producer,
+    v: &str,
+) -> Result<ringmq_client::RecordMetadata, ClientError> {
+    let d = producer.send_to(0, None, v.as_bytes()).await?;
+    producer.flush().await.unwrap();
+    d.await
+}
+
+#[test]
+fn a_fenced_producer_stops() {
+    let (addr, ctl) = start_fake_ctl(Faults::default());
+    small_executor().run(async move {
+        let client = Client::connect(config(addr)).await.unwrap();
+        client.admin().create_topic("t", 2, 1).await.unwrap();
+        let producer = Producer::new(&client, "t", ProducerConfig::default())
+            .await
+            .unwrap();
+        let id = producer.producer_id().expect("idempotent by default");
+        send_one(&producer, "a").await.unwrap();
+        ctl.fence_producers();
+        let e = send_one(&producer, "b").await.unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::ProducerFenced), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&format!("producer {id} (epoch 0) was fenced on t/0"))
+                && msg.contains("sends nothing more"),
+            "{msg}"
+        );
+        // Stopped: any partition, at once, with the same words.
+        let e = producer.send_to(1, None, b"c").await.unwrap_err();
+        assert_eq!(e.to_string(), msg);
+        let stats = producer.stats();
+        assert_eq!((stats.acked, stats.failed, stats.retries), (1, 1, 0));
+    });
+}
+
+#[test]
+fn a_lost_acknowledged_batch_is_reported_and_the_partition_starts_over() {
+    let (addr, ctl) = start_fake_ctl(Faults::default());
+    small_executor().run(async move {
+        let client = Client::connect(config(addr)).await.unwrap();
+        client.admin().create_topic("t", 1, 1).await.unwrap();
+        let producer = Producer::new(&client, "t", ProducerConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(send_one(&producer, "a").await.unwrap().offset, Some(0));
+        // Acknowledged, then lost (acks=1 and a failover, say).
+        ctl.forget_next_produces(1);
+        send_one(&producer, "b").await.unwrap();
+        let e = send_one(&producer, "c").await.unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::OutOfOrderSequence), "{e}");
+        assert!(
+            e.to_string()
+                .contains("lacks batches of this producer it had acknowledged"),
+            "{e}"
+        );
+        // A new epoch at sequence 0: the partition takes writes again.
+        assert_eq!(send_one(&producer, "d").await.unwrap().offset, Some(1));
+        let stats = producer.stats();
+        assert_eq!(
+            (stats.acked, stats.failed, stats.sequence_resets),
+            (3, 1, 1)
+        );
+        let mut c = Consumer::new(
+            &client,
+            "t",
+            None,
+            StartOffset::Earliest,
+            ConsumerConfig::default(),
+        )
+        .await
+        .unwrap();
+        let got: Vec<_> = [c.next().await.unwrap(), c.next().await.unwrap()]
+            .into_iter()
+            .map(|r| r.value.unwrap())
+            .collect();
+        assert_eq!(got, [&b"a"[..], &b"d"[..]]);
+    });
+}
+
+#[test]
 fn round_robin_without_key_and_acks_none() {
     let addr = start_fake(Faults::default());
     small_executor().run(async move {
@@ -256,6 +392,7 @@ fn round_robin_without_key_and_acks_none() {
             ..ProducerConfig::default()
         };
         let producer = Producer::new(&client, "rr", pc).await.unwrap();
+        assert_eq!(producer.producer_id(), None, "no idempotence with acks=0");
         let mut parts = Vec::new();
         for i in 0..8 {
             parts.push(producer.send(None, &[i]).await.unwrap().partition());

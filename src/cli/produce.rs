@@ -20,8 +20,16 @@ pub struct ProduceArgs {
     key_separator: Option<char>,
     /// When the broker acknowledges: 0 (never: fire and forget), 1 (once
     /// the leader appended), all (once every in-sync replica has it).
+    /// Messages not acknowledged are counted, and make the exit status
+    /// non-zero.
     #[arg(long, default_value = "1", value_parser = parse_acks)]
     acks: Acks,
+    /// Send without a producer id and sequence numbers: a retry after a
+    /// lost answer may then store a message twice, but several batches per
+    /// partition may be in flight. (Idempotence needs acks 1 or all; with
+    /// acks 0 it is always off.)
+    #[arg(long)]
+    no_idempotence: bool,
     /// Send every message to this partition instead of choosing by key
     /// (xxh3 of the key) or round-robin (no key).
     #[arg(long, value_name = "P")]
@@ -51,6 +59,7 @@ async fn produce(args: ProduceArgs) -> Result<(), Box<dyn Error>> {
     let config = ProducerConfig {
         acks: args.acks,
         linger: args.linger,
+        idempotent: !args.no_idempotence,
         ..ProducerConfig::default()
     };
     let producer = Producer::new(&client, &args.topic, config)
@@ -86,14 +95,28 @@ async fn produce(args: ProduceArgs) -> Result<(), Box<dyn Error>> {
             }
         }
     }
-    producer.flush().await?;
+    // Fails only with acks=0, when a connection broke before every message
+    // queued on it was written.
+    let flushed = producer.flush().await;
     let stats = producer.stats();
     let failed = stats.failed + refused;
+    if let Err(e) = flushed {
+        return Err(format!(
+            "{failed} of {sent} messages could not be sent, and with acks=0 some of the \
+             others may not have been written either: {}",
+            describe(&e, &args.topic)
+        )
+        .into());
+    }
     if failed > 0 {
         let why = first_refusal
             .or(stats.last_error)
             .map_or_else(String::new, |e| format!(": {}", describe(&e, &args.topic)));
-        return Err(format!("{failed} of {sent} messages were not acknowledged{why}").into());
+        let acked = match args.acks {
+            Acks::None => "sent",
+            Acks::Leader | Acks::All => "acknowledged",
+        };
+        return Err(format!("{failed} of {sent} messages were not {acked}{why}").into());
     }
     Ok(())
 }

@@ -9,6 +9,11 @@
 //! serves a partition it does not lead as if it forwarded it (counted), or
 //! answers `NOT_LEADER` when told to or when there is no live leader.
 //!
+//! Its Produce checks idempotent producers as the broker does (SPEC.md
+//! 5.20): ids from InitProducerId, a retry of one of a producer's last five
+//! batches answered with its original offset, a sequence gap refused
+//! `OUT_OF_ORDER_SEQUENCE`, an older epoch `PRODUCER_FENCED`.
+//!
 //! Its group coordinator ([`Group`]) follows SPEC.md 5.9 where a member can
 //! tell: generations, holding until released, sessions, static membership,
 //! the commit rules, `FENCED_INSTANCE_ID` for a member a static member
@@ -50,6 +55,9 @@ pub struct Faults {
     pub silent: bool,
     /// Hang up, without appending, on every n-th Produce.
     pub close_every: Option<u32>,
+    /// Append every n-th Produce, then hang up without answering: the
+    /// client cannot tell it from a lost request, and retries it.
+    pub lose_answer_every: Option<u32>,
 }
 
 /// Misbehaviour switched on while the fake runs (it lives on another
@@ -58,6 +66,8 @@ pub struct Faults {
 pub struct Control {
     down: Arc<AtomicBool>,
     stale_heartbeats: Arc<AtomicU32>,
+    fenced: Arc<AtomicBool>,
+    forget_next: Arc<AtomicU32>,
 }
 
 impl Control {
@@ -77,6 +87,19 @@ impl Control {
     /// whose group state went back would.
     pub fn stale_heartbeats(&self, n: u32) {
         self.stale_heartbeats.store(n, Ordering::SeqCst);
+    }
+
+    /// Answers every idempotent Produce from now on `PRODUCER_FENCED`, as
+    /// when another instance took the producer's id over.
+    pub fn fence_producers(&self) {
+        self.fenced.store(true, Ordering::SeqCst);
+    }
+
+    /// Acknowledges the next `n` Produces without keeping them, as a
+    /// leader that acked with `acks = 1` and then lost the batch in a
+    /// failover.
+    pub fn forget_next_produces(&self, n: u32) {
+        self.forget_next.store(n, Ordering::SeqCst);
     }
 }
 
@@ -341,6 +364,91 @@ struct Broker {
     groups: BTreeMap<String, Group>,
     /// For member ids unique across groups.
     next_member: u32,
+    /// Produces seen by the `lose_answer_every` fault.
+    answerable: u32,
+    /// Idempotent producers per partition: (topic, partition, id).
+    producers: HashMap<(String, u32, i64), FakeProducer>,
+    next_producer_id: i64,
+}
+
+/// An idempotent producer as one partition knows it.
+struct FakeProducer {
+    epoch: i16,
+    /// Its last batches, oldest first: (first seq, last seq, base offset).
+    batches: std::collections::VecDeque<(i32, i32, u64)>,
+}
+
+/// What a partition does with a batch, as the broker's producer state
+/// decides (src/log/producers.rs): `Ok(Some(base))` for a retry, `Ok(None)`
+/// to append.
+fn check_producer(
+    b: &Broker,
+    topic: &str,
+    partition: u32,
+    h: &BatchHeader,
+) -> Result<Option<u64>, (ErrorCode, String)> {
+    if h.producer_id < 0 {
+        return Ok(None);
+    }
+    let Some(p) = b
+        .producers
+        .get(&(topic.to_owned(), partition, h.producer_id))
+    else {
+        return Ok(None);
+    };
+    let span = i64::from(h.record_count) - 1;
+    let first = h.base_sequence;
+    let last = ((i64::from(first) + span) % (i64::from(i32::MAX) + 1)) as i32;
+    if h.producer_epoch < p.epoch {
+        return Err((
+            ErrorCode::ProducerFenced,
+            format!("epoch {} < {}", h.producer_epoch, p.epoch),
+        ));
+    }
+    if h.producer_epoch > p.epoch {
+        return match first {
+            0 => Ok(None),
+            got => Err((ErrorCode::OutOfOrderSequence, format!("new epoch at {got}"))),
+        };
+    }
+    if let Some((_, _, base)) = p.batches.iter().find(|(f, l, _)| *f == first && *l == last) {
+        return Ok(Some(*base));
+    }
+    let expected = p
+        .batches
+        .back()
+        .map_or(0, |(_, l, _)| if *l == i32::MAX { 0 } else { l + 1 });
+    if first == expected {
+        Ok(None)
+    } else {
+        Err((
+            ErrorCode::OutOfOrderSequence,
+            format!("expected {expected}, got {first}"),
+        ))
+    }
+}
+
+fn record_producer(b: &mut Broker, topic: &str, partition: u32, h: &BatchHeader, base: u64) {
+    if h.producer_id < 0 {
+        return;
+    }
+    let span = i64::from(h.record_count) - 1;
+    let last = ((i64::from(h.base_sequence) + span) % (i64::from(i32::MAX) + 1)) as i32;
+    let p = b
+        .producers
+        .entry((topic.to_owned(), partition, h.producer_id))
+        .or_insert(FakeProducer {
+            epoch: h.producer_epoch,
+            batches: Default::default(),
+        });
+    if p.epoch != h.producer_epoch {
+        p.epoch = h.producer_epoch;
+        p.batches.clear();
+    }
+    if p.batches.len() >= 5 {
+        p.batches.pop_front();
+    }
+    p.batches.push_back((h.base_sequence, last, base));
 }
 
 type Tp = (String, u32);
@@ -605,6 +713,15 @@ async fn serve_as(broker: Rc<RefCell<Broker>>, mut s: TcpStream, node: u32) {
                 return;
             }
         }
+        let lose_every = broker.borrow().faults.lose_answer_every;
+        let lose_answer = match (&req, lose_every) {
+            (Request::Produce(_), Some(n)) => {
+                let mut b = broker.borrow_mut();
+                b.answerable += 1;
+                b.answerable % n == 0
+            }
+            _ => false,
+        };
         if let Request::Fetch(f) = &req {
             // A crude long poll: wait a little when there is nothing new.
             let hw = hwm(&broker.borrow(), &f.topic, f.partition);
@@ -623,6 +740,9 @@ async fn serve_as(broker: Rc<RefCell<Broker>>, mut s: TcpStream, node: u32) {
             Ok(()) => handle(&mut broker.borrow_mut(), req),
             Err(answer) => answer,
         };
+        if lose_answer {
+            return;
+        }
         if !expects {
             continue;
         }
@@ -717,6 +837,28 @@ fn handle(b: &mut Broker, req: Request) -> Result<ResponseBody, (ErrorCode, Stri
             let base = hwm(b, &p.topic, p.partition).ok_or_else(|| unknown(&p.topic))?;
             p.verify_batch()
                 .map_err(|e| (ErrorCode::CorruptBatch, e.to_string()))?;
+            let h = BatchHeader::parse(&p.batch).unwrap();
+            if h.producer_id >= 0 && b.control.fenced.load(Ordering::SeqCst) {
+                return Err((
+                    ErrorCode::ProducerFenced,
+                    "another instance took over".into(),
+                ));
+            }
+            if let Some(original) = check_producer(b, &p.topic, p.partition, &h)? {
+                return Ok(ResponseBody::Produce(ProduceResponse {
+                    base_offset: original,
+                    log_start_offset: 0,
+                }));
+            }
+            let forget = b.control.forget_next.load(Ordering::SeqCst);
+            if forget > 0 {
+                b.control.forget_next.store(forget - 1, Ordering::SeqCst);
+                return Ok(ResponseBody::Produce(ProduceResponse {
+                    base_offset: base,
+                    log_start_offset: 0,
+                }));
+            }
+            record_producer(b, &p.topic, p.partition, &h, base);
             let mut stored = BytesMut::from(&p.batch[..]);
             batch::stamp(&mut stored, base, 0);
             b.topics.get_mut(&p.topic).unwrap()[p.partition as usize].push(stored.freeze());
@@ -976,7 +1118,14 @@ fn handle(b: &mut Broker, req: Request) -> Result<ResponseBody, (ErrorCode, Stri
                 })
                 .collect(),
         }),
-        Request::ForwardHello(_) | Request::ReplicaFetch(_) | Request::InitProducerId(_) => {
+        Request::InitProducerId(_) => {
+            b.next_producer_id += 1;
+            ResponseBody::InitProducerId(ringmq_protocol::InitProducerIdResponse {
+                producer_id: 1000 + b.next_producer_id,
+                producer_epoch: 0,
+            })
+        }
+        Request::ForwardHello(_) | Request::ReplicaFetch(_) => {
             return Err((ErrorCode::InvalidRequest, "not a cluster".into()));
         }
         Request::ApiVersions(_) => {
