@@ -9,12 +9,11 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::cluster::TestCluster;
-use ringmq::cluster::admin::ClusterStatus;
+use common::probe::{healthy, metadata, numbers, WAIT};
 use ringmq_client::{
     Acks, Client, ClientConfig, Consumer, ConsumerConfig, Delivery, OffsetSpec, Producer,
     ProducerConfig, StartOffset,
@@ -34,30 +33,9 @@ const FLAGS: &[&str] = &[
 const TOPIC: &str = "T";
 const PARTITIONS: u32 = 12;
 const MESSAGES: u32 = 200_000;
-const WAIT: Duration = Duration::from_secs(30);
 
 /// One cluster at a time: they share two cores.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn healthy(n: usize) -> impl Fn(&ClusterStatus) -> bool {
-    move |s| {
-        s.leader.is_some()
-            && s.nodes
-                .iter()
-                .filter(|v| v.member && v.alive == Some(true))
-                .count()
-                == n
-    }
-}
-
-fn metadata(addr: SocketAddr) -> Option<MetadataResponse> {
-    common::small_executor().run(async move {
-        let client = Client::connect(ClientConfig::new(&addr.to_string()))
-            .await
-            .ok()?;
-        client.admin().metadata(Some(&[TOPIC])).await.ok()
-    })
-}
 
 /// Partition → leader once every partition has a leader and three copies
 /// in sync.
@@ -319,10 +297,6 @@ fn an_idempotent_producer_rides_out_a_killed_leader_without_loss_or_duplicates()
         stats.retries > 0,
         "the kill cost no retry: no failover seen"
     );
-}
-
-fn numbers(range: std::ops::Range<u32>) -> String {
-    range.map(|i| format!("{i}\n")).collect()
 }
 
 #[test]
