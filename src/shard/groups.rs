@@ -212,7 +212,10 @@ impl Groups {
 
     /// This core's copies of `__offsets`, by partition number.
     pub fn partitions(&self) -> Vec<(u32, Rc<Partition>)> {
-        self.logs.iter().map(|(p, l)| (*p, l.part.clone())).collect()
+        self.logs
+            .iter()
+            .map(|(p, l)| (*p, l.part.clone()))
+            .collect()
     }
 
     /// Brings coordination in line with the partitions' roles: the groups
@@ -369,7 +372,9 @@ impl Groups {
         let part = &self.slot_of(group)?.part;
         let mut written = None;
         for b in store::batches(records, now_ms()) {
-            let (appended, generation) = part.append_leading(&b, all_copies).map_err(as_coordinator)?;
+            let (appended, generation) = part
+                .append_leading(&b, all_copies)
+                .map_err(as_coordinator)?;
             written = Some(Written {
                 end: appended.next_offset,
                 generation,
@@ -1204,7 +1209,9 @@ mod tests {
             // Joining again starts afresh.
             let again = groups.join(&join_req("g", "", None), 1, &c).await.unwrap();
             assert_eq!(again.assignment.generation, 1);
-            let (r, records) = groups.update("g", |g| g.leave(&again.member_id, &c)).unwrap();
+            let (r, records) = groups
+                .update("g", |g| g.leave(&again.member_id, &c))
+                .unwrap();
             r.unwrap();
             groups.store("g", &records).await.unwrap();
             groups.close().await;

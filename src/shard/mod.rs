@@ -179,9 +179,10 @@ impl Shard {
         if topic != OFFSETS_TOPIC {
             return self.locate(topic, partition);
         }
-        let owner = self.groups.owner_of(partition).ok_or_else(|| {
-            Failure::unknown_partition(topic, partition, OFFSETS_PARTITIONS)
-        })?;
+        let owner = self
+            .groups
+            .owner_of(partition)
+            .ok_or_else(|| Failure::unknown_partition(topic, partition, OFFSETS_PARTITIONS))?;
         if owner != self.id {
             return Ok(Location::Core(owner));
         }
