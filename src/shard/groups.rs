@@ -1260,4 +1260,131 @@ mod tests {
             groups.close().await;
         });
     }
+
+    /// Gives `__offsets` partition `p` of `groups` the role a view with
+    /// this leader, epoch and ISR gives node 1 (copies on nodes 1 and 2).
+    fn assign(groups: &Groups, p: u32, leader: u32, epoch: u64, isr: &[u32], min_insync: usize) {
+        use crate::cluster::metadata::PartitionPlacement;
+        let placement = PartitionPlacement {
+            replicas: vec![1, 2],
+            isr: isr.to_vec(),
+            removing: Vec::new(),
+            leader: Some(leader),
+            leader_epoch: epoch,
+        };
+        let addr = "127.0.0.1:1".parse().ok();
+        let now = std::time::Instant::now();
+        groups.logs[&p].part.set_role(|old, end| {
+            Role::from_view(
+                old,
+                OFFSETS_TOPIC,
+                p,
+                &placement,
+                1,
+                addr,
+                min_insync,
+                end,
+                now,
+            )
+        });
+    }
+
+    #[test]
+    fn coordination_follows_leadership_of_the_offsets_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(async move {
+            let c = counts(&[("t", 4)]);
+            let offline = || Role::Offline {
+                why: "no view yet".into(),
+            };
+            let groups = Rc::new(
+                Groups::open(&path, &every_batch(), 0, 1, 0, &topics(&c), offline)
+                    .await
+                    .unwrap(),
+            );
+            let p = store::partition_of("g");
+            let not_coordinator = |e: Failure| assert_eq!(e.code, ErrorCode::NotCoordinator);
+            // Before any view: nobody is coordinated here.
+            not_coordinator(
+                groups
+                    .join(&join_req("g", "", None), 0, &c)
+                    .await
+                    .unwrap_err(),
+            );
+
+            // Leader alone in sync: served, and stored at once.
+            assign(&groups, p, 1, 1, &[1], 1);
+            groups.follow_leadership(0, &topics(&c)).await;
+            let j = groups.join(&join_req("g", "", None), 0, &c).await.unwrap();
+            let m = j.member_id.clone();
+            groups
+                .commit(&commit_req(&m, 1, &[(0, 5)]), 0)
+                .await
+                .unwrap();
+
+            // Too few copies in sync for a commit: refused, nothing in effect.
+            assign(&groups, p, 1, 1, &[1], 2);
+            let e = groups
+                .commit(&commit_req(&m, 1, &[(0, 9)]), 1)
+                .await
+                .unwrap_err();
+            assert_eq!(e.code, ErrorCode::NotEnoughReplicas);
+            assert_eq!(
+                groups.read("g", |g| g.offsets().clone()).unwrap()[&PartitionId::new("t", 0)],
+                5
+            );
+
+            // A commit waiting for node 2 fails when leadership moves to
+            // node 2 (it may or may not be kept there), and the group is
+            // forgotten here: its requests go to node 2 now.
+            assign(&groups, p, 1, 1, &[1, 2], 1);
+            let waiting = {
+                let groups = groups.clone();
+                let m = m.clone();
+                glommio::spawn_local(async move {
+                    groups.commit(&commit_req(&m, 1, &[(0, 7)]), 2).await
+                })
+            };
+            glommio::yield_if_needed().await;
+            glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+            assign(&groups, p, 2, 2, &[1, 2], 1);
+            not_coordinator(waiting.await.unwrap_err());
+            groups.follow_leadership(3, &topics(&c)).await;
+            assert!(groups.read("g", |_| ()).is_none());
+            assert!(groups.summaries().is_empty());
+            let hb = HeartbeatRequest {
+                group: "g".into(),
+                member_id: m.clone(),
+                generation: 1,
+            };
+            not_coordinator(groups.heartbeat(&hb, 3).unwrap_err());
+            groups.tick(4, &c).await;
+            assert!(
+                groups.read("g", |_| ()).is_none(),
+                "a tick brings nothing back"
+            );
+
+            // Leader again: the group is rebuilt from the copy, its member
+            // with a fresh session and no rebalance.
+            assign(&groups, p, 1, 3, &[1], 1);
+            groups.follow_leadership(10, &topics(&c)).await;
+            let (generation, seen, offset) = groups
+                .read("g", |g| {
+                    (
+                        g.generation(),
+                        g.members()[&m].last_seen_ms,
+                        g.offsets()[&PartitionId::new("t", 0)],
+                    )
+                })
+                .unwrap();
+            assert_eq!((generation, seen), (1, 10));
+            // The commit that failed was in the log; whoever leads keeps it
+            // or not, and both answers are allowed after an error.
+            assert!(offset == 5 || offset == 7, "{offset}");
+            let answer = groups.heartbeat(&hb, 11).unwrap();
+            assert_eq!(answer.assignment.generation, 1);
+            groups.close().await;
+        });
+    }
 }
