@@ -277,14 +277,27 @@ impl Partition {
                     None,
                 ));
             }
-            if req.fetch_offset > log_end || req.fetch_offset < self.log.start_offset() {
+            if req.fetch_offset > log_end {
                 return Err(Failure::new(
                     ErrorCode::OffsetOutOfRange,
                     format!(
-                        "offset {} is outside the leader's log [{}, {log_end}]",
+                        "offset {} is past the leader's log end {log_end}",
                         req.fetch_offset,
-                        self.log.start_offset()
                     ),
+                ));
+            }
+            if req.fetch_offset < self.log.start_offset() {
+                // What the follower lacks is gone here (retention, or a
+                // compaction of `__offsets`): it starts over at this log's
+                // start, told by `log_start_offset`.
+                return Ok((
+                    ReplicaFetchResponse {
+                        high_watermark: l.hw,
+                        log_start_offset: self.log.start_offset(),
+                        diverging: None,
+                        records: Bytes::new(),
+                    },
+                    None,
                 ));
             }
             let now = Instant::now();
@@ -361,6 +374,22 @@ impl Partition {
             f.hw = f.hw.max(leader_hw.min(self.log.next_offset()));
         }
         Ok(())
+    }
+
+    /// A follower follows its leader's log start: a log that ends before
+    /// it starts over there (nothing in between is left to fetch), and
+    /// whole segments below it go, as they went on the leader. Returns
+    /// whether the log started over.
+    pub async fn follow_log_start(&self, leader_start: u64) -> Result<bool, Failure> {
+        if leader_start > self.log.next_offset() {
+            self.log.restart_at(leader_start).await?;
+            self.appended.notify(usize::MAX);
+            return Ok(true);
+        }
+        if self.log.segments_below(leader_start) > 0 {
+            self.log.drop_segments_below(leader_start).await?;
+        }
+        Ok(false)
     }
 
     /// A follower whose log diverged from its leader's cuts it back: to the
