@@ -380,8 +380,13 @@ fn a_fourth_node_joins_without_touching_the_controllers() {
         1,
         "one AddLearnerNode, ever: {controllers}"
     );
+    // (Other forwarded commands may be refused meanwhile: a leader of an
+    // `__offsets` copy asks to take node 4 back in sync as soon as it
+    // fetches, before the controller has marked it alive.)
     assert!(
-        !controllers.contains("forwarded command not applied"),
+        !controllers
+            .lines()
+            .any(|l| l.contains("forwarded command not applied") && l.contains("cmd=Join")),
         "no join proposed twice: {controllers}"
     );
 

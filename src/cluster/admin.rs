@@ -63,6 +63,21 @@ pub struct ClusterStatus {
     #[serde(default)]
     pub offline: usize,
     pub nodes: Vec<NodeView>,
+    /// The `__offsets` partitions, by number: each one's leader coordinates
+    /// the consumer groups whose `xxh3(group) % 8` it is. Empty until the
+    /// controller has placed them.
+    #[serde(default)]
+    pub coordinators: Vec<CoordinatorView>,
+}
+
+/// One `__offsets` partition: who coordinates its groups, and who holds
+/// copies of their state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordinatorView {
+    pub partition: u32,
+    pub leader: Option<NodeId>,
+    pub replicas: Vec<NodeId>,
+    pub isr: Vec<NodeId>,
 }
 
 /// What the HTTP side asks.

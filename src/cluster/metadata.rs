@@ -34,6 +34,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::ring::{Epsilon, Ring, RingError};
 
+/// Copies of each partition a cluster keeps unless told otherwise.
+pub const DEFAULT_REPLICATION: usize = 3;
+
+/// The replication factor a topic gets when none is asked for: three
+/// copies, or one per member where there are fewer members.
+pub fn default_replication(members: usize) -> u16 {
+    members.clamp(1, DEFAULT_REPLICATION) as u16
+}
+
 /// A node's id in the cluster; also its Raft id. 0 is not a node (Raft
 /// reserves it for "nobody").
 pub type NodeId = u32;

@@ -27,11 +27,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_lite::StreamExt;
 use glommio::Task;
 
-use super::admin::{AdminInbox, AdminRequest, ClusterStatus, NodeView};
+use super::admin::{AdminInbox, AdminRequest, ClusterStatus, CoordinatorView, NodeView};
 use super::metadata::{Command, NodeId, NodeInfo};
 use super::node::{Node, NodeConfig, NodeError, NodeHandle, ProposeError};
 use super::peer_net::{PeerNet, PeerNetConfig};
 use crate::config::Config;
+use crate::group::store::OFFSETS_TOPIC;
 
 /// How often a node that is not yet a member asks to join.
 pub const JOIN_RETRY: Duration = Duration::from_millis(500);
@@ -286,6 +287,21 @@ pub fn status(handle: &NodeHandle, settings: &ClusterSettings) -> ClusterStatus 
             under_replicated: md.under_replicated(),
             offline: md.offline(),
             nodes,
+            coordinators: md
+                .topic(OFFSETS_TOPIC)
+                .map(|t| {
+                    t.partitions
+                        .iter()
+                        .enumerate()
+                        .map(|(p, pl)| CoordinatorView {
+                            partition: p as u32,
+                            leader: pl.leader,
+                            replicas: pl.replicas.clone(),
+                            isr: pl.isr.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     })
 }

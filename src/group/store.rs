@@ -4,7 +4,9 @@
 //! `data_dir/__offsets/<p>`, outside the topic catalogue. A group lives on
 //! partition `xxh3_64(group id) % OFFSETS_PARTITIONS`; the core that owns
 //! that partition (by the same placement ring as every partition) is the
-//! group's coordinator. The count can never change: a different count would
+//! group's coordinator; in a cluster, on the node that leads the partition,
+//! whose copies on other nodes are replicated like a topic's (batches carry
+//! the leader's epoch). The count can never change: a different count would
 //! look for every group on another partition than the one holding it.
 //!
 //! Records are ordinary record batches (`ringmq_protocol::batch`) with a key

@@ -486,6 +486,40 @@ impl PartitionLog {
         inner.sync_locked().await
     }
 
+    /// Empties the log and starts it again at `offset`, past its end: for
+    /// a follower whose leader's log now starts after everything this one
+    /// holds (the leader dropped those segments), so there is nothing to
+    /// fetch in between. The files go and the change is synced before this
+    /// returns, as for [`PartitionLog::truncate_to`]. An `offset` at or
+    /// below the log end changes nothing.
+    pub async fn restart_at(&self, offset: u64) -> Result<()> {
+        let inner = &*self.inner;
+        inner.check_writable()?;
+        let _permit = inner.commit.lock().await?;
+        inner.check_writable()?;
+        if offset <= inner.next_offset.get() {
+            return Ok(());
+        }
+        inner.truncating.set(true);
+        let r = inner.restart_locked(offset).await;
+        inner.truncating.set(false);
+        if let Err(e) = &r {
+            inner.poison(e);
+        }
+        r?;
+        inner.sync_locked().await
+    }
+
+    /// How many whole oldest segments (never the active one) lie entirely
+    /// below `offset`: what [`PartitionLog::drop_segments_below`] could
+    /// drop once they are finalized. Cheap, for deciding whether to call it.
+    pub fn segments_below(&self, offset: u64) -> usize {
+        let segs = self.inner.segments.borrow();
+        (0..segs.len().saturating_sub(1))
+            .take_while(|&i| segs[i + 1].base <= offset)
+            .count()
+    }
+
     /// Deletes whole oldest segments (never the active one) beyond
     /// `retention_bytes` or older than `retention_ms`. Returns how many.
     ///
@@ -828,23 +862,44 @@ impl Inner {
         Ok(())
     }
 
+    /// [`PartitionLog::restart_at`] under the commit lock: no segment, no
+    /// epoch and no producer is left, and the state files go too.
+    async fn restart_locked(&self, offset: u64) -> Result<()> {
+        let dir = self.dir.clone();
+        let limits = self.producers.borrow().limits();
+        glommio::executor()
+            .spawn_blocking(move || state::prepare_truncation(&dir, 0, limits))
+            .await
+            .map_err(|e| LogError::io("remove state files", e))?;
+        self.empty_at(offset).await?;
+        self.epochs.borrow_mut().truncate_from_end(0);
+        *self.producers.borrow_mut() = ProducerState::new(limits);
+        self.state_wanted.set(true);
+        Ok(())
+    }
+
+    /// Deletes every segment and starts an empty one at `offset`.
+    async fn empty_at(&self, offset: u64) -> Result<()> {
+        let all: Vec<Rc<Segment>> = self.segments.borrow_mut().drain(..).collect();
+        let res = self.delete_files(all).await;
+        let new = Segment::create(
+            &self.dir,
+            offset,
+            self.cfg.segment_bytes,
+            self.cfg.index_interval_bytes,
+        )?;
+        self.segments.borrow_mut().push(new.clone());
+        res?;
+        self.next_offset.set(offset);
+        self.commit.lower(offset);
+        new.reserve_ahead(self.cfg.reserve_ahead_bytes);
+        Ok(())
+    }
+
     async fn truncate_segments(&self, offset: u64) -> Result<()> {
         let start = self.segments.borrow().first().map_or(0, |s| s.base);
         if offset <= start {
-            let all: Vec<Rc<Segment>> = self.segments.borrow_mut().drain(..).collect();
-            let res = self.delete_files(all).await;
-            let new = Segment::create(
-                &self.dir,
-                offset,
-                self.cfg.segment_bytes,
-                self.cfg.index_interval_bytes,
-            )?;
-            self.segments.borrow_mut().push(new.clone());
-            res?;
-            self.next_offset.set(offset);
-            self.commit.lower(offset);
-            new.reserve_ahead(self.cfg.reserve_ahead_bytes);
-            return Ok(());
+            return self.empty_at(offset).await;
         }
         let (later, target) = {
             let mut segs = self.segments.borrow_mut();

@@ -15,7 +15,7 @@ use ringmq_protocol::{
     Request, ResponseBody, TopicInfo, TopicMetadata, NO_LEADER,
 };
 
-use crate::cluster::metadata::Command;
+use crate::cluster::metadata::{default_replication, Command};
 use crate::cluster::view::ClusterView;
 use crate::metrics::{self, Traffic};
 use crate::shard::{now_ms, Failure, Origin, Route, Shard};
@@ -93,9 +93,6 @@ pub fn init_producer_id(shard: &Shard) -> Answer {
         .into(),
     )
 }
-
-/// Copies of each partition a cluster keeps unless told otherwise.
-const DEFAULT_REPLICATION: usize = 3;
 
 /// Longest a produce waits for its in-sync copies.
 const MAX_PRODUCE_TIMEOUT_MS: u32 = 300_000;
@@ -252,7 +249,7 @@ pub async fn create_topic(
     if let Some(view) = shard.view() {
         // 0: the cluster's default, three copies where there are three nodes.
         let replication = match req.replication {
-            0 => view.brokers.len().clamp(1, DEFAULT_REPLICATION) as u16,
+            0 => default_replication(view.brokers.len()),
             r => r,
         };
         let name = req.name.clone();

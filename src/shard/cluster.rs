@@ -23,7 +23,7 @@ use ringmq_protocol::{ErrorCode, Request, ResponseBody};
 use super::replica::Role;
 use super::{now_ms, Failure, Partition, Shard, ShardMsg, CATALOGUE_SHARD};
 use crate::cluster::forwarder::{ForwardError, Forwarder};
-use crate::cluster::metadata::{Command, CommandError, NodeId};
+use crate::cluster::metadata::{default_replication, Command, CommandError, NodeId};
 use crate::cluster::node::{NodeHandle, ProposeError};
 use crate::cluster::peer_net::PeerNet;
 use crate::cluster::view::{ClusterView, Leader};
@@ -339,6 +339,9 @@ impl Shard {
         // topics exist here.
         self.take_view(view.clone()).await;
         self.reconcile(&view).await;
+        // After the catalogue: a group's offsets of a topic the catalogue
+        // does not have yet would be dropped as those of a deleted one.
+        self.follow_group_leadership().await;
         if let Err(e) = self
             .broadcast(|reply| ShardMsg::View {
                 view: view.clone(),
@@ -370,6 +373,11 @@ impl Shard {
             .collect();
         for (topic, p, part) in parts {
             self.give_role(&topic, p, &part);
+        }
+        // The group coordinators' logs: never dropped here (the groups
+        // room holds them open); an unplaced copy is merely Offline.
+        for (p, part) in self.groups.partitions() {
+            self.give_role(OFFSETS_TOPIC, p, &part);
         }
         self.drop_unheld().await;
     }
@@ -478,7 +486,7 @@ impl Shard {
             return;
         }
         let lag = self.config.replica_lag;
-        let changes: Vec<Command> = self
+        let mut changes: Vec<Command> = self
             .topics
             .borrow()
             .values()
@@ -490,6 +498,12 @@ impl Shard {
                     .collect::<Vec<_>>()
             })
             .collect();
+        changes.extend(
+            self.groups
+                .partitions()
+                .iter()
+                .filter_map(|(_, p)| p.isr_check(lag)),
+        );
         for cmd in changes {
             self.submit(cmd).await;
         }
@@ -497,12 +511,7 @@ impl Shard {
 
     /// The role a partition starts in before any view.
     pub(super) fn initial_role(&self) -> Role {
-        match self.cluster {
-            None => Role::Standalone,
-            Some(_) => Role::Offline {
-                why: "this node has not loaded the cluster metadata yet".into(),
-            },
-        }
+        initial_role(self.cluster.is_some())
     }
 
     /// Shard 0: creates and deletes local topics until the catalogue holds
@@ -623,6 +632,17 @@ impl Shard {
     }
 }
 
+/// The role a partition starts in before any view: a single node serves
+/// it alone; a node of a cluster waits to be told.
+pub(super) fn initial_role(clustered: bool) -> Role {
+    match clustered {
+        false => Role::Standalone,
+        true => Role::Offline {
+            why: "this node has not loaded the cluster metadata yet".into(),
+        },
+    }
+}
+
 /// [`Shard::route`] on a view.
 fn route_in(
     view: &ClusterView,
@@ -682,7 +702,7 @@ pub async fn follow_cluster(
                 && !view.brokers.is_empty()
                 && (everyone_joined || started.elapsed() > OFFSETS_PLACEMENT_GRACE)
             {
-                place_offsets(&handle).await;
+                place_offsets(&handle, view.brokers.len()).await;
                 seen = None;
             }
             if status.is_leader && shard.config.unclean_leader_election {
@@ -719,11 +739,13 @@ fn unclean_elections(view: &ClusterView) -> Vec<Command> {
         .collect()
 }
 
-async fn place_offsets(handle: &NodeHandle) {
+/// Places `__offsets` with the cluster's default replication, so a
+/// group's state outlives its coordinator node.
+async fn place_offsets(handle: &NodeHandle, members: usize) {
     let cmd = Command::CreateTopic {
         name: OFFSETS_TOPIC.into(),
         partitions: OFFSETS_PARTITIONS,
-        replication: 1,
+        replication: default_replication(members),
     };
     match handle.propose(cmd).await {
         Ok(()) => tracing::info!("group coordinators placed (topic {OFFSETS_TOPIC})"),

@@ -72,7 +72,22 @@ pub async fn follow(
                     }
                 } else {
                     match part.append_replicated(&r.records, r.high_watermark) {
-                        Ok(()) => None,
+                        Ok(()) => match part.follow_log_start(r.log_start_offset).await {
+                            Ok(true) => {
+                                tracing::info!(
+                                    topic,
+                                    partition,
+                                    start = r.log_start_offset,
+                                    "the leader's log starts past this copy's end: started over there"
+                                );
+                                None
+                            }
+                            Ok(false) => None,
+                            Err(e) => {
+                                tracing::error!(topic, partition, error = %e, "following the leader's log start failed");
+                                Some(BACKOFF[1])
+                            }
+                        },
                         Err(e) => {
                             tracing::error!(topic, partition, error = %e, "appending the leader's batches failed");
                             Some(BACKOFF[1])

@@ -37,6 +37,7 @@ pub use partition::Partition;
 pub use placement::place_partitions;
 
 use crate::config::Config;
+use crate::group::store::{OFFSETS_PARTITIONS, OFFSETS_TOPIC};
 use crate::log::LogConfig;
 use crate::topics::{self, Catalogue, TopicMeta};
 use ringmq_protocol::{Acks, ErrorCode, ReplicaFetchRequest, ReplicaFetchResponse};
@@ -93,6 +94,7 @@ impl Shard {
             mesh.cores(),
             now_ms(),
             &catalogue.keys().cloned().collect(),
+            || cluster::initial_role(config.node_id.is_some()),
         )
         .await?;
         let cluster = config
@@ -170,6 +172,26 @@ impl Shard {
             })
     }
 
+    /// Where this node's copy of a partition lives, `__offsets` included
+    /// (which [`Shard::locate`] leaves out: clients never reach it). For
+    /// replication only.
+    fn locate_copy(&self, topic: &str, partition: u32) -> Result<Location, Failure> {
+        if topic != OFFSETS_TOPIC {
+            return self.locate(topic, partition);
+        }
+        let owner = self
+            .groups
+            .owner_of(partition)
+            .ok_or_else(|| Failure::unknown_partition(topic, partition, OFFSETS_PARTITIONS))?;
+        if owner != self.id {
+            return Ok(Location::Core(owner));
+        }
+        self.groups
+            .partition(partition)
+            .map(Location::Here)
+            .ok_or_else(|| Failure::internal(format!("{topic}/{partition} is not open here")))
+    }
+
     /// Sends `msg` (built around a reply channel) to `core` and waits for the answer.
     async fn ask<T>(
         &self,
@@ -222,7 +244,7 @@ impl Shard {
         &self,
         req: ReplicaFetchRequest,
     ) -> Result<ReplicaFetchResponse, Failure> {
-        match self.locate(&req.topic, req.partition)? {
+        match self.locate_copy(&req.topic, req.partition)? {
             Location::Here(p) => {
                 let (answer, change) = p.replica_fetch(&req, self.config.replica_lag).await?;
                 if let Some(cmd) = change {
@@ -516,6 +538,7 @@ impl Shard {
             }
             ShardMsg::View { view, reply } => {
                 self.take_view(view).await;
+                self.follow_group_leadership().await;
                 let _ = reply.send(Ok(()));
             }
             ShardMsg::Propose { cmd, reply } => {

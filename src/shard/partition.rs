@@ -103,7 +103,7 @@ impl Partition {
         }
     }
 
-    fn high_watermark(&self) -> u64 {
+    pub fn high_watermark(&self) -> u64 {
         self.role.borrow().high_watermark(self.log.next_offset())
     }
 
@@ -122,12 +122,39 @@ impl Partition {
                 "partition is closing",
             ));
         }
+        let (appended, generation) = self.append_leading(&batch, acks == Acks::All)?;
+        self.log.wait_durable(appended.next_offset).await?;
+        if acks == Acks::All {
+            self.wait_replicated(appended.next_offset, generation, timeout)
+                .await?;
+        }
+        Ok(Produced {
+            base_offset: appended.base_offset,
+            log_start_offset: self.log.start_offset(),
+        })
+    }
+
+    /// The leader's append: stamps the batch with the leader epoch (0 on a
+    /// single node). With `all_copies`, refused unless the in-sync set has
+    /// `min_insync` copies, as acks=all is. Returns where it went and the
+    /// role generation it was appended under (for [`Partition::wait_replicated`]).
+    pub fn append_leading(
+        &self,
+        batch: &[u8],
+        all_copies: bool,
+    ) -> Result<(crate::log::Appended, u64), Failure> {
+        if self.closing.get() {
+            return Err(Failure::new(
+                ErrorCode::ShuttingDown,
+                "partition is closing",
+            ));
+        }
         self.check_leads()?;
         let epoch = {
             let role = self.role.borrow();
             match &*role {
                 Role::Leader(l) => {
-                    if acks == Acks::All && l.isr.len() < l.min_insync {
+                    if all_copies && l.isr.len() < l.min_insync {
                         return Err(Failure::new(
                             ErrorCode::NotEnoughReplicas,
                             format!(
@@ -143,16 +170,15 @@ impl Partition {
                 _ => 0,
             }
         };
-        let appended = self.log.append(&batch, epoch)?;
+        let appended = self.log.append(batch, epoch)?;
         self.moved();
-        self.log.wait_durable(appended.next_offset).await?;
-        if acks == Acks::All {
-            self.wait_replicated(appended.next_offset, timeout).await?;
-        }
-        Ok(Produced {
-            base_offset: appended.base_offset,
-            log_start_offset: self.log.start_offset(),
-        })
+        Ok((appended, self.generation.get()))
+    }
+
+    /// Whether this node serves the partition's writes: it leads it, or it
+    /// is a single node.
+    pub fn leads(&self) -> bool {
+        matches!(&*self.role.borrow(), Role::Standalone | Role::Leader(_))
     }
 
     /// After the log grew: a leader alone in sync moves its high
@@ -165,9 +191,14 @@ impl Partition {
     }
 
     /// Waits until the high watermark reaches `next_offset` under the
-    /// leadership the batch was appended in.
-    async fn wait_replicated(&self, next_offset: u64, timeout: Duration) -> Result<(), Failure> {
-        let generation = self.generation.get();
+    /// leadership the batch was appended in (`generation`, from
+    /// [`Partition::append_leading`]).
+    pub async fn wait_replicated(
+        &self,
+        next_offset: u64,
+        generation: u64,
+        timeout: Duration,
+    ) -> Result<(), Failure> {
         let deadline = Instant::now() + timeout;
         loop {
             let listener = self.appended.listen();
@@ -246,14 +277,27 @@ impl Partition {
                     None,
                 ));
             }
-            if req.fetch_offset > log_end || req.fetch_offset < self.log.start_offset() {
+            if req.fetch_offset > log_end {
                 return Err(Failure::new(
                     ErrorCode::OffsetOutOfRange,
                     format!(
-                        "offset {} is outside the leader's log [{}, {log_end}]",
+                        "offset {} is past the leader's log end {log_end}",
                         req.fetch_offset,
-                        self.log.start_offset()
                     ),
+                ));
+            }
+            if req.fetch_offset < self.log.start_offset() {
+                // What the follower lacks is gone here (retention, or a
+                // compaction of `__offsets`): it starts over at this log's
+                // start, told by `log_start_offset`.
+                return Ok((
+                    ReplicaFetchResponse {
+                        high_watermark: l.hw,
+                        log_start_offset: self.log.start_offset(),
+                        diverging: None,
+                        records: Bytes::new(),
+                    },
+                    None,
                 ));
             }
             let now = Instant::now();
@@ -330,6 +374,22 @@ impl Partition {
             f.hw = f.hw.max(leader_hw.min(self.log.next_offset()));
         }
         Ok(())
+    }
+
+    /// A follower follows its leader's log start: a log that ends before
+    /// it starts over there (nothing in between is left to fetch), and
+    /// whole segments below it go, as they went on the leader. Returns
+    /// whether the log started over.
+    pub async fn follow_log_start(&self, leader_start: u64) -> Result<bool, Failure> {
+        if leader_start > self.log.next_offset() {
+            self.log.restart_at(leader_start).await?;
+            self.appended.notify(usize::MAX);
+            return Ok(true);
+        }
+        if self.log.segments_below(leader_start) > 0 {
+            self.log.drop_segments_below(leader_start).await?;
+        }
+        Ok(false)
     }
 
     /// A follower whose log diverged from its leader's cuts it back: to the

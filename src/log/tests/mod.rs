@@ -445,6 +445,59 @@ fn truncation_forgets_the_dropped_batches_and_rebuilds_what_it_must() {
 }
 
 #[test]
+fn a_follower_behind_the_leaders_start_starts_over_there() {
+    let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (lp, fp) = (ld.path().to_path_buf(), fd.path().to_path_buf());
+    run(async move {
+        let c = cfg(4096);
+        let leader = open_in(&lp, &c).await;
+        let follower = open_in(&fp, &c).await;
+        for i in 0..3 {
+            let b = idem(1, 0, i, 1);
+            let a = leader.append(&b, 1).unwrap();
+            follower
+                .append_replica(&stored(&b, a.base_offset, 1))
+                .unwrap();
+        }
+        // The leader goes on alone and drops its old segments.
+        for _ in 0..20 {
+            leader.append(&batch(1, 500, now_ms(), None), 2).unwrap();
+        }
+        let cut = leader.next_offset();
+        leader.append(&batch(1, 10, now_ms(), None), 2).unwrap();
+        assert!(leader.drop_segments_below(cut).await.unwrap() > 0);
+        let start = leader.start_offset();
+        assert!(start > follower.next_offset());
+        // Nothing left to fetch in between: the follower starts over at
+        // the leader's start, with no epoch and no producer of before.
+        follower.restart_at(start).await.unwrap();
+        assert_eq!(
+            (follower.start_offset(), follower.next_offset()),
+            (start, start)
+        );
+        assert!(epochs(&follower).is_empty());
+        assert_eq!(follower.producer_count(), 0);
+        let rest = leader
+            .read(start, 1 << 20, leader.next_offset())
+            .await
+            .unwrap();
+        follower.append_replicas(&rest).unwrap();
+        assert_eq!(follower.next_offset(), leader.next_offset());
+        // Going back is not its job: an offset at or below the end changes nothing.
+        follower.restart_at(start).await.unwrap();
+        assert_eq!(follower.next_offset(), leader.next_offset());
+        let follower = reopen(follower, Reopen::Unclean, &c).await;
+        assert_eq!(
+            (follower.start_offset(), follower.next_offset()),
+            (start, leader.next_offset())
+        );
+        assert_eq!(epochs(&follower), vec![(2, start)]);
+        follower.close().await.unwrap();
+        leader.close().await.unwrap();
+    });
+}
+
+#[test]
 fn the_epoch_cache_survives_reopen_however_its_file_fares() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
