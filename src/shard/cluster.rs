@@ -7,9 +7,10 @@
 //! applied change it builds a [`ClusterView`], hands it to every core, and
 //! brings the node's catalogue in line with it (creating and deleting local
 //! topics as the metadata says). Each core then opens the partitions it
-//! owns that the view places on this node. Data is not moved between nodes
-//! yet: a partition that leaves this node keeps its files, one that arrives
-//! starts empty.
+//! owns that the view places on this node, gives each its replication role
+//! (`replica.rs`; a new follower starts its fetch loop, `follow.rs`), and
+//! deletes the copies the view no longer places here: by then the new
+//! copies are in sync, since the metadata keeps an old copy until they are.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
