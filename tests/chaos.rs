@@ -179,6 +179,8 @@ struct Sent {
     /// Values sent per partition in send order.
     order: BTreeMap<u32, Vec<u64>>,
     failed: u64,
+    /// Why deliveries failed, with how many each.
+    why: BTreeMap<String, u64>,
 }
 
 #[test]
@@ -264,7 +266,10 @@ fn chaos() {
                                 let offset = meta.offset.expect("acks=all reports offsets");
                                 s.acked.insert((meta.partition, offset), value);
                             }
-                            Err(_) => s.failed += 1,
+                            Err(e) => {
+                                s.failed += 1;
+                                *s.why.entry(e.to_string()).or_default() += 1;
+                            }
                         }
                     }));
                     value += 1;
@@ -300,18 +305,18 @@ fn chaos() {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut faults: BTreeMap<&str, u32> = BTreeMap::new();
     while Instant::now() + Duration::from_secs(4) < deadline {
-        std::thread::sleep(rng.between(Duration::from_millis(1500), Duration::from_millis(3500)));
+        std::thread::sleep(rng.between(Duration::from_millis(500), Duration::from_millis(2000)));
         let node = 1 + rng.below(3) as u32;
         match rng.below(3) {
             0 => {
                 cluster.node_mut(node).kill();
-                std::thread::sleep(rng.between(Duration::from_secs(1), Duration::from_secs(3)));
+                std::thread::sleep(rng.between(Duration::from_millis(500), Duration::from_secs(2)));
                 cluster.node_mut(node).restart();
                 *faults.entry("node killed and restarted").or_default() += 1;
             }
             1 => {
                 cluster.node(node).pause(true);
-                std::thread::sleep(rng.between(Duration::from_millis(500), Duration::from_secs(3)));
+                std::thread::sleep(rng.between(Duration::from_millis(500), Duration::from_secs(2)));
                 cluster.node(node).pause(false);
                 *faults.entry("node paused").or_default() += 1;
             }
@@ -452,6 +457,9 @@ fn chaos() {
         backwards.len(),
         samples.len(),
     );
+    if !sent.why.is_empty() {
+        println!("chaos: deliveries that failed for good: {:?}", sent.why);
+    }
     assert!(
         lost.is_empty(),
         "acknowledged messages lost: {:?}",
