@@ -855,6 +855,57 @@ mod tests {
         }
     }
 
+    /// With every in-sync copy dead a partition stays offline; an unclean
+    /// election (only proposed where the operator allowed it) gives it to a
+    /// live copy, which becomes the whole ISR.
+    #[test]
+    fn an_offline_partition_waits_unless_elected_uncleanly() {
+        let mut m = cluster(1..=3);
+        create(&mut m, "t", 1, 2);
+        let p = m.partition("t", 0).unwrap().clone();
+        let (first, second) = (p.replicas[0], p.replicas[1]);
+        // The second copy falls behind (leaves the ISR), then the first dies.
+        m.apply(&Command::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader: first,
+            leader_epoch: p.leader_epoch,
+            isr: vec![first],
+        })
+        .unwrap();
+        m.apply(&Command::MarkDead {
+            node: first,
+            at_ms: 1,
+        })
+        .unwrap();
+        let offline = m.partition("t", 0).unwrap().clone();
+        assert_eq!(
+            offline.leader, None,
+            "a copy that is behind took over: {offline:?}"
+        );
+        assert_eq!(offline.isr, vec![first]);
+        assert_eq!(m.offline(), 1);
+        let unclean = |node| Command::UncleanElect {
+            topic: "t".into(),
+            partition: 0,
+            node,
+        };
+        assert_eq!(
+            m.apply(&unclean(first)),
+            Err(CommandError::NotUncleanElectable(first)),
+            "a dead node cannot lead"
+        );
+        m.apply(&unclean(second)).unwrap();
+        let led = m.partition("t", 0).unwrap();
+        assert_eq!((led.leader, led.isr.clone()), (Some(second), vec![second]));
+        assert_eq!(led.leader_epoch, offline.leader_epoch + 1);
+        // Led again: not electable uncleanly any more.
+        assert_eq!(
+            m.apply(&unclean(second)),
+            Err(CommandError::NotUncleanElectable(second))
+        );
+    }
+
     #[test]
     fn leadership_is_spread_within_the_ring_bound() {
         let mut m = cluster(1..=3);
