@@ -64,9 +64,9 @@ pub struct Common {
     /// Producers, each with its own connection, spread over the executors.
     #[arg(long, default_value_t = 1)]
     pub producers: usize,
-    /// Consumers (`consume`, `e2e`), each reading a share of the partitions.
-    /// (`--group`, consumer groups, does not exist yet in ringmq: consumers
-    /// here are assigned partitions statically.)
+    /// Consumers (`consume`, `e2e`), each reading a share of the partitions,
+    /// assigned statically (not as a consumer group, whose heartbeats and
+    /// commits would be measured too).
     #[arg(long, default_value_t = 1)]
     pub consumers: usize,
     /// `0`, `1` or `all`.
