@@ -33,16 +33,7 @@ const CONSUMERS: usize = 2;
 /// Messages a second the producer offers: enough to keep every partition
 /// busy through the faults, little enough for a debug build on 2 cores.
 const RATE: u64 = 1500;
-const FLAGS: &[&str] = &[
-    "--node-timeout",
-    "2s",
-    "--replace-after",
-    "10min",
-    "--replica-lag",
-    "3s",
-    "--segment-bytes",
-    "1MiB",
-];
+const FLAGS: &[&str] = common::probe::FAST_FAILURE;
 
 /// A small deterministic generator (xorshift), seeded from the env or the clock.
 struct Rng(u64);

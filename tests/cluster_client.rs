@@ -17,6 +17,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::cluster::TestCluster;
+use common::probe::eventually;
 use ringmq::cluster::admin::ClusterStatus;
 use ringmq_client::{
     Client, ClientConfig, ClientError, Consumer, ConsumerConfig, Producer, ProducerConfig,
@@ -51,18 +52,6 @@ async fn within<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) ->
     futures_lite::future::or(async { Some(fut.await) }, timer)
         .await
         .unwrap_or_else(|| panic!("{what}: not done within {limit:?}"))
-}
-
-/// Polls `probe` until it answers, or panics after [`WAIT`].
-fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(t) = probe() {
-            return t;
-        }
-        assert!(Instant::now() < deadline, "not within {WAIT:?}: {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn scrape(addr: SocketAddr) -> String {

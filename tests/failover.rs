@@ -20,16 +20,7 @@ use ringmq_client::{
 };
 use ringmq_protocol::{MetadataResponse, NO_LEADER};
 
-const FLAGS: &[&str] = &[
-    "--node-timeout",
-    "2s",
-    "--replace-after",
-    "10min",
-    "--replica-lag",
-    "3s",
-    "--segment-bytes",
-    "1MiB",
-];
+const FLAGS: &[&str] = common::probe::FAST_FAILURE;
 const TOPIC: &str = "T";
 const PARTITIONS: u32 = 12;
 const MESSAGES: u32 = 200_000;

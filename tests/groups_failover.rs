@@ -15,16 +15,7 @@ use ringmq::cluster::admin::ClusterStatus;
 use ringmq::group::store::partition_of;
 
 const WAIT: Duration = Duration::from_secs(60);
-const FLAGS: &[&str] = &[
-    "--node-timeout",
-    "2s",
-    "--replace-after",
-    "10min",
-    "--replica-lag",
-    "3s",
-    "--segment-bytes",
-    "1MiB",
-];
+const FLAGS: &[&str] = common::probe::FAST_FAILURE;
 const TOPIC: &str = "jobs";
 const GROUP: &str = "billing";
 

@@ -12,6 +12,20 @@ use ringmq_protocol::MetadataResponse;
 /// How long a cluster test waits for anything by default.
 pub const WAIT: Duration = Duration::from_secs(30);
 
+/// `serve` flags for tests that kill nodes: death noticed in 2 s, a
+/// follower out of sync after 3 s, and small segments (every partition
+/// preallocates one, on a shared disk).
+pub const FAST_FAILURE: &[&str] = &[
+    "--node-timeout",
+    "2s",
+    "--replace-after",
+    "10min",
+    "--replica-lag",
+    "3s",
+    "--segment-bytes",
+    "1MiB",
+];
+
 /// A controller leader, and exactly `n` members, all alive.
 pub fn healthy(n: usize) -> impl Fn(&ClusterStatus) -> bool {
     move |s| {
