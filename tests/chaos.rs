@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::cluster::TestCluster;
+use common::probe::create_topic;
 use ringmq::cluster::admin::ClusterStatus;
 use ringmq_client::{
     Acks, Client, ClientConfig, Consumer, ConsumerConfig, Producer, ProducerConfig, StartOffset,
@@ -191,21 +192,7 @@ fn chaos() {
         .map(|n| cluster.node(n).client.to_string())
         .collect::<Vec<_>>()
         .join(",");
-    let (status, _, err) = common::cli(
-        &[
-            "topic",
-            "create",
-            TOPIC,
-            "--partitions",
-            &PARTITIONS.to_string(),
-            "--replication",
-            "3",
-            "--bootstrap",
-            &bootstrap,
-        ],
-        "",
-    );
-    assert!(status.success(), "{err}");
+    create_topic(&bootstrap, TOPIC, PARTITIONS, Some(3));
 
     // The producer: its own thread and executor, numbered values keyed by
     // themselves, acks=all, retries through every fault.

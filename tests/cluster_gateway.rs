@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use common::cluster::TestCluster;
-use common::probe::{self, cli, eventually, healthy, numbers, WAIT};
+use common::probe::{self, cli, create_topic, eventually, healthy, numbers, WAIT};
 use ringmq::ring::Epsilon;
 use ringmq_client::{Client, ClientConfig, ClientError, Connection, ConnectionConfig};
 use ringmq_protocol::{
@@ -84,19 +84,7 @@ fn a_topic_created_through_one_node_is_served_through_every_node() {
     cluster.wait_until("three alive members", WAIT, healthy(3));
     let [n1, n2, n3] = [1, 2, 3].map(|id| cluster.node(id).client);
 
-    let (ok, out, err) = cli(
-        &[
-            "topic",
-            "create",
-            "orders",
-            "--partitions",
-            "30",
-            "--bootstrap",
-            &n1.to_string(),
-        ],
-        "",
-    );
-    assert!(ok, "create: {err}");
+    let out = create_topic(&n1.to_string(), "orders", 30, None);
     assert!(out.contains("created topic orders"), "{out}");
 
     // Visible from the other nodes, with the same placement everywhere.
@@ -224,19 +212,7 @@ fn topic_changes_go_on_with_two_of_three_and_the_restarted_node_catches_up() {
     let survivors: Vec<u32> = (1..=3).filter(|&id| id != leader).collect();
     let addr = |c: &TestCluster, id: u32| c.node(id).client.to_string();
 
-    let (ok, _, err) = cli(
-        &[
-            "topic",
-            "create",
-            "before",
-            "--partitions",
-            "12",
-            "--bootstrap",
-            &addr(&cluster, survivors[0]),
-        ],
-        "",
-    );
-    assert!(ok, "{err}");
+    create_topic(&addr(&cluster, survivors[0]), "before", 12, None);
     let (ok, _, err) = cli(
         &[
             "produce",
@@ -256,19 +232,7 @@ fn topic_changes_go_on_with_two_of_three_and_the_restarted_node_catches_up() {
                 .any(|v| v.id == leader && v.alive == Some(false))
     });
     // A metadata change with two of three, through either survivor.
-    let (ok, _, err) = cli(
-        &[
-            "topic",
-            "create",
-            "after",
-            "--partitions",
-            "4",
-            "--bootstrap",
-            &addr(&cluster, survivors[1]),
-        ],
-        "",
-    );
-    assert!(ok, "create with two of three: {err}");
+    create_topic(&addr(&cluster, survivors[1]), "after", 4, None);
     let (ok, out, _) = cli(
         &[
             "topic",
@@ -330,19 +294,7 @@ fn forwarded_requests_are_not_forwarded_again() {
     let cluster = TestCluster::start(3, FLAGS);
     cluster.wait_until("three alive members", WAIT, healthy(3));
     let n1 = cluster.node(1).client;
-    let (ok, _, err) = cli(
-        &[
-            "topic",
-            "create",
-            "t",
-            "--partitions",
-            "6",
-            "--bootstrap",
-            &n1.to_string(),
-        ],
-        "",
-    );
-    assert!(ok, "{err}");
+    create_topic(&n1.to_string(), "t", 6, None);
     let md = metadata(n1);
     let t = md.topics.iter().find(|t| t.name == "t").expect("topic t");
     let elsewhere = t
@@ -421,21 +373,7 @@ fn a_fourth_node_takes_a_quarter_and_a_restart_moves_no_replica() {
     let mut cluster = TestCluster::start(3, FLAGS);
     cluster.wait_until("three alive members", WAIT, healthy(3));
     let n1 = cluster.node(1).client;
-    let (ok, _, err) = cli(
-        &[
-            "topic",
-            "create",
-            "spread",
-            "--partitions",
-            "240",
-            "--replication",
-            "1",
-            "--bootstrap",
-            &n1.to_string(),
-        ],
-        "",
-    );
-    assert!(ok, "{err}");
+    create_topic(&n1.to_string(), "spread", 240, Some(1));
     let before = placement(&metadata(n1), "spread");
     assert_eq!(before.len(), 240);
 

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::cluster::TestCluster;
-use common::probe::{healthy, metadata, numbers, WAIT};
+use common::probe::{create_topic, healthy, metadata, numbers, WAIT};
 use ringmq_client::{
     Acks, Client, ClientConfig, Consumer, ConsumerConfig, Delivery, OffsetSpec, Producer,
     ProducerConfig, StartOffset,
@@ -55,21 +55,7 @@ fn an_idempotent_producer_rides_out_a_killed_leader_without_loss_or_duplicates()
     let mut cluster = TestCluster::start(3, FLAGS);
     cluster.wait_until("three alive members", WAIT, healthy(3));
     let n1 = cluster.node(1).client;
-    let (st, out, err) = common::cli(
-        &[
-            "topic",
-            "create",
-            TOPIC,
-            "--partitions",
-            &PARTITIONS.to_string(),
-            "--replication",
-            "3",
-            "--bootstrap",
-            &n1.to_string(),
-        ],
-        "",
-    );
-    assert!(st.success(), "create: {out}{err}");
+    create_topic(&n1.to_string(), TOPIC, PARTITIONS, Some(3));
     let deadline = Instant::now() + WAIT;
     let leaders = loop {
         if let Some(l) = metadata(n1).as_ref().and_then(settled_leaders) {
@@ -307,21 +293,7 @@ fn the_cli_counts_what_acks_all_could_not_get_acknowledged() {
         );
         (st.success(), format!("{out}{err}"))
     };
-    let (st, out, err) = common::cli(
-        &[
-            "topic",
-            "create",
-            TOPIC,
-            "--partitions",
-            "3",
-            "--replication",
-            "3",
-            "--bootstrap",
-            &b,
-        ],
-        "",
-    );
-    assert!(st.success(), "create: {out}{err}");
+    create_topic(&b, TOPIC, 3, Some(3));
     let deadline = Instant::now() + WAIT;
     while metadata(cluster.node(1).client)
         .and_then(|md| {

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::cluster::TestCluster;
+use common::probe::create_topic;
 use ringmq::cluster::admin::ClusterStatus;
 use ringmq::group::store::partition_of;
 
@@ -121,21 +122,7 @@ fn committed_offsets_survive_the_coordinators_death_and_come_back_with_it() {
         .map(|n| n.client)
         .collect();
 
-    let (ok, _, err) = cli(
-        &[
-            "topic",
-            "create",
-            TOPIC,
-            "--partitions",
-            "6",
-            "--replication",
-            "3",
-            "--bootstrap",
-            &list(&all),
-        ],
-        "",
-    );
-    assert!(ok, "create: {err}");
+    create_topic(&list(&all), TOPIC, 6, Some(3));
     let (ok, _, err) = cli(
         &[
             "produce",

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::cluster::TestCluster;
-use common::probe::{cli, healthy, metadata, numbers, scrape, WAIT};
+use common::probe::{cli, create_topic, healthy, metadata, numbers, scrape, WAIT};
 use ringmq_protocol::MetadataResponse;
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -46,21 +46,7 @@ fn a_paused_follower_leaves_the_isr_and_rejoins_once_caught_up() {
     let cluster = TestCluster::start(3, FLAGS);
     cluster.wait_until("three alive members", WAIT, healthy(3));
     let n1 = cluster.node(1).client;
-    let (ok, out, err) = cli(
-        &[
-            "topic",
-            "create",
-            "jobs",
-            "--partitions",
-            "6",
-            "--replication",
-            "3",
-            "--bootstrap",
-            &n1.to_string(),
-        ],
-        "",
-    );
-    assert!(ok, "{err}");
+    let out = create_topic(&n1.to_string(), "jobs", 6, Some(3));
     assert!(out.contains("replication=3"), "{out}");
     let (ok, _, err) = cli(
         &[
@@ -187,21 +173,7 @@ fn a_returning_leader_truncates_what_only_it_had() {
     let mut cluster = TestCluster::start(3, FLAGS);
     cluster.wait_until("three alive members", WAIT, healthy(3));
     let n1 = cluster.node(1).client;
-    let (ok, _, err) = cli(
-        &[
-            "topic",
-            "create",
-            "log",
-            "--partitions",
-            "1",
-            "--replication",
-            "3",
-            "--bootstrap",
-            &n1.to_string(),
-        ],
-        "",
-    );
-    assert!(ok, "{err}");
+    create_topic(&n1.to_string(), "log", 1, Some(3));
     let produce = |via: SocketAddr, acks: &str, range: std::ops::Range<u32>| {
         cli(
             &[

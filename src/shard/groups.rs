@@ -1044,11 +1044,16 @@ mod tests {
         }
     }
 
+    /// One core's groups over `path`, every write synced, at time 0.
+    async fn open_synced(path: &Path, c: &TopicCounts) -> Groups {
+        Groups::open(path, &every_batch(), 0, 1, 0, &topics(c), standalone)
+            .await
+            .unwrap()
+    }
+
     /// What a restart would restore of group `g`: (members, offsets).
     async fn reopened(path: &Path, c: &TopicCounts) -> Option<(usize, BTreeMap<PartitionId, u64>)> {
-        let g = Groups::open(path, &every_batch(), 0, 1, 0, &topics(c), standalone)
-            .await
-            .unwrap();
+        let g = open_synced(path, c).await;
         let out = g.read("g", |g| (g.members().len(), g.offsets().clone()));
         g.close().await;
         out
@@ -1060,9 +1065,7 @@ mod tests {
         let path = dir.path().to_path_buf();
         run(async move {
             let c = counts(&[("t", 4)]);
-            let groups = Groups::open(&path, &every_batch(), 0, 1, 0, &topics(&c), standalone)
-                .await
-                .unwrap();
+            let groups = open_synced(&path, &c).await;
             let first = groups.join(&join_req("g", "", None), 0, &c).await.unwrap();
             for fault in [&groups.faults.append, &groups.faults.durable] {
                 fault.set(true);
@@ -1097,9 +1100,7 @@ mod tests {
         let path = dir.path().to_path_buf();
         run(async move {
             let c = counts(&[("t", 4)]);
-            let groups = Groups::open(&path, &every_batch(), 0, 1, 0, &topics(&c), standalone)
-                .await
-                .unwrap();
+            let groups = open_synced(&path, &c).await;
             let j = groups.join(&join_req("g", "", None), 0, &c).await.unwrap();
             let m = j.member_id;
             groups
@@ -1133,9 +1134,7 @@ mod tests {
         let path = dir.path().to_path_buf();
         run(async move {
             let c = counts(&[("t", 4)]);
-            let groups = Groups::open(&path, &every_batch(), 0, 1, 0, &topics(&c), standalone)
-                .await
-                .unwrap();
+            let groups = open_synced(&path, &c).await;
             let a = groups.join(&join_req("g", "", None), 0, &c).await.unwrap();
             let b = groups.join(&join_req("g", "", None), 1, &c).await.unwrap();
             assert_eq!(b.assignment.pending, 2);
@@ -1156,9 +1155,7 @@ mod tests {
             let memory = groups.read("g", |g| g.membership());
             groups.close().await;
             drop(groups);
-            let again = Groups::open(&path, &every_batch(), 0, 1, 0, &topics(&c), standalone)
-                .await
-                .unwrap();
+            let again = open_synced(&path, &c).await;
             assert_eq!(again.read("g", |g| g.membership()), memory);
             again.close().await;
         });
@@ -1170,9 +1167,7 @@ mod tests {
         let path = dir.path().to_path_buf();
         run(async move {
             let c = counts(&[("t", 4)]);
-            let groups = Groups::open(&path, &every_batch(), 0, 1, 0, &topics(&c), standalone)
-                .await
-                .unwrap();
+            let groups = open_synced(&path, &c).await;
             let j = groups.join(&join_req("g", "", None), 0, &c).await.unwrap();
             groups
                 .commit(&commit_req(&j.member_id, 1, &[(0, 5)]), 0)
@@ -1197,9 +1192,7 @@ mod tests {
         let path = dir.path().to_path_buf();
         run(async move {
             let c = counts(&[("t", 4)]);
-            let groups = Groups::open(&path, &every_batch(), 0, 1, 0, &topics(&c), standalone)
-                .await
-                .unwrap();
+            let groups = open_synced(&path, &c).await;
             let j = groups.join(&join_req("g", "", None), 0, &c).await.unwrap();
             let (r, records) = groups.update("g", |g| g.leave(&j.member_id, &c)).unwrap();
             r.unwrap();
@@ -1226,9 +1219,7 @@ mod tests {
         let path = dir.path().to_path_buf();
         run(async move {
             let c = counts(&[("t", 4)]);
-            let groups = Groups::open(&path, &every_batch(), 0, 1, 0, &topics(&c), standalone)
-                .await
-                .unwrap();
+            let groups = open_synced(&path, &c).await;
             let old = groups
                 .join(&join_req("g", "", Some("w")), 0, &c)
                 .await
@@ -1240,9 +1231,7 @@ mod tests {
             assert_ne!(old.member_id, new.member_id);
             groups.close().await;
             drop(groups);
-            let groups = Groups::open(&path, &every_batch(), 0, 1, 0, &topics(&c), standalone)
-                .await
-                .unwrap();
+            let groups = open_synced(&path, &c).await;
             let hb = HeartbeatRequest {
                 group: "g".into(),
                 member_id: old.member_id.clone(),

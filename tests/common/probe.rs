@@ -52,6 +52,26 @@ pub fn cli(args: &[&str], stdin: &str) -> (bool, String, String) {
     (status.success(), out, err)
 }
 
+/// `ringmq topic create NAME --partitions P [--replication R]` through
+/// `bootstrap`, which must succeed; its stdout.
+pub fn create_topic(
+    bootstrap: &str,
+    name: &str,
+    partitions: u32,
+    replication: Option<u16>,
+) -> String {
+    let partitions = partitions.to_string();
+    let replication = replication.map(|r| r.to_string());
+    let mut args = vec!["topic", "create", name, "--partitions", &partitions];
+    if let Some(r) = &replication {
+        args.extend(["--replication", r.as_str()]);
+    }
+    args.extend(["--bootstrap", bootstrap]);
+    let (ok, out, err) = cli(&args, "");
+    assert!(ok, "creating topic {name}: {err}");
+    out
+}
+
 /// `0\n1\n...`: numbered lines for `ringmq produce`.
 pub fn numbers(range: std::ops::Range<u32>) -> String {
     range.map(|i| format!("{i}\n")).collect()
