@@ -488,16 +488,9 @@ impl Shard {
         }
         let lag = self.config.replica_lag;
         let mut changes: Vec<Command> = self
-            .topics
-            .borrow()
-            .values()
-            .flat_map(|t| {
-                t.local
-                    .iter()
-                    .flatten()
-                    .filter_map(|p| p.isr_check(lag))
-                    .collect::<Vec<_>>()
-            })
+            .local_partitions()
+            .iter()
+            .filter_map(|p| p.isr_check(lag))
             .collect();
         changes.extend(
             self.groups
