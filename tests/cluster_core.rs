@@ -291,6 +291,7 @@ fn the_leader_stops_and_two_of_three_go_on_then_it_catches_up() {
                 partition: i as u32,
                 leader: p.leader.unwrap(),
                 leader_epoch: p.leader_epoch,
+                isr_version: p.isr_version,
                 isr,
             };
             let leader = c.leader().await;

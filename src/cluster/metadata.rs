@@ -18,7 +18,8 @@
 //!
 //! The in-sync set (ISR) holds the replicas that have everything the leader
 //! acknowledged; only its members may lead. The leader changes it
-//! ([`Command::AlterIsr`], fenced by its leader epoch) as followers fall
+//! ([`Command::AlterIsr`], fenced by its leader epoch and the partition's
+//! ISR version) as followers fall
 //! behind and catch up; a node marked dead leaves every ISR it is not the
 //! last member of. When membership moves a partition, the replicas it
 //! leaves stay on as `removing` until every new replica is in sync: data
@@ -100,6 +101,13 @@ pub struct PartitionPlacement {
     pub leader: Option<NodeId>,
     /// Bumped on every change of `leader`.
     pub leader_epoch: u64,
+    /// Bumped on every change of `isr`, of the holders or the leader, and
+    /// of a holder's liveness. An [`Command::AlterIsr`] names the version
+    /// it was computed from and is refused once the partition moved on, so
+    /// the leader knows when its request is answered: by a view at a newer
+    /// version, whether it was applied or not.
+    #[serde(default)]
+    pub isr_version: u64,
 }
 
 /// A topic and the placement of each of its partitions (index = partition).
@@ -127,6 +135,19 @@ impl PartitionPlacement {
     /// Nodes that should fetch from the leader.
     pub fn followers(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.holders().filter(move |&n| Some(n) != self.leader)
+    }
+
+    /// The only way the ISR changes, so that every change bumps its version.
+    fn set_isr(&mut self, isr: Vec<NodeId>) {
+        if isr != self.isr {
+            self.isr = isr;
+            self.isr_version += 1;
+        }
+    }
+
+    /// The holders or their liveness changed: pending ISR requests are void.
+    fn touch(&mut self) {
+        self.isr_version += 1;
     }
 }
 
@@ -178,12 +199,16 @@ pub enum Command {
     /// The leader of a partition changes its ISR: followers that fell
     /// behind leave, caught-up ones join. Taken only from the current
     /// leader at the current epoch, so a deposed leader cannot undo a
-    /// newer decision.
+    /// newer decision, and only against the ISR version it was computed
+    /// from: until then the leader counts the joiners in its high
+    /// watermark, so a joiner never enters the ISR short of it.
     AlterIsr {
         topic: String,
         partition: u32,
         leader: NodeId,
         leader_epoch: u64,
+        #[serde(default)]
+        isr_version: u64,
         isr: Vec<NodeId>,
     },
     /// An offline partition (no live in-sync replica) is given to a live
@@ -236,6 +261,8 @@ pub enum CommandError {
         leader: Option<NodeId>,
         current: u64,
     },
+    #[error("in-sync set change computed from version {asked}, now at {current}")]
+    StaleIsr { asked: u64, current: u64 },
     #[error("invalid in-sync set {isr:?}: {why}")]
     InvalidIsr { isr: Vec<NodeId>, why: String },
     #[error("partition is not offline, or node {0} cannot lead it")]
@@ -379,8 +406,13 @@ impl Metadata {
                     // A dead node cannot be in sync; the last member of an
                     // ISR stays, so its return brings the partition back.
                     for p in self.topics.values_mut().flat_map(|t| &mut t.partitions) {
+                        if !p.holders().any(|h| h == *node) {
+                            continue;
+                        }
+                        p.touch();
                         if p.isr.len() > 1 {
-                            p.isr.retain(|n| n != node);
+                            let isr = p.isr.iter().copied().filter(|n| n != node).collect();
+                            p.set_isr(isr);
                         }
                     }
                     self.elect_all();
@@ -393,6 +425,11 @@ impl Metadata {
                     .ok_or(CommandError::UnknownNode(*node))?;
                 if !member.liveness.is_alive() {
                     member.liveness = Liveness::Alive;
+                    for p in self.topics.values_mut().flat_map(|t| &mut t.partitions) {
+                        if p.holders().any(|h| h == *node) {
+                            p.touch();
+                        }
+                    }
                     self.elect_all();
                 }
             }
@@ -428,6 +465,7 @@ impl Metadata {
                             removing: Vec::new(),
                             leader: None,
                             leader_epoch: 0,
+                            isr_version: 0,
                         };
                         *partitions as usize
                     ],
@@ -452,6 +490,7 @@ impl Metadata {
                 partition,
                 leader,
                 leader_epoch,
+                isr_version,
                 isr,
             } => {
                 let members = &self.members;
@@ -462,6 +501,12 @@ impl Metadata {
                         epoch: *leader_epoch,
                         leader: p.leader,
                         current: p.leader_epoch,
+                    });
+                }
+                if p.isr_version != *isr_version {
+                    return Err(CommandError::StaleIsr {
+                        asked: *isr_version,
+                        current: p.isr_version,
                     });
                 }
                 let invalid = |why: &str| CommandError::InvalidIsr {
@@ -486,12 +531,13 @@ impl Metadata {
                 if sorted.len() != isr.len() {
                     return Err(invalid("a node is listed twice"));
                 }
-                p.isr = isr.clone();
+                let mut isr = isr.clone();
                 // Every new replica in sync: the old copies can go.
-                if !p.removing.is_empty() && p.replicas.iter().all(|r| p.isr.contains(r)) {
+                if !p.removing.is_empty() && p.replicas.iter().all(|r| isr.contains(r)) {
                     let removing = std::mem::take(&mut p.removing);
-                    p.isr.retain(|n| !removing.contains(n));
+                    isr.retain(|n| !removing.contains(n));
                 }
+                p.set_isr(isr);
                 elect(p, members);
             }
             Command::UncleanElect {
@@ -505,7 +551,7 @@ impl Metadata {
                 if p.leader.is_some() || !alive || !p.holders().any(|h| h == *node) {
                     return Err(CommandError::NotUncleanElectable(*node));
                 }
-                p.isr = vec![*node];
+                p.set_isr(vec![*node]);
                 elect(p, members);
             }
         }
@@ -552,7 +598,8 @@ impl Metadata {
                 let Some(new) = fresh.get(i) else {
                     p.replicas.clear();
                     p.removing.clear();
-                    p.isr.clear();
+                    p.set_isr(Vec::new());
+                    p.touch();
                     elect(p, &self.members);
                     continue;
                 };
@@ -590,7 +637,7 @@ fn place_topic(
     for (p, replicas) in topic.partitions.iter_mut().zip(placed) {
         p.replicas = replicas.into_iter().copied().collect();
         // Empty logs are all in sync.
-        p.isr = p.replicas.clone();
+        p.set_isr(p.replicas.clone());
         elect(p, members);
     }
     Ok(())
@@ -628,18 +675,25 @@ fn move_replicas(p: &mut PartitionPlacement, new: Vec<NodeId>, members: &BTreeMa
         .filter(|n| !new.contains(n) && members.contains_key(n))
         .collect();
     removing.dedup();
-    p.isr.retain(|n| new.contains(n) || removing.contains(n));
-    if p.isr.is_empty() {
-        p.isr = new.clone();
+    let mut isr: Vec<NodeId> = p
+        .isr
+        .iter()
+        .copied()
+        .filter(|n| new.contains(n) || removing.contains(n))
+        .collect();
+    if isr.is_empty() {
+        isr = new.clone();
         removing.clear();
     }
     // Old copies that are not in sync have nothing the new ones need.
-    removing.retain(|n| p.isr.contains(n));
-    if new.iter().all(|n| p.isr.contains(n)) {
+    removing.retain(|n| isr.contains(n));
+    if new.iter().all(|n| isr.contains(n)) {
         removing.clear();
     }
+    p.set_isr(isr);
     p.replicas = new;
     p.removing = removing;
+    p.touch();
 }
 
 /// Leader = the preferred replica when it is live and in sync; else the
@@ -658,6 +712,7 @@ fn elect(p: &mut PartitionPlacement, members: &BTreeMap<NodeId, Member>) {
     if leader != p.leader {
         p.leader = leader;
         p.leader_epoch += 1;
+        p.touch();
     }
 }
 
@@ -842,6 +897,7 @@ mod tests {
                 partition: i as u32,
                 leader,
                 leader_epoch: p.leader_epoch,
+                isr_version: p.isr_version,
                 isr,
             })
             .unwrap();
@@ -870,6 +926,7 @@ mod tests {
             partition: 0,
             leader: first,
             leader_epoch: p.leader_epoch,
+            isr_version: p.isr_version,
             isr: vec![first],
         })
         .unwrap();
@@ -972,19 +1029,30 @@ mod tests {
                 let leader = now.leader.unwrap();
                 let mut isr = now.isr.clone();
                 isr.push(2);
-                let alter = |epoch| Command::AlterIsr {
+                let alter = |epoch, version| Command::AlterIsr {
                     topic: name.clone(),
                     partition: i as u32,
                     leader,
                     leader_epoch: epoch,
+                    isr_version: version,
                     isr: isr.clone(),
                 };
-                // A stale epoch is refused; the current one is taken.
+                // A stale epoch or ISR version is refused; the current one
+                // is taken, once.
                 assert!(matches!(
-                    m.apply(&alter(now.leader_epoch + 7)),
+                    m.apply(&alter(now.leader_epoch + 7, now.isr_version)),
                     Err(CommandError::StaleLeader { .. })
                 ));
-                m.apply(&alter(now.leader_epoch)).unwrap();
+                assert!(matches!(
+                    m.apply(&alter(now.leader_epoch, now.isr_version - 1)),
+                    Err(CommandError::StaleIsr { .. })
+                ));
+                m.apply(&alter(now.leader_epoch, now.isr_version)).unwrap();
+                assert!(m.partition(name, i as u32).unwrap().isr_version > now.isr_version);
+                assert!(
+                    m.apply(&alter(now.leader_epoch, now.isr_version)).is_err(),
+                    "applied twice"
+                );
             }
         }
         for (name, topic) in start.topics() {

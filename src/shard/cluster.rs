@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use glommio::sync::Semaphore;
 use ringmq_protocol::{ErrorCode, Request, ResponseBody};
 
-use super::replica::Role;
+use super::replica::{Assignment, Role};
 use super::{now_ms, Failure, Partition, Shard, ShardMsg, CATALOGUE_SHARD};
 use crate::cluster::forwarder::{ForwardError, Forwarder};
 use crate::cluster::metadata::{default_replication, Command, CommandError, NodeId};
@@ -403,19 +403,18 @@ impl Shard {
             .and_then(|l| view.brokers.get(&l))
             .and_then(|b| b.client_addr);
         let now = Instant::now();
-        let follower = part.set_role(|old, log_end| {
-            Role::from_view(
-                old,
-                topic,
-                partition,
-                placement,
-                view.me,
-                leader_addr,
-                min_insync,
-                log_end,
-                now,
-            )
-        });
+        let alive = |n: NodeId| view.brokers.get(&n).is_some_and(|b| b.alive);
+        let assignment = Assignment {
+            topic,
+            partition,
+            placement,
+            me: view.me,
+            leader_addr,
+            min_insync,
+            alive: &alive,
+        };
+        let follower =
+            part.set_role(|old, log_end| Role::from_view(old, &assignment, log_end, now));
         if let Some(f) = follower {
             tracing::info!(
                 topic,

@@ -1260,22 +1260,21 @@ mod tests {
             removing: Vec::new(),
             leader: Some(leader),
             leader_epoch: epoch,
+            isr_version: 0,
         };
-        let addr = "127.0.0.1:1".parse().ok();
         let now = std::time::Instant::now();
-        groups.logs[&p].part.set_role(|old, end| {
-            Role::from_view(
-                old,
-                OFFSETS_TOPIC,
-                p,
-                &placement,
-                1,
-                addr,
-                min_insync,
-                end,
-                now,
-            )
-        });
+        let assignment = crate::shard::replica::Assignment {
+            topic: OFFSETS_TOPIC,
+            partition: p,
+            placement: &placement,
+            me: 1,
+            leader_addr: "127.0.0.1:1".parse().ok(),
+            min_insync,
+            alive: &|_| true,
+        };
+        groups.logs[&p]
+            .part
+            .set_role(|old, end| Role::from_view(old, &assignment, end, now));
     }
 
     #[test]
