@@ -213,10 +213,15 @@ fn topic_changes_go_on_with_two_of_three_and_the_restarted_node_catches_up() {
     let addr = |c: &TestCluster, id: u32| c.node(id).client.to_string();
 
     create_topic(&addr(&cluster, survivors[0]), "before", 12, None);
+    // acks=all: the leader is killed right after, and acks=1 would allow
+    // it to take a tail its followers had not fetched yet (they lag under
+    // load) with it.
     let (ok, _, err) = cli(
         &[
             "produce",
             "before",
+            "--acks",
+            "all",
             "--bootstrap",
             &addr(&cluster, survivors[1]),
         ],
