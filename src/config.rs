@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::log::{FlushPolicy, LogConfig, ReadBudget};
+use crate::quota::QuotaLimits;
 use ringmq_protocol::batch::MAX_BATCH_BYTES;
 use ringmq_protocol::limits;
 
@@ -101,6 +102,11 @@ pub struct Config {
     /// Whether a partition with no live in-sync copy may be led by a live
     /// copy that is behind (losing what it lacks) rather than stay offline.
     pub unclean_leader_election: bool,
+    /// Per-second limits for every principal without limits of its own.
+    pub quota_default: QuotaLimits,
+    /// Principals' own limits (`[quotas."User:alice"]`), each key it does
+    /// not set taken from `quota_default`.
+    pub quotas: BTreeMap<String, QuotaLimits>,
     /// The file the settings were read from, if any (for the start-up log).
     pub config_file: Option<PathBuf>,
 }
@@ -128,6 +134,8 @@ impl Default for Config {
             replica_lag: Duration::from_secs(10),
             min_insync_replicas: None,
             unclean_leader_election: false,
+            quota_default: QuotaLimits::default(),
+            quotas: BTreeMap::new(),
             config_file: None,
         }
     }
@@ -442,6 +450,57 @@ pub struct Settings {
     /// Let a partition with no live in-sync copy be led by a copy that is behind, losing what it lacks [default: false].
     #[arg(long)]
     pub unclean_leader_election: Option<bool>,
+    /// Produce bytes per second each principal may send through this node, e.g. 10MiB, or `off`; over it its connections are throttled [default: off].
+    #[arg(long, value_parser = parse_optional_size)]
+    #[serde(deserialize_with = "de::optional_size")]
+    pub quota_produce_bytes: Option<Limit<u64>>,
+    /// Fetch bytes per second each principal may read through this node, or `off` [default: off].
+    #[arg(long, value_parser = parse_optional_size)]
+    #[serde(deserialize_with = "de::optional_size")]
+    pub quota_fetch_bytes: Option<Limit<u64>>,
+    /// Requests per second each principal may send to this node, or `off` [default: off].
+    #[arg(long, value_parser = parse_optional_rate)]
+    #[serde(deserialize_with = "de::optional_rate")]
+    pub quota_requests: Option<Limit<u64>>,
+    /// Principals' own quotas, config file only: `[quotas."User:alice"]` with
+    /// `produce_bytes`, `fetch_bytes`, `requests` (each a value or `off`;
+    /// an absent key takes the `quota_*` value).
+    #[arg(skip)]
+    pub quotas: BTreeMap<String, QuotaSettings>,
+}
+
+/// One principal's quotas in the config file.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotaSettings {
+    #[serde(deserialize_with = "de::optional_size")]
+    pub produce_bytes: Option<Limit<u64>>,
+    #[serde(deserialize_with = "de::optional_size")]
+    pub fetch_bytes: Option<Limit<u64>>,
+    #[serde(deserialize_with = "de::optional_rate")]
+    pub requests: Option<Limit<u64>>,
+}
+
+impl QuotaSettings {
+    /// These limits over `default`; a limit of 0 is refused (say `off`).
+    fn over(&self, default: QuotaLimits, principal: &str) -> Result<QuotaLimits, ConfigError> {
+        let pick = |key: &'static str, own: Option<Limit<u64>>, default: Option<u64>| {
+            let v = own.map_or(default, Option::from);
+            if v == Some(0) {
+                return Err(invalid(
+                    key,
+                    format!("{principal}: 0"),
+                    "a quota of 0 would stop the principal for good; say `off` for no limit",
+                ));
+            }
+            Ok(v)
+        };
+        Ok(QuotaLimits {
+            produce_bytes: pick("produce_bytes", self.produce_bytes, default.produce_bytes)?,
+            fetch_bytes: pick("fetch_bytes", self.fetch_bytes, default.fetch_bytes)?,
+            requests: pick("requests", self.requests, default.requests)?,
+        })
+    }
 }
 
 /// The `peers` setting: node id to peer address, ids unique.
@@ -498,8 +557,14 @@ impl Settings {
 
     /// Each value set here, else the one in `below`.
     pub fn or(self, below: Settings) -> Settings {
+        // `quotas` is a table of the file only: taken whole from one layer.
+        let quotas = if self.quotas.is_empty() {
+            below.quotas
+        } else {
+            self.quotas
+        };
         macro_rules! pick {
-            ($($f:ident),* $(,)?) => { Settings { $($f: self.$f.or(below.$f)),* } };
+            ($($f:ident),* $(,)?) => { Settings { $($f: self.$f.or(below.$f),)* quotas } };
         }
         pick!(
             listen,
@@ -528,6 +593,9 @@ impl Settings {
             replica_lag,
             min_insync_replicas,
             unclean_leader_election,
+            quota_produce_bytes,
+            quota_fetch_bytes,
+            quota_requests,
         )
     }
 
@@ -561,6 +629,10 @@ impl Settings {
             replica_lag,
             min_insync_replicas,
             unclean_leader_election,
+            quota_produce_bytes,
+            quota_fetch_bytes,
+            quota_requests,
+            quotas,
         } = self;
         set(&mut c.listen, listen);
         set(&mut c.data_dir, data_dir);
@@ -620,6 +692,16 @@ impl Settings {
             };
         }
         set(&mut c.unclean_leader_election, unclean_leader_election);
+        let default = QuotaSettings {
+            produce_bytes: quota_produce_bytes,
+            fetch_bytes: quota_fetch_bytes,
+            requests: quota_requests,
+        };
+        c.quota_default = default.over(QuotaLimits::default(), "every principal")?;
+        for (principal, own) in quotas {
+            let limits = own.over(c.quota_default, &principal)?;
+            c.quotas.insert(principal, limits);
+        }
         Ok(c)
     }
 }
@@ -681,7 +763,16 @@ pub fn parse_optional_addr(s: &str) -> Result<Limit<SocketAddr>, String> {
         .map_err(|_| format!("{s:?} is not an address such as 127.0.0.1:9293, nor `off`"))
 }
 
-/// Parses a node id (1 or more) or `none`.
+/// Parses a rate per second (1 or more) or `off`.
+pub fn parse_optional_rate(s: &str) -> Result<Limit<u64>, String> {
+    if s == "off" {
+        return Ok(Limit::Off);
+    }
+    s.parse()
+        .map(Limit::At)
+        .map_err(|_| format!("{s:?} is neither a number per second nor `off`"))
+}
+
 /// Parses a count of in-sync copies (1 or more) or `auto`.
 pub fn parse_min_insync(s: &str) -> Result<Limit<u16>, String> {
     if s == "auto" {
@@ -695,6 +786,7 @@ pub fn parse_min_insync(s: &str) -> Result<Limit<u16>, String> {
     }
 }
 
+/// Parses a node id (1 or more) or `none`.
 pub fn parse_node_id(s: &str) -> Result<Limit<u32>, String> {
     if s == "none" {
         return Ok(Limit::Off);
@@ -893,6 +985,15 @@ mod de {
         )
     }
 
+    pub fn optional_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Limit<u64>>, D::Error> {
+        text(
+            d,
+            super::parse_optional_rate,
+            "a number per second such as 1000, or \"off\"",
+            true,
+        )
+    }
+
     pub fn cores<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cores>, D::Error> {
         text(d, super::parse_cores, "a number of cores or \"all\"", true)
     }
@@ -925,6 +1026,47 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_principals_quotas_fall_back_to_the_defaults_key_by_key() {
+        let config = Settings::from_toml(
+            "quota_requests = 100\n\
+             quota_produce_bytes = \"1MiB\"\n\
+             [quotas.\"User:loader\"]\n\
+             produce_bytes = \"8MiB\"\n\
+             [quotas.\"User:admin\"]\n\
+             produce_bytes = \"off\"\n\
+             requests = \"off\"\n",
+        )
+        .unwrap()
+        .into_config()
+        .unwrap();
+        let mib = 1 << 20;
+        assert_eq!(
+            config.quota_default,
+            QuotaLimits {
+                produce_bytes: Some(mib),
+                fetch_bytes: None,
+                requests: Some(100),
+            }
+        );
+        assert_eq!(
+            config.quotas["User:loader"],
+            QuotaLimits {
+                produce_bytes: Some(8 * mib),
+                fetch_bytes: None,
+                requests: Some(100),
+            }
+        );
+        assert!(config.quotas["User:admin"].is_unlimited());
+        let zero = Settings::from_toml("[quotas.\"User:a\"]\nrequests = 0\n")
+            .unwrap()
+            .into_config()
+            .unwrap_err();
+        assert!(zero.to_string().contains("say `off`"), "{zero}");
+        let typo = Settings::from_toml("[quotas.\"User:a\"]\nproduce = 1\n").unwrap_err();
+        assert!(typo.contains("produce"), "{typo}");
+    }
 
     #[test]
     fn parses_flush_policies() {

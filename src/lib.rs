@@ -12,6 +12,7 @@ pub mod group;
 pub mod log;
 pub mod metrics;
 pub mod net;
+pub mod quota;
 pub mod ring;
 pub mod server;
 pub mod service;

@@ -96,6 +96,8 @@ struct Families {
     forwarded: Family<ForwardLabels, Counter>,
     under_replicated: Gauge,
     offline: Gauge,
+    throttled: Counter,
+    throttle_seconds: Counter<f64>,
 }
 
 fn families() -> &'static Families {
@@ -123,6 +125,8 @@ fn families() -> &'static Families {
             forwarded: Family::default(),
             under_replicated: Gauge::default(),
             offline: Gauge::default(),
+            throttled: Counter::default(),
+            throttle_seconds: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("requests", "Requests answered, by API", f.requests.clone());
@@ -220,6 +224,16 @@ fn families() -> &'static Families {
             "offline_partitions",
             "Partitions of the cluster with no live in-sync copy",
             f.offline.clone(),
+        );
+        registry.register(
+            "throttled_requests",
+            "Requests over a quota, whose connection was then muted",
+            f.throttled.clone(),
+        );
+        registry.register(
+            "throttle_seconds",
+            "Time connections were muted for quotas",
+            f.throttle_seconds.clone(),
         );
         Families { registry, ..f }
     })
@@ -364,6 +378,13 @@ pub fn request(
             })
             .inc();
     }
+}
+
+/// Counts a request over a quota and the mute it earned.
+pub fn throttled(wait: Duration) {
+    let f = families();
+    f.throttled.inc();
+    f.throttle_seconds.inc_by(wait.as_secs_f64());
 }
 
 /// Counts a request forwarded to `node` (a gateway hop a smart client

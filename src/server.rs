@@ -52,6 +52,10 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     service::raise_memlock(config.cores as u64 * (config.io_memory as u64 + (1 << 20)))?;
     let _lock = service::lock_data_dir(&config.data_dir)?;
     let listen = service::claim_port(config.listen)?;
+    crate::quota::install(crate::quota::Quotas::new(
+        config.quota_default,
+        config.quotas.clone(),
+    ));
     // Cluster mode: the peer port is claimed like the client port, and the
     // metrics thread gets a line to the Raft node on shard 0.
     if let Some(addr) = config.peer_listen_addr() {

@@ -116,7 +116,7 @@ fn bad_input_is_refused_and_disturbs_nothing() {
     assert_eq!(error_of(&r), ErrorCode::UnknownPartition);
 
     // A malformed body (valid header, garbage fields): INVALID_REQUEST, connection goes on.
-    let mut b = header(8 + 2, ApiKey::Produce.as_u16(), 0, 13);
+    let mut b = header(8 + 2, ApiKey::Produce.as_u16(), 1, 13);
     b.put_slice(&[0xff, 0xff]);
     c.send_bytes(&b).unwrap();
     let r = c.read_response(ApiKey::Produce).expect("an answer");

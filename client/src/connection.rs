@@ -19,6 +19,10 @@
 //! A request that gets no answer within its timeout closes the connection:
 //! since answers come in order, every later request would wait behind it.
 //! Once closed, a connection stays closed; [`crate::Client`] opens a new one.
+//!
+//! An answer with `throttle_ms` (the broker's quota, SPEC.md 5.21) holds the
+//! writer for that long: the broker reads nothing from this connection
+//! meanwhile, so anything sent would only wait in its socket.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -27,7 +31,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -105,6 +109,10 @@ struct State {
     next_correlation_id: u32,
     /// Set once; every later call fails with it.
     closed: Option<String>,
+    /// The broker throttled this connection until then: nothing is written.
+    hold_until: Option<Instant>,
+    /// Time the broker has throttled this connection for, in total.
+    throttled: Duration,
     /// The writer, parked until `out` is not empty or the connection closes.
     writer: Option<Waker>,
     /// The reader, parked until the connection closes (it is also woken by
@@ -236,6 +244,8 @@ impl Connection {
                 pending: VecDeque::new(),
                 next_correlation_id: 1,
                 closed: None,
+                hold_until: None,
+                throttled: Duration::ZERO,
                 writer: None,
                 reader: None,
                 waiters: WaitList::default(),
@@ -259,6 +269,12 @@ impl Connection {
     /// Whether the connection closed; every call on it then fails.
     pub fn is_closed(&self) -> bool {
         self.shared.state.borrow().closed.is_some()
+    }
+
+    /// How long, in total, the broker has throttled this connection for a
+    /// quota.
+    pub fn throttled(&self) -> Duration {
+        self.shared.state.borrow().throttled
     }
 
     /// Requests sent and not yet answered.
@@ -443,14 +459,34 @@ async fn write_loop(shared: Rc<Shared>, mut w: futures_lite::io::WriteHalf<TcpSt
                 st.writer = Some(cx.waker().clone());
                 return Poll::Pending;
             }
-            std::mem::swap(&mut st.out, &mut buf);
-            // Room in `out` again: wake callers waiting for it.
-            st.waiters.wake_all();
             Poll::Ready(true)
         })
         .await;
         if !ready {
             return;
+        }
+        // Throttled: what is queued waits here (bounded by the buffer cap).
+        let hold = shared.state.borrow_mut().hold_until.take();
+        if let Some(until) = hold {
+            let wait = until.saturating_duration_since(Instant::now());
+            let held = async {
+                Timer::new(wait).await;
+                true
+            }
+            .or(async {
+                shared.wait_closed(false).await;
+                false
+            })
+            .await;
+            if !held {
+                return;
+            }
+        }
+        {
+            let mut st = shared.state.borrow_mut();
+            std::mem::swap(&mut st.out, &mut buf);
+            // Room in `out` again: wake callers waiting for it.
+            st.waiters.wake_all();
         }
         let written = async { Some(w.write_all(&buf).await) }
             .or(async {
@@ -544,7 +580,21 @@ fn deliver(shared: &Shared, header: &ResponseHeader, body: BytesMut) -> Result<(
         (p, st.waiters.take())
     };
     let result = match Response::decode(pending.api, header, body.freeze()) {
-        Ok(Response { result: Ok(b), .. }) => Ok(b),
+        Ok(Response { result: Ok(b), .. }) => {
+            let throttle_ms = match &b {
+                ResponseBody::Produce(p) => p.throttle_ms,
+                ResponseBody::Fetch(f) => f.throttle_ms,
+                _ => 0,
+            };
+            if throttle_ms > 0 {
+                let wait = Duration::from_millis(u64::from(throttle_ms));
+                let mut st = shared.state.borrow_mut();
+                let until = Instant::now() + wait;
+                st.hold_until = Some(st.hold_until.map_or(until, |u| u.max(until)));
+                st.throttled += wait;
+            }
+            Ok(b)
+        }
         Ok(Response { result: Err(e), .. }) => Err(ClientError::Broker {
             code: e.code,
             message: e.message,

@@ -309,6 +309,36 @@ async fn send_one(
     d.await
 }
 
+/// A throttled answer holds the connection: the next request is not sent
+/// before `throttle_ms` has passed (the broker would not read it anyway).
+#[test]
+fn a_throttled_connection_waits_before_sending_again() {
+    let (addr, ctl) = start_fake_ctl(Faults::default());
+    small_executor().run(async move {
+        let client = Client::connect(config(addr)).await.unwrap();
+        client.admin().create_topic("t", 1, 1).await.unwrap();
+        let producer = Producer::new(&client, "t", ProducerConfig::default())
+            .await
+            .unwrap();
+        let conn = client.connection().await.unwrap();
+        ctl.throttle_next_produce(400);
+        send_one(&producer, "a").await.unwrap();
+        let answered = Instant::now();
+        assert_eq!(conn.throttled(), Duration::from_millis(400));
+        send_one(&producer, "b").await.unwrap();
+        let waited = answered.elapsed();
+        assert!(
+            waited >= Duration::from_millis(390),
+            "sent again after {waited:?}"
+        );
+        // Not throttled again: no further wait.
+        let t = Instant::now();
+        send_one(&producer, "c").await.unwrap();
+        assert!(t.elapsed() < Duration::from_millis(390));
+        assert_eq!(conn.throttled(), Duration::from_millis(400));
+    });
+}
+
 #[test]
 fn a_fenced_producer_stops() {
     let (addr, ctl) = start_fake_ctl(Faults::default());

@@ -80,14 +80,19 @@ impl ApiKey {
         }
     }
 
-    /// Oldest version of this api this build decodes.
+    /// Oldest version of this api this build decodes. Produce and Fetch v0
+    /// had no `throttle_ms`; a broker that enforces quotas must be able to
+    /// tell every client, so v0 of those is no longer served.
     pub fn min_version(self) -> u16 {
-        0
+        self.max_version()
     }
 
     /// Newest version of this api this build decodes; requests are encoded at it.
     pub fn max_version(self) -> u16 {
-        0
+        match self {
+            ApiKey::Produce | ApiKey::Fetch => 1,
+            _ => 0,
+        }
     }
 
     pub fn supports(self, version: u16) -> bool {

@@ -240,13 +240,13 @@ mod tests {
 
     #[test]
     fn request_header_ok() {
-        let h = RequestHeader::parse(&header(20, 5, 0)).unwrap();
+        let h = RequestHeader::parse(&header(20, 5, 1)).unwrap();
         assert_eq!(h.correlation_id, 77);
         assert_eq!(h.body_len(), 12);
         assert_eq!(h.validate(), Ok(ApiKey::Produce));
         let mut b = BytesMut::new();
-        encode_request_header(ApiKey::Produce, 0, 77, 12, &mut b);
-        assert_eq!(&b[..], &header(20, 5, 0)[..]);
+        encode_request_header(ApiKey::Produce, 1, 77, 12, &mut b);
+        assert_eq!(&b[..], &header(20, 5, 1)[..]);
     }
 
     #[test]
@@ -281,8 +281,13 @@ mod tests {
         assert_eq!(check(8, 18, 0), Err(FrameError::UnknownApi(18)));
         assert_eq!(check(8, u16::MAX, 0), Err(FrameError::UnknownApi(u16::MAX)));
         assert_eq!(
-            check(8, 6, 1),
-            Err(FrameError::UnsupportedVersion { api: 6, version: 1 })
+            check(8, 6, 2),
+            Err(FrameError::UnsupportedVersion { api: 6, version: 2 })
+        );
+        // Produce and Fetch v0 had no throttle_ms: no longer served.
+        assert_eq!(
+            check(8, 5, 0),
+            Err(FrameError::UnsupportedVersion { api: 5, version: 0 })
         );
         // Length is checked before the api: a huge frame of an unknown api is TooLarge.
         assert!(matches!(

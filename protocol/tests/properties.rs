@@ -178,21 +178,27 @@ fn response_body() -> impl Strategy<Value = ResponseBody> {
             }
             .into()
         }),
-        any::<[u64; 2]>().prop_map(|[base_offset, log_start_offset]| {
-            ProduceResponse {
-                base_offset,
-                log_start_offset,
+        (any::<[u64; 2]>(), any::<u32>()).prop_map(
+            |([base_offset, log_start_offset], throttle_ms)| {
+                ProduceResponse {
+                    base_offset,
+                    log_start_offset,
+                    throttle_ms,
+                }
+                .into()
             }
-            .into()
-        }),
-        (any::<[u64; 2]>(), batch()).prop_map(|([high_watermark, log_start_offset], records)| {
-            FetchResponse {
-                high_watermark,
-                log_start_offset,
-                records,
+        ),
+        (any::<[u64; 2]>(), any::<u32>(), batch()).prop_map(
+            |([high_watermark, log_start_offset], throttle_ms, records)| {
+                FetchResponse {
+                    high_watermark,
+                    log_start_offset,
+                    throttle_ms,
+                    records,
+                }
+                .into()
             }
-            .into()
-        }),
+        ),
         any::<u64>().prop_map(|offset| ListOffsetsResponse { offset }.into()),
     ]
 }

@@ -23,6 +23,7 @@ use glommio::task::JoinHandle;
 
 use super::dispatch;
 use super::stop::Stop;
+use super::throttle::Throttle;
 use crate::shard::{Origin, Shard};
 use ringmq_protocol::frame::{FrameError, RequestHeader, REQUEST_HEADER_LEN};
 use ringmq_protocol::limits::MAX_REQUEST_FRAME;
@@ -116,6 +117,7 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
     // Set by a ForwardHello: the connection then carries another node's
     // forwarded requests.
     let origin = Rc::new(Cell::new(Origin::Client));
+    let throttle = Rc::new(Throttle::new(crate::quota::of(crate::quota::ANONYMOUS)));
     loop {
         fill(
             &mut reader,
@@ -125,6 +127,9 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
             REQUEST_HEADER_LEN,
         )
         .await?;
+        // Over a quota: no request is taken until the throttle passes (it
+        // is known by now if the client waited for the answer that set it).
+        throttle.wait().await;
         let header = RequestHeader::parse(&buf).map_err(ReadEnd::Frame)?;
         let api = match header.validate() {
             Ok(api) => Ok(api),
@@ -150,8 +155,12 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
         let body = frame.slice(REQUEST_HEADER_LEN..);
         let task = match api {
             Ok(api) => {
-                let (shard, origin) = (shard.clone(), origin.clone());
-                glommio::spawn_local(dispatch::handle(shard, origin, header, api, body)).detach()
+                let conn = dispatch::Conn {
+                    origin: origin.clone(),
+                    throttle: throttle.clone(),
+                };
+                let shard = shard.clone();
+                glommio::spawn_local(dispatch::handle(shard, conn, header, api, body)).detach()
             }
             Err(e) => ready(Some(dispatch::refuse(header.correlation_id, &e))),
         };

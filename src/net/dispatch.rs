@@ -9,17 +9,27 @@ use bytes::{Bytes, BytesMut};
 use super::connection::Encoded;
 use super::groups;
 use super::handlers::{self, Answer};
+use super::throttle::Throttle;
+use crate::quota::Usage;
 use crate::shard::{Failure, GroupRequest, Origin, Shard};
 use ringmq_protocol::{encode_error_response, ApiKey, FrameError, Request, RequestHeader};
+
+/// What a request knows of the connection it came on.
+pub struct Conn {
+    /// Set by a ForwardHello: another node's connection.
+    pub origin: Rc<Cell<Origin>>,
+    pub throttle: Rc<Throttle>,
+}
 
 /// Answers a request. `None` when the request wants no answer (produce with acks=0).
 pub async fn handle(
     shard: Rc<Shard>,
-    origin: Rc<Cell<Origin>>,
+    conn: Conn,
     header: RequestHeader,
     api: ApiKey,
     body: Bytes,
 ) -> Option<Encoded> {
+    let origin = conn.origin;
     let corr = header.correlation_id;
     let started = std::time::Instant::now();
     let bytes_in = body.len();
@@ -60,6 +70,28 @@ pub async fn handle(
         Err(f) => (Some(f.code), 0),
     };
     crate::metrics::request(api, error, bytes_in, bytes_out, started.elapsed());
+    // Another node's requests were charged where their client sent them.
+    let mut result = result;
+    if origin.get() == Origin::Client {
+        let usage = Usage {
+            produce_bytes: if api == ApiKey::Produce {
+                bytes_in as u64
+            } else {
+                0
+            },
+            fetch_bytes: if api == ApiKey::Fetch {
+                bytes_out as u64
+            } else {
+                0
+            },
+        };
+        let wait = conn.throttle.charge(usage);
+        if !wait.is_zero() {
+            if let Ok(answer) = &mut result {
+                answer.set_throttle(wait);
+            }
+        }
+    }
     if !wants_answer {
         if let Err(f) = &result {
             tracing::debug!(api = %api, error = %f, "acks=0 request failed; the client is not told");

@@ -32,6 +32,19 @@ pub enum Answer {
     Replica(ReplicaFetchResponse),
 }
 
+impl Answer {
+    /// Tells the client its connection is muted for `wait` (a quota);
+    /// only Produce and Fetch answers have the field (SPEC.md 5.21).
+    pub fn set_throttle(&mut self, wait: std::time::Duration) {
+        let ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX).max(1);
+        match self {
+            Answer::Body(ResponseBody::Produce(p)) => p.throttle_ms = ms,
+            Answer::Fetch(f) => f.throttle_ms = ms,
+            _ => {}
+        }
+    }
+}
+
 fn body(b: impl Into<ResponseBody>) -> Result<Answer, Failure> {
     Ok(Answer::Body(b.into()))
 }
@@ -50,6 +63,7 @@ fn relayed(answer: Option<ResponseBody>) -> Result<Answer, Failure> {
         None => body(ProduceResponse {
             base_offset: 0,
             log_start_offset: 0,
+            throttle_ms: 0,
         }),
     }
 }
@@ -356,6 +370,7 @@ pub async fn produce(
     body(ProduceResponse {
         base_offset: produced.base_offset,
         log_start_offset: produced.log_start_offset,
+        throttle_ms: 0,
     })
 }
 
@@ -378,6 +393,7 @@ pub async fn fetch(shard: &Shard, req: FetchRequest, origin: Origin) -> Result<A
     Ok(Answer::Fetch(FetchResponse {
         high_watermark: f.high_watermark,
         log_start_offset: f.log_start_offset,
+        throttle_ms: 0,
         records: f.records,
     }))
 }

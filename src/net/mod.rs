@@ -7,6 +7,7 @@ mod dispatch;
 mod groups;
 mod handlers;
 mod stop;
+mod throttle;
 
 use std::cell::Cell;
 use std::rc::Rc;

@@ -68,6 +68,7 @@ pub struct Control {
     stale_heartbeats: Arc<AtomicU32>,
     fenced: Arc<AtomicBool>,
     forget_next: Arc<AtomicU32>,
+    throttle_ms: Arc<AtomicU32>,
 }
 
 impl Control {
@@ -98,6 +99,12 @@ impl Control {
     /// Acknowledges the next `n` Produces without keeping them, as a
     /// leader that acked with `acks = 1` and then lost the batch in a
     /// failover.
+    /// Answers the next Produce with this `throttle_ms`, as a broker whose
+    /// quota the client went over.
+    pub fn throttle_next_produce(&self, ms: u32) {
+        self.throttle_ms.store(ms, Ordering::SeqCst);
+    }
+
     pub fn forget_next_produces(&self, n: u32) {
         self.forget_next.store(n, Ordering::SeqCst);
     }
@@ -848,6 +855,7 @@ fn handle(b: &mut Broker, req: Request) -> Result<ResponseBody, (ErrorCode, Stri
                 return Ok(ResponseBody::Produce(ProduceResponse {
                     base_offset: original,
                     log_start_offset: 0,
+                    throttle_ms: 0,
                 }));
             }
             let forget = b.control.forget_next.load(Ordering::SeqCst);
@@ -856,6 +864,7 @@ fn handle(b: &mut Broker, req: Request) -> Result<ResponseBody, (ErrorCode, Stri
                 return Ok(ResponseBody::Produce(ProduceResponse {
                     base_offset: base,
                     log_start_offset: 0,
+                    throttle_ms: 0,
                 }));
             }
             record_producer(b, &p.topic, p.partition, &h, base);
@@ -865,6 +874,7 @@ fn handle(b: &mut Broker, req: Request) -> Result<ResponseBody, (ErrorCode, Stri
             ResponseBody::Produce(ProduceResponse {
                 base_offset: base,
                 log_start_offset: 0,
+                throttle_ms: b.control.throttle_ms.swap(0, Ordering::SeqCst),
             })
         }
         Request::Fetch(f) => {
@@ -890,6 +900,7 @@ fn handle(b: &mut Broker, req: Request) -> Result<ResponseBody, (ErrorCode, Stri
             ResponseBody::Fetch(FetchResponse {
                 high_watermark: hw,
                 log_start_offset: 0,
+                throttle_ms: 0,
                 records: records.freeze(),
             })
         }

@@ -29,6 +29,9 @@ pub struct FetchResponse {
     /// Offset after the last record a consumer may read.
     pub high_watermark: u64,
     pub log_start_offset: u64,
+    /// How long the client must wait before its next request on this
+    /// connection: it went over a quota (SPEC.md 5.21). 0 = not throttled.
+    pub throttle_ms: u32,
     /// Whole batches laid end to end (possibly none); iterate with
     /// [`crate::batch::batches`]. When decoded, a slice of the frame.
     pub records: Bytes,
@@ -50,6 +53,7 @@ impl FetchResponse {
     fn encode_fields(&self, buf: &mut BytesMut) {
         buf.put_u64_le(self.high_watermark);
         buf.put_u64_le(self.log_start_offset);
+        buf.put_u32_le(self.throttle_ms);
         buf.put_u32_le(u32::try_from(self.records.len()).expect("records are shorter than 4 GiB"));
     }
 }
@@ -79,11 +83,12 @@ impl Wire for FetchRequest {
 }
 
 impl Wire for FetchResponse {
-    const MIN_LEN: usize = 8 + 8 + 4;
+    const MIN_LEN: usize = 8 + 8 + 4 + 4;
 
     fn encode(&self, buf: &mut BytesMut) {
         buf.put_u64_le(self.high_watermark);
         buf.put_u64_le(self.log_start_offset);
+        buf.put_u32_le(self.throttle_ms);
         put_bytes(buf, &self.records);
     }
 
@@ -91,6 +96,7 @@ impl Wire for FetchResponse {
         Ok(FetchResponse {
             high_watermark: r.u64()?,
             log_start_offset: r.u64()?,
+            throttle_ms: r.u32()?,
             records: r.bytes()?,
         })
     }

@@ -84,6 +84,9 @@ pub struct ProduceResponse {
     pub base_offset: u64,
     /// First offset still in the partition (retention moves it up).
     pub log_start_offset: u64,
+    /// How long the client must wait before its next request on this
+    /// connection: it went over a quota (SPEC.md 5.21). 0 = not throttled.
+    pub throttle_ms: u32,
 }
 
 impl Wire for ProduceRequest {
@@ -107,17 +110,19 @@ impl Wire for ProduceRequest {
 }
 
 impl Wire for ProduceResponse {
-    const MIN_LEN: usize = 16;
+    const MIN_LEN: usize = 20;
 
     fn encode(&self, buf: &mut BytesMut) {
         buf.put_u64_le(self.base_offset);
         buf.put_u64_le(self.log_start_offset);
+        buf.put_u32_le(self.throttle_ms);
     }
 
     fn decode(r: &mut Reader<'_>) -> Result<Self, FrameError> {
         Ok(ProduceResponse {
             base_offset: r.u64()?,
             log_start_offset: r.u64()?,
+            throttle_ms: r.u32()?,
         })
     }
 }

@@ -193,11 +193,13 @@ pub fn sample_responses() -> Vec<ResponseBody> {
         ProduceResponse {
             base_offset: 42,
             log_start_offset: 0,
+            throttle_ms: 0,
         }
         .into(),
         FetchResponse {
             high_watermark: 43,
             log_start_offset: 0,
+            throttle_ms: 250,
             records: sample_batch(),
         }
         .into(),

@@ -63,6 +63,7 @@ fn spec_response_examples_match_the_encoder() {
     ResponseBody::from(ProduceResponse {
         base_offset: 42,
         log_start_offset: 0,
+        throttle_ms: 0,
     })
     .encode(1, &mut buf);
     assert_eq!(

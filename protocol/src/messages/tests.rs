@@ -103,13 +103,14 @@ fn fetch_encode_head_plus_records_equals_encode() {
     let f = FetchResponse {
         high_watermark: 10,
         log_start_offset: 2,
+        throttle_ms: 7,
         records: sample_batch(),
     };
     let mut whole = BytesMut::new();
     ResponseBody::from(f.clone()).encode(9, &mut whole);
     let mut head = BytesMut::new();
     f.encode_head(9, &mut head);
-    assert_eq!(head.len(), RESPONSE_HEADER_LEN + 8 + 8 + 4);
+    assert_eq!(head.len(), RESPONSE_HEADER_LEN + 8 + 8 + 4 + 4);
     head.extend_from_slice(&f.records);
     assert_eq!(head, whole);
 }
@@ -144,7 +145,7 @@ fn bad_enum_values_and_trailing_bytes_are_malformed() {
     let header = |api: ApiKey, body_len: usize| RequestHeader {
         length: (body_len + 8) as u32,
         api_key: api.as_u16(),
-        api_version: 0,
+        api_version: api.max_version(),
         correlation_id: 1,
     };
     // acks = 2
