@@ -13,6 +13,7 @@ pub mod log;
 pub mod metrics;
 pub mod net;
 pub mod ring;
+pub mod security;
 pub mod server;
 pub mod service;
 pub mod shard;
