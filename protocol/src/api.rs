@@ -82,12 +82,20 @@ impl ApiKey {
 
     /// Oldest version of this api this build decodes.
     pub fn min_version(self) -> u16 {
-        0
+        match self {
+            // Version 0 carried no proof: a node that cannot prove it holds
+            // the cluster secret is not heard (SPEC.md 5.17).
+            ApiKey::ForwardHello => 1,
+            _ => 0,
+        }
     }
 
     /// Newest version of this api this build decodes; requests are encoded at it.
     pub fn max_version(self) -> u16 {
-        0
+        match self {
+            ApiKey::ForwardHello => 1,
+            _ => 0,
+        }
     }
 
     pub fn supports(self, version: u16) -> bool {
