@@ -1185,20 +1185,32 @@ mod tests {
                 .to_string()
         };
         let e = err("tls_key = \"k.pem\"");
-        assert!(e.contains("`tls_key`") && e.contains("needs `tls_cert`"), "{e}");
+        assert!(
+            e.contains("`tls_key`") && e.contains("needs `tls_cert`"),
+            "{e}"
+        );
         let e = err("tls_cert = \"c.pem\"");
-        assert!(e.contains("`tls_cert`") && e.contains("needs `tls_key`"), "{e}");
+        assert!(
+            e.contains("`tls_cert`") && e.contains("needs `tls_key`"),
+            "{e}"
+        );
         let e = err("tls_client_ca = \"ca.pem\"");
         assert!(e.contains("`tls_client_ca`"), "{e}");
         let e = err("tls_ca = \"ca.pem\"");
         assert!(e.contains("`tls_ca`"), "{e}");
         let e = err("cluster_secret = \"short\"");
-        assert!(e.contains("`cluster_secret`") && e.contains("at least 16"), "{e}");
+        assert!(
+            e.contains("`cluster_secret`") && e.contains("at least 16"),
+            "{e}"
+        );
         assert!(!e.contains("short\""), "the secret is never shown: {e}");
         let e = err("cluster_secret = \"0123456789abcdef\"\ncluster_secret_file = \"/s\"");
         assert!(e.contains("not both"), "{e}");
         let e = err("cluster_secret_file = \"/nonexistent/secret\"");
-        assert!(e.contains("`cluster_secret_file`") && e.contains("/nonexistent/secret"), "{e}");
+        assert!(
+            e.contains("`cluster_secret_file`") && e.contains("/nonexistent/secret"),
+            "{e}"
+        );
         let s = Settings::from_toml("cluster_secret = \"0123456789abcdef-xyz\"").unwrap();
         assert!(!format!("{s:?}").contains("xyz"));
         let c = s.into_config().unwrap();

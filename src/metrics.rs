@@ -605,10 +605,9 @@ impl AdminAuth {
             return false;
         };
         let mut words = value.split_whitespace();
-        let (Some(nonce), Some(proof)) = (
-            words.next().and_then(unhex),
-            words.next().and_then(unhex),
-        ) else {
+        let (Some(nonce), Some(proof)) =
+            (words.next().and_then(unhex), words.next().and_then(unhex))
+        else {
             return false;
         };
         let Some(i) = self.issued.iter().position(|(n, _)| n[..] == nonce[..]) else {
@@ -633,8 +632,16 @@ pub fn admin_authorization(
 ) -> Option<String> {
     use crate::security::secret::{hex, unhex, Purpose};
     let nonce = unhex(nonce_hex)?;
-    let proof = secret.prove(Purpose::Admin, &[&nonce], format!("{method} {path}").as_bytes());
-    Some(format!("{ADMIN_AUTH_SCHEME} {} {}", hex(&nonce), hex(&proof)))
+    let proof = secret.prove(
+        Purpose::Admin,
+        &[&nonce],
+        format!("{method} {path}").as_bytes(),
+    );
+    Some(format!(
+        "{ADMIN_AUTH_SCHEME} {} {}",
+        hex(&nonce),
+        hex(&proof)
+    ))
 }
 
 /// The answer to a `/cluster` request: HTTP status line and JSON body

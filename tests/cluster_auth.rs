@@ -25,12 +25,23 @@ fn only_nodes_with_the_secret_join_and_forward() {
 
     // A node with the wrong secret, then one with none: refused, nothing changes.
     for (extra, name) in [
-        (vec!["--cluster-secret", "not-the-secret-of-this-cluster"], "wrong secret"),
+        (
+            vec!["--cluster-secret", "not-the-secret-of-this-cluster"],
+            "wrong secret",
+        ),
         (vec![], "no secret"),
     ] {
         let id = cluster.add_member(&extra);
-        let refused = |n: u32| cluster.node(n).logs().contains("did not prove it holds the cluster secret")
-            || cluster.node(n).logs().contains("requires the cluster secret");
+        let refused = |n: u32| {
+            cluster
+                .node(n)
+                .logs()
+                .contains("did not prove it holds the cluster secret")
+                || cluster
+                    .node(n)
+                    .logs()
+                    .contains("requires the cluster secret")
+        };
         common::probe::eventually(&format!("node {id} ({name}) is refused"), || {
             (refused(id) || (1..=3).any(refused)).then_some(())
         });
@@ -42,13 +53,19 @@ fn only_nodes_with_the_secret_join_and_forward() {
             assert_eq!(ids, [1, 2, 3], "node {n} after {name}: {s:?}");
             assert_eq!(s.topics, before.topics);
         }
-        assert!(cluster.node(id).is_running(), "the stranger is refused, not crashed");
+        assert!(
+            cluster.node(id).is_running(),
+            "the stranger is refused, not crashed"
+        );
         cluster.node_mut(id).kill();
     }
     // The cluster keeps serving, through every node (forwarding with proofs).
     for n in 1..=3 {
         let b = cluster.node(n).client.to_string();
-        let (ok, _, err) = cli(&["produce", "orders", "--acks", "all", "--bootstrap", &b], "x\ny\n");
+        let (ok, _, err) = cli(
+            &["produce", "orders", "--acks", "all", "--bootstrap", &b],
+            "x\ny\n",
+        );
         assert!(ok, "produce through node {n}: {err}");
     }
 
@@ -63,13 +80,19 @@ fn only_nodes_with_the_secret_join_and_forward() {
         })
     };
     let first = raw.call(hello(&[]));
-    assert!(first.result.is_ok(), "a first hello gets a challenge: {first:?}");
+    assert!(
+        first.result.is_ok(),
+        "a first hello gets a challenge: {first:?}"
+    );
     let second = raw.call(hello(&[0u8; 32]));
     match second.result {
         Err(e) => assert_eq!(e.code, ErrorCode::InvalidRequest),
         Ok(b) => panic!("a wrong proof was taken: {b:?}"),
     }
-    assert!(raw.is_closed_by_peer(), "a wrong proof closes the connection");
+    assert!(
+        raw.is_closed_by_peer(),
+        "a wrong proof closes the connection"
+    );
     // Without a nonce at all: refused and closed too.
     let mut raw = Raw::connect(cluster.node(2).client);
     let resp = raw.call(Request::ForwardHello(ForwardHelloRequest {
@@ -93,7 +116,10 @@ fn only_nodes_with_the_secret_join_and_forward() {
         "--cluster-secret-file",
         secret_file.to_str().unwrap(),
     ]);
-    assert!(!err.contains("Ringmq-HMAC"), "authenticated, then judged: {err}");
+    assert!(
+        !err.contains("Ringmq-HMAC"),
+        "authenticated, then judged: {err}"
+    );
     let s = cluster.node(1).status().unwrap();
     assert_eq!(s.nodes.iter().filter(|v| v.member).count(), 3);
 }

@@ -40,8 +40,7 @@ impl Ca {
     fn issue(&self, dir: &Path, cn: &str, expired: bool) -> (PathBuf, PathBuf) {
         let key = KeyPair::generate().unwrap();
         let mut params =
-            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-                .unwrap();
+            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
         params.distinguished_name.push(DnType::CommonName, cn);
         if expired {
             params.not_before = rcgen::date_time_ymd(2019, 1, 1);
@@ -88,7 +87,17 @@ fn tls_clients_produce_and_consume_and_everything_else_is_refused() {
 
     // Produce and consume through TLS.
     let (ok, _, err) = cli(
-        &["topic", "create", "orders", "--partitions", "2", "--bootstrap", &b, tls[0], tls[1]],
+        &[
+            "topic",
+            "create",
+            "orders",
+            "--partitions",
+            "2",
+            "--bootstrap",
+            &b,
+            tls[0],
+            tls[1],
+        ],
         "",
     );
     assert!(ok, "create over TLS: {err}");
@@ -99,8 +108,17 @@ fn tls_clients_produce_and_consume_and_everything_else_is_refused() {
     assert!(ok, "produce over TLS: {err}");
     let (ok, out, err) = cli(
         &[
-            "consume", "orders", "--from-beginning", "--count", "3", "--timeout", "10s",
-            "--bootstrap", &b, tls[0], tls[1],
+            "consume",
+            "orders",
+            "--from-beginning",
+            "--count",
+            "3",
+            "--timeout",
+            "10s",
+            "--bootstrap",
+            &b,
+            tls[0],
+            tls[1],
         ],
         "",
     );
@@ -149,12 +167,26 @@ fn tls_clients_produce_and_consume_and_everything_else_is_refused() {
     assert!(!ok, "no client certificate must be refused: {err}");
     let (ok, err) = list(
         &mtls,
-        &[tls[0], tls[1], "--tls-cert", s(&stranger_cert), "--tls-key", s(&stranger_key)],
+        &[
+            tls[0],
+            tls[1],
+            "--tls-cert",
+            s(&stranger_cert),
+            "--tls-key",
+            s(&stranger_key),
+        ],
     );
     assert!(!ok, "a foreign client certificate must be refused: {err}");
     let (ok, err) = list(
         &mtls,
-        &[tls[0], tls[1], "--tls-cert", s(&client_cert), "--tls-key", s(&client_key)],
+        &[
+            tls[0],
+            tls[1],
+            "--tls-cert",
+            s(&client_cert),
+            "--tls-key",
+            s(&client_key),
+        ],
     );
     assert!(ok, "a client certificate from the CA is taken: {err}");
 }
@@ -163,15 +195,31 @@ fn tls_clients_produce_and_consume_and_everything_else_is_refused() {
 fn bad_tls_settings_stop_the_broker_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let (status, _, err) = common::cli(
-        &["serve", "--data-dir", s(dir.path()), "--tls-key", "/nonexistent/k.pem"],
+        &[
+            "serve",
+            "--data-dir",
+            s(dir.path()),
+            "--tls-key",
+            "/nonexistent/k.pem",
+        ],
         "",
     );
     assert!(!status.success());
-    assert!(err.contains("`tls_key`") && err.contains("tls_cert"), "{err}");
+    assert!(
+        err.contains("`tls_key`") && err.contains("tls_cert"),
+        "{err}"
+    );
     let (status, _, err) = common::cli(
         &[
-            "serve", "--data-dir", s(dir.path()), "--listen", "127.0.0.1:0",
-            "--tls-cert", "/nonexistent/c.pem", "--tls-key", "/nonexistent/k.pem",
+            "serve",
+            "--data-dir",
+            s(dir.path()),
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            "/nonexistent/c.pem",
+            "--tls-key",
+            "/nonexistent/k.pem",
         ],
         "",
     );

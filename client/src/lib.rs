@@ -65,6 +65,6 @@ pub use connection::{Connection, ConnectionConfig, PendingResponse};
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, StartOffset, MAX_RETRY_BACKOFF};
 pub use error::ClientError;
 pub use group::{GroupConfig, GroupConsumer, GroupEvent, OffsetReset, TopicPartition};
-pub use tls::{TlsError, TlsOptions};
 pub use producer::{Delivery, Producer, ProducerConfig, ProducerStats, RecordMetadata};
 pub use ringmq_protocol::{Acks, OffsetSpec};
+pub use tls::{TlsError, TlsOptions};

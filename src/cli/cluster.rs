@@ -111,10 +111,11 @@ pub fn run(cmd: ClusterCommand) -> Result<(), Box<dyn Error>> {
             let authorization = match a.secret()? {
                 Some(secret) => {
                     let answer = request(&a.node.http, "GET", "/cluster/challenge", None)?;
-                    let nonce = field(&answer, "nonce").ok_or_else(|| ClusterCliError::BadAnswer {
-                        addr: a.node.http.clone(),
-                        reason: "no nonce in the challenge".into(),
-                    })?;
+                    let nonce =
+                        field(&answer, "nonce").ok_or_else(|| ClusterCliError::BadAnswer {
+                            addr: a.node.http.clone(),
+                            reason: "no nonce in the challenge".into(),
+                        })?;
                     let header =
                         crate::metrics::admin_authorization(&secret, &nonce, "POST", &path)
                             .ok_or_else(|| ClusterCliError::BadAnswer {

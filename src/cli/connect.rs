@@ -25,10 +25,20 @@ pub struct BootstrapArgs {
     #[arg(long, env = "RINGMQ_TLS_CA", value_name = "FILE")]
     pub tls_ca: Option<std::path::PathBuf>,
     /// PEM certificate to show a broker that requires one (mutual TLS); needs --tls-key and --tls-ca.
-    #[arg(long, env = "RINGMQ_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    #[arg(
+        long,
+        env = "RINGMQ_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
     pub tls_cert: Option<std::path::PathBuf>,
     /// PEM private key of --tls-cert.
-    #[arg(long, env = "RINGMQ_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    #[arg(
+        long,
+        env = "RINGMQ_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
     pub tls_key: Option<std::path::PathBuf>,
 }
 

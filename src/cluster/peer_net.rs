@@ -426,9 +426,7 @@ impl PeerNet {
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let _ = stream.set_nodelay(true);
         let Some(tls) = &self.config.tls else {
-            return self
-                .dialed(peer, addr, stream, rx, handle, backoff)
-                .await;
+            return self.dialed(peer, addr, stream, rx, handle, backoff).await;
         };
         let options = tls
             .node_client()
@@ -456,7 +454,9 @@ impl PeerNet {
         let (reader, mut writer) = futures_lite::io::split(stream);
         let mut reader = BufReader::with_capacity(64 << 10, reader);
         glommio::timer::timeout(HELLO_TIMEOUT, async {
-            Ok(self.dial_handshake(peer, addr, &mut reader, &mut writer).await)
+            Ok(self
+                .dial_handshake(peer, addr, &mut reader, &mut writer)
+                .await)
         })
         .await
         .map_err(|_| ConnError::Timeout(HELLO_TIMEOUT))??;
@@ -505,7 +505,11 @@ impl PeerNet {
                 let ours = secret::nonce().map_err(|e| ConnError::Refused(e.to_string()))?;
                 let nonces: [&[u8]; 2] = [&c.nonce, &ours];
                 let proof = key.prove(Purpose::PeerDialer, &nonces, &context);
-                write_frame(writer, &peer::PeerMessage::Proof(Proof { nonce: ours, proof })).await?;
+                write_frame(
+                    writer,
+                    &peer::PeerMessage::Proof(Proof { nonce: ours, proof }),
+                )
+                .await?;
                 match read_frame(reader, MAX_HELLO_FRAME).await? {
                     Some(peer::PeerMessage::Proof(p))
                         if p.nonce == c.nonce
@@ -699,11 +703,13 @@ impl PeerNet {
         writer: &mut W,
     ) -> Result<(), (RejectReason, ConnError)> {
         let bad = |e: ConnError| (RejectReason::BadInput, e);
-        let challenge =
-            secret::nonce().map_err(|e| bad(ConnError::Refused(e.to_string())))?;
-        write_frame(writer, &peer::PeerMessage::Challenge(Challenge { nonce: challenge }))
-            .await
-            .map_err(bad)?;
+        let challenge = secret::nonce().map_err(|e| bad(ConnError::Refused(e.to_string())))?;
+        write_frame(
+            writer,
+            &peer::PeerMessage::Challenge(Challenge { nonce: challenge }),
+        )
+        .await
+        .map_err(bad)?;
         let proof = match read_frame(reader, MAX_HELLO_FRAME).await.map_err(bad)? {
             Some(peer::PeerMessage::Proof(p)) => p,
             Some(_) => return Err(bad(ConnError::Unexpected("non-Proof after a Challenge"))),

@@ -52,7 +52,10 @@ pub async fn handle(
         Request::DescribeGroup(r) => groups::group(s, GroupRequest::Describe(r), from).await,
         Request::ListGroups(_) => groups::list_groups(s, from).await,
         // Answered by the connection itself (net/hello.rs), never here.
-        Request::ForwardHello(_) => Err(Failure::new(ErrorCode::InvalidRequest, "ForwardHello is answered by the connection")),
+        Request::ForwardHello(_) => Err(Failure::new(
+            ErrorCode::InvalidRequest,
+            "ForwardHello is answered by the connection",
+        )),
         Request::ReplicaFetch(r) => handlers::replica_fetch(s, r, from).await,
         Request::InitProducerId(_) => Ok(handlers::init_producer_id(s)),
     };

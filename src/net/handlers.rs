@@ -8,10 +8,10 @@ use ringmq_protocol::limits::{self, MAX_FETCH_BYTES, MAX_FETCH_WAIT_MS, MAX_PART
 use ringmq_protocol::{
     ApiVersionsResponse, BrokerMetadata, CreateTopicRequest, CreateTopicResponse,
     DeleteTopicRequest, DeleteTopicResponse, ErrorCode, FetchRequest, FetchResponse,
-    InitProducerIdResponse, ListOffsetsRequest,
-    ListOffsetsResponse, ListTopicsResponse, MetadataRequest, MetadataResponse, OffsetSpec,
-    PartitionMetadata, ProduceRequest, ProduceResponse, ReplicaFetchRequest, ReplicaFetchResponse,
-    Request, ResponseBody, TopicInfo, TopicMetadata, NO_LEADER,
+    InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, ListTopicsResponse,
+    MetadataRequest, MetadataResponse, OffsetSpec, PartitionMetadata, ProduceRequest,
+    ProduceResponse, ReplicaFetchRequest, ReplicaFetchResponse, Request, ResponseBody, TopicInfo,
+    TopicMetadata, NO_LEADER,
 };
 
 use crate::cluster::metadata::{default_replication, Command};

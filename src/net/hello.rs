@@ -16,8 +16,8 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use ringmq_protocol::{
-    encode_error_response, ApiKey, ErrorCode, ForwardHelloRequest, ForwardHelloResponse,
-    Request, RequestHeader, ResponseBody,
+    encode_error_response, ApiKey, ErrorCode, ForwardHelloRequest, ForwardHelloResponse, Request,
+    RequestHeader, ResponseBody,
 };
 
 use super::connection::Encoded;
@@ -97,7 +97,10 @@ impl Hello {
             }
             Err(r) => {
                 encode_error_response(corr, ErrorCode::InvalidRequest, &r.message, &mut head);
-                (Some(ErrorCode::InvalidRequest), r.close.then_some(r.message))
+                (
+                    Some(ErrorCode::InvalidRequest),
+                    r.close.then_some(r.message),
+                )
             }
         };
         crate::metrics::request(ApiKey::ForwardHello, code, bytes_in, 0, started.elapsed());
@@ -166,9 +169,7 @@ impl Hello {
                 node = req.node_id,
                 "ForwardHello with a wrong proof (not the cluster secret); connection closed"
             );
-            return Err(close(
-                "the proof does not match this cluster's secret",
-            ));
+            return Err(close("the proof does not match this cluster's secret"));
         }
         origin.set(Origin::Node(req.node_id));
         let ours = secret.prove(Purpose::ForwardServer, &nonces, &context);

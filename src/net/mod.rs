@@ -93,7 +93,9 @@ fn admit(shard: &Rc<Shard>, stop: &Rc<Stop>, open: &Rc<Open>, stream: glommio::n
                 Ok((stream, identity)) => {
                     connection::serve(shard, stream, stop, peer, identity).await
                 }
-                Err(e) => tracing::debug!(?peer, error = %e, "TLS handshake failed; connection closed"),
+                Err(e) => {
+                    tracing::debug!(?peer, error = %e, "TLS handshake failed; connection closed")
+                }
             },
         }
         open.count.set(open.count.get() - 1);

@@ -101,7 +101,10 @@ impl ClusterSecret {
     /// cluster id, the admin request: whatever both sides know and an
     /// attacker must not be able to swap).
     pub fn prove(&self, purpose: Purpose, nonces: &[&[u8]], context: &[u8]) -> Proof {
-        self.mac(purpose, nonces, context).finalize().into_bytes().into()
+        self.mac(purpose, nonces, context)
+            .finalize()
+            .into_bytes()
+            .into()
     }
 
     /// Whether `proof` is the one for these inputs (in constant time).
@@ -189,7 +192,12 @@ mod tests {
         assert!(!wrong.verify(Purpose::PeerDialer, &[&a, &b], &ctx, &p));
         assert!(!k.verify(Purpose::PeerDialer, &[&nonce().unwrap(), &b], &ctx, &p));
         assert!(!k.verify(Purpose::PeerAcceptor, &[&a, &b], &ctx, &p));
-        assert!(!k.verify(Purpose::PeerDialer, &[&a, &b], &node_context("eu", 5, 1), &p));
+        assert!(!k.verify(
+            Purpose::PeerDialer,
+            &[&a, &b],
+            &node_context("eu", 5, 1),
+            &p
+        ));
         assert!(!k.verify(Purpose::PeerDialer, &[&a, &b], &ctx, &p[..16]));
         let mut bent = p;
         bent[0] ^= 1;

@@ -114,20 +114,20 @@ fn load(files: &TlsFiles) -> Result<Loaded, TlsError> {
             let verifier =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(load_roots(ca)?), provider)
                     .build()
-                    .map_err(|e| TlsError::Config(format!("tls_client_ca {}: {e}", ca.display())))?;
+                    .map_err(|e| {
+                        TlsError::Config(format!("tls_client_ca {}: {e}", ca.display()))
+                    })?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
     };
-    let server = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| {
-            TlsError::Config(format!(
-                "certificate {} with key {}: {e}",
-                files.cert.display(),
-                files.key.display()
-            ))
-        })?;
+    let server = builder.with_single_cert(certs, key).map_err(|e| {
+        TlsError::Config(format!(
+            "certificate {} with key {}: {e}",
+            files.cert.display(),
+            files.key.display()
+        ))
+    })?;
     let client = match &files.ca {
         Some(ca) => Some(TlsOptions::from_files(ca, Some((&files.cert, &files.key)))?),
         None => None,
