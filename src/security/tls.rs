@@ -286,7 +286,9 @@ mod tests {
         let e = ctx.reload().unwrap_err().to_string();
         assert!(e.contains("c.pem"), "{e}");
         let _still = ctx.acceptor();
-        // A key file holding a certificate: no key in it.
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        ctx.reload().unwrap();
+        // A key file that is not there is named.
         let e = TlsContext::load(
             TlsFiles {
                 key: dir.path().join("missing.pem"),
