@@ -10,12 +10,15 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::log::{FlushPolicy, LogConfig, ReadBudget};
 use crate::quota::QuotaLimits;
+use crate::security::secret::ClusterSecret;
+use crate::security::tls::{TlsContext, TlsFiles};
 use ringmq_protocol::batch::MAX_BATCH_BYTES;
 use ringmq_protocol::limits;
 
@@ -109,6 +112,18 @@ pub struct Config {
     pub quotas: BTreeMap<String, QuotaLimits>,
     /// The file the settings were read from, if any (for the start-up log).
     pub config_file: Option<PathBuf>,
+    /// `Some`: the client and peer listeners speak TLS only, and this node
+    /// dials other nodes with TLS. `None`: plaintext.
+    pub tls_files: Option<TlsFiles>,
+    /// How long a TLS handshake may take before the connection is closed.
+    pub tls_handshake_timeout: Duration,
+    /// `tls_files` loaded (by `server::serve`, which also reloads it on
+    /// SIGHUP); what the listeners and dialers use.
+    pub tls: Option<Arc<TlsContext>>,
+    /// The secret nodes prove they hold before a peer or forwarding
+    /// connection is heard, and the admin endpoint requires. `None`: peers
+    /// are not authenticated (unless by mutual TLS).
+    pub cluster_secret: Option<ClusterSecret>,
 }
 
 impl Default for Config {
@@ -137,6 +152,10 @@ impl Default for Config {
             quota_default: QuotaLimits::default(),
             quotas: BTreeMap::new(),
             config_file: None,
+            tls_files: None,
+            tls_handshake_timeout: Duration::from_secs(10),
+            tls: None,
+            cluster_secret: None,
         }
     }
 }
@@ -213,7 +232,34 @@ impl Config {
                 "must be longer than 0",
             ));
         }
+        if self.tls_handshake_timeout.is_zero() {
+            return Err(invalid(
+                "tls_handshake_timeout",
+                "0s",
+                "must be longer than 0",
+            ));
+        }
+        if let (Some(files), Some(_)) = (&self.tls_files, self.node_id) {
+            if files.ca.is_none() {
+                return Err(invalid(
+                    "tls_ca",
+                    "none",
+                    "must be set in a cluster with TLS: it is the CA the other nodes' certificates are checked against",
+                ));
+            }
+        }
         self.validate_cluster()
+    }
+
+    /// Whether nodes must prove who they are: by the cluster secret, or by
+    /// a certificate from `tls_client_ca` (which every node-to-node
+    /// connection then needs).
+    pub fn peers_authenticated(&self) -> bool {
+        self.cluster_secret.is_some()
+            || self
+                .tls_files
+                .as_ref()
+                .is_some_and(|f| f.client_ca.is_some())
     }
 
     /// The cluster settings: all or nothing, and consistent with each other.
@@ -450,6 +496,34 @@ pub struct Settings {
     /// Let a partition with no live in-sync copy be led by a copy that is behind, losing what it lacks [default: false].
     #[arg(long)]
     pub unclean_leader_election: Option<bool>,
+    /// PEM certificate chain of this node, or `none`; with `tls_key`, the client and peer listeners speak TLS only [default: none, plaintext].
+    #[arg(long, value_name = "FILE", value_parser = parse_optional_path)]
+    #[serde(deserialize_with = "de::optional_path")]
+    pub tls_cert: Option<Limit<PathBuf>>,
+    /// PEM private key of `tls_cert`, or `none` [default: none].
+    #[arg(long, value_name = "FILE", value_parser = parse_optional_path)]
+    #[serde(deserialize_with = "de::optional_path")]
+    pub tls_key: Option<Limit<PathBuf>>,
+    /// PEM CA file: every connection (clients and nodes) must show a certificate it signed (mutual TLS), or `none` [default: none].
+    #[arg(long, value_name = "FILE", value_parser = parse_optional_path)]
+    #[serde(deserialize_with = "de::optional_path")]
+    pub tls_client_ca: Option<Limit<PathBuf>>,
+    /// PEM CA file other nodes' certificates are checked against when this node dials them, or `none`; required in a cluster with TLS [default: none].
+    #[arg(long, value_name = "FILE", value_parser = parse_optional_path)]
+    #[serde(deserialize_with = "de::optional_path")]
+    pub tls_ca: Option<Limit<PathBuf>>,
+    /// How long a TLS handshake may take before the connection is closed [default: 10s].
+    #[arg(long, value_parser = parse_duration)]
+    #[serde(deserialize_with = "de::duration")]
+    pub tls_handshake_timeout: Option<Duration>,
+    /// Secret shared by the nodes of a cluster (16 bytes or more); prefer `cluster_secret_file`, as a flag shows in `ps` [default: none, peers unauthenticated].
+    #[arg(long, env = "RINGMQ_CLUSTER_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    #[serde(deserialize_with = "de::secret")]
+    pub cluster_secret: Option<Limit<SecretText>>,
+    /// File holding the cluster secret (a trailing newline is ignored), or `none` [default: none].
+    #[arg(long, value_name = "FILE", value_parser = parse_optional_path)]
+    #[serde(deserialize_with = "de::optional_path")]
+    pub cluster_secret_file: Option<Limit<PathBuf>>,
     /// Produce bytes per second each principal may send through this node, e.g. 10MiB, or `off`; over it its connections are throttled [default: off].
     #[arg(long, value_parser = parse_optional_size)]
     #[serde(deserialize_with = "de::optional_size")]
@@ -467,6 +541,34 @@ pub struct Settings {
     /// an absent key takes the `quota_*` value).
     #[arg(skip)]
     pub quotas: BTreeMap<String, QuotaSettings>,
+}
+
+/// A secret as written in the settings; its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct SecretText(pub String);
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretText(<redacted>)")
+    }
+}
+
+/// Takes a secret as it is (checked for length in `into_config`), or
+/// `none` (too short to be a secret).
+pub fn parse_secret(s: &str) -> Result<Limit<SecretText>, String> {
+    if s == "none" {
+        return Ok(Limit::Off);
+    }
+    Ok(Limit::At(SecretText(s.to_owned())))
+}
+
+/// Parses a file name or `none`.
+pub fn parse_optional_path(s: &str) -> Result<Limit<PathBuf>, String> {
+    if s == "none" {
+        return Ok(Limit::Off);
+    }
+    Ok(Limit::At(PathBuf::from(s)))
 }
 
 /// One principal's quotas in the config file.
@@ -593,6 +695,13 @@ impl Settings {
             replica_lag,
             min_insync_replicas,
             unclean_leader_election,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
+            tls_ca,
+            tls_handshake_timeout,
+            cluster_secret,
+            cluster_secret_file,
             quota_produce_bytes,
             quota_fetch_bytes,
             quota_requests,
@@ -629,6 +738,13 @@ impl Settings {
             replica_lag,
             min_insync_replicas,
             unclean_leader_election,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
+            tls_ca,
+            tls_handshake_timeout,
+            cluster_secret,
+            cluster_secret_file,
             quota_produce_bytes,
             quota_fetch_bytes,
             quota_requests,
@@ -702,7 +818,76 @@ impl Settings {
             let limits = own.over(c.quota_default, &principal)?;
             c.quotas.insert(principal, limits);
         }
+        let path = |p: Option<Limit<PathBuf>>| p.and_then(Option::from);
+        c.tls_files = tls_files(
+            path(tls_cert),
+            path(tls_key),
+            path(tls_client_ca),
+            path(tls_ca),
+        )?;
+        let cluster_secret = cluster_secret.and_then(Option::from);
+        let cluster_secret_file = path(cluster_secret_file);
+        set(&mut c.tls_handshake_timeout, tls_handshake_timeout);
+        c.cluster_secret = match (cluster_secret, cluster_secret_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "cluster_secret",
+                    "<redacted>",
+                    "give either `cluster_secret` or `cluster_secret_file`, not both",
+                ))
+            }
+            (Some(SecretText(text)), None) => Some(
+                ClusterSecret::new(text.as_bytes())
+                    .map_err(|e| invalid("cluster_secret", "<redacted>", e))?,
+            ),
+            (None, Some(path)) => Some(
+                ClusterSecret::from_file(&path)
+                    .map_err(|e| invalid("cluster_secret_file", path.display(), e))?,
+            ),
+            (None, None) => None,
+        };
         Ok(c)
+    }
+}
+
+/// The TLS files: a certificate and its key together, and the CAs only
+/// with them (a CA without a certificate of our own would be ignored).
+fn tls_files(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    ca: Option<PathBuf>,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+            cert,
+            key,
+            client_ca,
+            ca,
+        })),
+        (None, Some(key)) => Err(invalid(
+            "tls_key",
+            key.display(),
+            "needs `tls_cert` (the certificate of that key)",
+        )),
+        (Some(cert), None) => Err(invalid(
+            "tls_cert",
+            cert.display(),
+            "needs `tls_key` (the private key of that certificate)",
+        )),
+        (None, None) => match (client_ca, ca) {
+            (Some(f), _) => Err(invalid(
+                "tls_client_ca",
+                f.display(),
+                "needs `tls_cert` and `tls_key`: client certificates are asked for only over TLS",
+            )),
+            (None, Some(f)) => Err(invalid(
+                "tls_ca",
+                f.display(),
+                "needs `tls_cert` and `tls_key`: nodes speak TLS to each other only when they serve it",
+            )),
+            (None, None) => Ok(None),
+        },
     }
 }
 
@@ -994,6 +1179,23 @@ mod de {
         )
     }
 
+    pub fn optional_path<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Limit<std::path::PathBuf>>, D::Error> {
+        text(
+            d,
+            super::parse_optional_path,
+            "a file name, or \"none\"",
+            false,
+        )
+    }
+
+    pub fn secret<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Limit<super::SecretText>>, D::Error> {
+        text(d, super::parse_secret, "a secret, or \"none\"", false)
+    }
+
     pub fn cores<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cores>, D::Error> {
         text(d, super::parse_cores, "a number of cores or \"all\"", true)
     }
@@ -1156,6 +1358,64 @@ mod tests {
             ..cluster(1, three)
         });
         assert!(e.contains("`peer_listen`"), "{e}");
+    }
+
+    #[test]
+    fn tls_and_secret_settings_are_checked_by_name() {
+        let err = |toml: &str| {
+            Settings::from_toml(toml)
+                .unwrap()
+                .into_config()
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err("tls_key = \"k.pem\"");
+        assert!(
+            e.contains("`tls_key`") && e.contains("needs `tls_cert`"),
+            "{e}"
+        );
+        let e = err("tls_cert = \"c.pem\"");
+        assert!(
+            e.contains("`tls_cert`") && e.contains("needs `tls_key`"),
+            "{e}"
+        );
+        let e = err("tls_client_ca = \"ca.pem\"");
+        assert!(e.contains("`tls_client_ca`"), "{e}");
+        let e = err("tls_ca = \"ca.pem\"");
+        assert!(e.contains("`tls_ca`"), "{e}");
+        let e = err("cluster_secret = \"short\"");
+        assert!(
+            e.contains("`cluster_secret`") && e.contains("at least 16"),
+            "{e}"
+        );
+        assert!(!e.contains("short\""), "the secret is never shown: {e}");
+        let e = err("cluster_secret = \"0123456789abcdef\"\ncluster_secret_file = \"/s\"");
+        assert!(e.contains("not both"), "{e}");
+        let e = err("cluster_secret_file = \"/nonexistent/secret\"");
+        assert!(
+            e.contains("`cluster_secret_file`") && e.contains("/nonexistent/secret"),
+            "{e}"
+        );
+        let s = Settings::from_toml("cluster_secret = \"0123456789abcdef-xyz\"").unwrap();
+        assert!(!format!("{s:?}").contains("xyz"));
+        let c = s.into_config().unwrap();
+        assert!(c.cluster_secret.is_some() && c.peers_authenticated());
+        assert!(!format!("{c:?}").contains("xyz"));
+        // TLS in a cluster needs the CA the other nodes are checked against.
+        let three = "1=127.0.0.1:9401,2=127.0.0.1:9402,3=127.0.0.1:9403";
+        let tls = |ca: Option<&str>| Config {
+            tls_files: Some(TlsFiles {
+                cert: "c.pem".into(),
+                key: "k.pem".into(),
+                client_ca: None,
+                ca: ca.map(PathBuf::from),
+            }),
+            ..cluster(1, three)
+        };
+        let e = tls(None).validate().unwrap_err().to_string();
+        assert!(e.contains("`tls_ca`"), "{e}");
+        tls(Some("ca.pem")).validate().unwrap();
+        assert!(!tls(Some("ca.pem")).peers_authenticated());
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod net;
 pub mod quota;
 pub mod ring;
+pub mod security;
 pub mod server;
 pub mod service;
 pub mod shard;

@@ -576,11 +576,102 @@ pub fn encode() -> String {
     out
 }
 
+/// The admin endpoint's authentication, when the cluster has a secret:
+/// `GET /cluster/challenge` hands out a fresh nonce, and `POST
+/// /cluster/remove/N` must carry `Authorization: Ringmq-HMAC <nonce> <proof>`
+/// (hex), the proof being HMAC-SHA256 of the secret over that nonce and the
+/// request line's method and path (`security::secret`, purpose Admin). The
+/// secret never crosses the wire (the listener is plain HTTP), a nonce
+/// serves once and for [`NONCE_TTL`], and a proof is for one request.
+#[derive(Default)]
+pub struct AdminAuth {
+    secret: Option<crate::security::secret::ClusterSecret>,
+    /// Nonces handed out and not yet used, oldest first; at most [`MAX_NONCES`].
+    issued: std::collections::VecDeque<(crate::security::secret::Nonce, std::time::Instant)>,
+}
+
+/// Nonces outstanding at once; the oldest is dropped past it.
+const MAX_NONCES: usize = 64;
+/// How long a nonce stays valid.
+const NONCE_TTL: Duration = Duration::from_secs(60);
+/// The scheme of the Authorization header.
+pub const ADMIN_AUTH_SCHEME: &str = "Ringmq-HMAC";
+
+impl AdminAuth {
+    fn new(secret: Option<crate::security::secret::ClusterSecret>) -> AdminAuth {
+        AdminAuth {
+            secret,
+            issued: Default::default(),
+        }
+    }
+
+    fn challenge(&mut self) -> Result<String, String> {
+        let n = crate::security::secret::nonce().map_err(|e| e.to_string())?;
+        if self.issued.len() >= MAX_NONCES {
+            self.issued.pop_front();
+        }
+        self.issued.push_back((n, std::time::Instant::now()));
+        Ok(crate::security::secret::hex(&n))
+    }
+
+    /// Whether `authorization` (the header's value) proves the secret for
+    /// `method path`; always true without a secret.
+    fn allows(&mut self, method: &str, path: &str, authorization: Option<&str>) -> bool {
+        use crate::security::secret::{unhex, Purpose};
+        let Some(secret) = &self.secret else {
+            return true;
+        };
+        self.issued.retain(|(_, at)| at.elapsed() < NONCE_TTL);
+        let Some(value) = authorization.and_then(|a| a.strip_prefix(ADMIN_AUTH_SCHEME)) else {
+            return false;
+        };
+        let mut words = value.split_whitespace();
+        let (Some(nonce), Some(proof)) =
+            (words.next().and_then(unhex), words.next().and_then(unhex))
+        else {
+            return false;
+        };
+        let Some(i) = self.issued.iter().position(|(n, _)| n[..] == nonce[..]) else {
+            return false;
+        };
+        self.issued.remove(i); // one use, right or wrong
+        secret.verify(
+            Purpose::Admin,
+            &[&nonce],
+            format!("{method} {path}").as_bytes(),
+            &proof,
+        )
+    }
+}
+
+/// The value of the Authorization header `ringmq cluster remove` sends.
+pub fn admin_authorization(
+    secret: &crate::security::secret::ClusterSecret,
+    nonce_hex: &str,
+    method: &str,
+    path: &str,
+) -> Option<String> {
+    use crate::security::secret::{hex, unhex, Purpose};
+    let nonce = unhex(nonce_hex)?;
+    let proof = secret.prove(
+        Purpose::Admin,
+        &[&nonce],
+        format!("{method} {path}").as_bytes(),
+    );
+    Some(format!(
+        "{ADMIN_AUTH_SCHEME} {} {}",
+        hex(&nonce),
+        hex(&proof)
+    ))
+}
+
 /// The answer to a `/cluster` request: HTTP status line and JSON body
 /// (`{"error": ...}` when it failed).
 fn cluster_answer(
     method: &str,
     path: &str,
+    authorization: Option<&str>,
+    auth: &mut AdminAuth,
     admin: Option<&crate::cluster::admin::AdminClient>,
 ) -> (&'static str, String) {
     use crate::cluster::admin::AdminError;
@@ -597,6 +688,16 @@ fn cluster_answer(
         e => error("503 Service Unavailable", e.to_string()),
     };
     match (method, path.strip_prefix("/cluster/remove/")) {
+        ("GET", None) if path == "/cluster/challenge" => match auth.challenge() {
+            Ok(nonce) => ("200 OK", serde_json::json!({ "nonce": nonce }).to_string()),
+            Err(e) => error("500 Internal Server Error", e),
+        },
+        ("POST", Some(_)) if !auth.allows(method, path, authorization) => error(
+            "401 Unauthorized",
+            "this cluster has a secret: the request needs `Authorization: Ringmq-HMAC <nonce> <proof>` \
+             (ringmq cluster remove with --cluster-secret-file does it)"
+                .into(),
+        ),
         ("GET", None) if path == "/cluster" => match admin.status() {
             Ok(status) => match serde_json::to_string(&status) {
                 Ok(body) => ("200 OK", body),
@@ -627,14 +728,16 @@ fn cluster_answer(
 pub fn serve(
     addr: SocketAddr,
     admin: Option<crate::cluster::admin::AdminClient>,
+    secret: Option<crate::security::secret::ClusterSecret>,
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
+    let mut auth = AdminAuth::new(secret);
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
             for stream in listener.incoming().flatten() {
-                if let Err(e) = answer(stream, admin.as_ref()) {
+                if let Err(e) = answer(stream, &mut auth, admin.as_ref()) {
                     tracing::debug!(error = %e, "metrics scrape failed");
                 }
             }
@@ -646,6 +749,7 @@ pub fn serve(
 /// else the metrics, whatever the path.
 fn answer(
     mut stream: TcpStream,
+    auth: &mut AdminAuth,
     admin: Option<&crate::cluster::admin::AdminClient>,
 ) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
@@ -663,7 +767,13 @@ fn answer(
     let mut words = std::str::from_utf8(line).unwrap_or("").split(' ');
     let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     if path == "/cluster" || path.starts_with("/cluster/") {
-        let (status, body) = cluster_answer(method, path, admin);
+        let text = String::from_utf8_lossy(&head);
+        let authorization = text.split("\r\n").skip(1).find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("authorization")
+                .then_some(value.trim())
+        });
+        let (status, body) = cluster_answer(method, path, authorization, auth, admin);
         write!(
             stream,
             "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n\

@@ -13,6 +13,7 @@ use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 use crate::cluster::admin::{self, AdminInbox};
 use crate::cluster::runtime::{Cluster, ClusterSettings};
 use crate::config::{Config, ConfigError};
+use crate::security::tls::TlsContext;
 use crate::service::systemd::{self, Heartbeats};
 use crate::service::{self, StartError};
 use crate::shard::{self, MeshEnds, Shard, ShardMsg};
@@ -43,11 +44,22 @@ pub enum ServeError {
     ShardFailed { core: usize, reason: String },
     #[error("peer_listen: {0}")]
     PeerListen(StartError),
+    #[error("TLS: {0}")]
+    Tls(ringmq_client::TlsError),
+    #[error("cannot install the SIGHUP handler (TLS reload): {0}")]
+    Signals(std::io::Error),
 }
 
 /// Runs a broker until it is asked to stop. Blocks the calling thread.
-pub fn serve(config: Config) -> Result<(), ServeError> {
+pub fn serve(mut config: Config) -> Result<(), ServeError> {
     config.validate()?;
+    if let Some(files) = &config.tls_files {
+        let ctx = TlsContext::load(files.clone(), config.tls_handshake_timeout)
+            .map_err(ServeError::Tls)?;
+        let ctx = Arc::new(ctx);
+        crate::security::tls::reload_on_sighup(ctx.clone()).map_err(ServeError::Signals)?;
+        config.tls = Some(ctx);
+    }
     service::preflight::check_io_uring().map_err(StartError::from)?;
     service::raise_memlock(config.cores as u64 * (config.io_memory as u64 + (1 << 20)))?;
     let _lock = service::lock_data_dir(&config.data_dir)?;
@@ -79,9 +91,21 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         topics = catalogue.len(),
         "starting ringmq"
     );
+    if let Some(files) = &config.tls_files {
+        tracing::info!(
+            cert = %files.cert.display(),
+            client_certificates = if files.client_ca.is_some() { "required" } else { "not asked" },
+            "TLS on the client and peer listeners (SIGHUP reloads the files)"
+        );
+    }
+    if config.node_id.is_some() && !config.peers_authenticated() {
+        tracing::warn!(
+            "peers are unauthenticated: any host that reaches the peer or client port can claim              to be a node of this cluster; set cluster_secret_file (or TLS with tls_client_ca)"
+        );
+    }
     if let Some(addr) = config.metrics_listen {
-        let bound =
-            crate::metrics::serve(addr, admin_client).map_err(|source| StartError::Listen {
+        let bound = crate::metrics::serve(addr, admin_client, config.cluster_secret.clone())
+            .map_err(|source| StartError::Listen {
                 addr,
                 source,
                 hint: " (metrics_listen)",

@@ -315,6 +315,8 @@ fn forwarded_requests_are_not_forwarded_again() {
             Request::ForwardHello(ForwardHelloRequest {
                 node_id,
                 cluster_id: cluster_id.into(),
+                nonce: Default::default(),
+                proof: Default::default(),
             })
         };
         let refused = async |req: Request| {

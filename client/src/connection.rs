@@ -1,4 +1,6 @@
-//! One TCP connection to one broker, carrying pipelined requests.
+//! One TCP connection to one broker, carrying pipelined requests, in the
+//! clear or over TLS ([`ConnectionConfig::tls`]). The reader and writer are
+//! generic over the stream, so a plaintext connection pays nothing for TLS.
 //!
 //! The broker answers the requests of a connection in the order it received
 //! them (SPEC.md 2.3), so the connection keeps the requests awaiting an
@@ -61,6 +63,9 @@ pub struct ConnectionConfig {
     /// waits past it (a frame is accepted whenever the buffer is below it, so
     /// one frame of any size always fits).
     pub max_buffered_bytes: usize,
+    /// `Some`: the connection speaks TLS (the handshake counts in
+    /// `connect_timeout`). `None`: plaintext.
+    pub tls: Option<crate::tls::TlsOptions>,
 }
 
 impl Default for ConnectionConfig {
@@ -70,6 +75,7 @@ impl Default for ConnectionConfig {
             request_timeout: Duration::from_secs(30),
             max_in_flight: 1024,
             max_buffered_bytes: 8 << 20,
+            tls: None,
         }
     }
 }
@@ -220,20 +226,44 @@ impl Future for PendingResponse {
 }
 
 impl Connection {
-    /// Connects to `addr` (TCP_NODELAY on) and starts the reader and writer
-    /// tasks on the current executor.
+    /// Connects to `addr` (TCP_NODELAY on), shakes hands when the config
+    /// asks for TLS, and starts the reader and writer tasks on the current
+    /// executor.
     pub async fn connect(
         addr: SocketAddr,
         config: ConnectionConfig,
     ) -> Result<Connection, ClientError> {
+        let started = std::time::Instant::now();
         let stream = TcpStream::connect_timeout(addr, config.connect_timeout)
             .await
             .map_err(std::io::Error::from)?;
         stream.set_nodelay(true).map_err(std::io::Error::from)?;
-        Ok(Connection::from_stream(addr, stream, config))
+        let Some(tls) = &config.tls else {
+            return Ok(Connection::from_stream(addr, stream, config));
+        };
+        let name = tls.name_for(addr)?;
+        let connector = futures_rustls::TlsConnector::from(tls.config.clone());
+        let left = config.connect_timeout.saturating_sub(started.elapsed());
+        let handshake = async { Some(connector.connect(name, stream).await) }
+            .or(async {
+                Timer::new(left).await;
+                None
+            })
+            .await;
+        match handshake {
+            Some(Ok(stream)) => Ok(Connection::from_stream(addr, stream, config)),
+            Some(Err(e)) => Err(ClientError::Tls(format!("handshake with {addr}: {e}"))),
+            None => Err(ClientError::Tls(format!(
+                "handshake with {addr}: no answer within {:?}",
+                config.connect_timeout
+            ))),
+        }
     }
 
-    fn from_stream(addr: SocketAddr, stream: TcpStream, config: ConnectionConfig) -> Connection {
+    fn from_stream<S>(addr: SocketAddr, stream: S, config: ConnectionConfig) -> Connection
+    where
+        S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
+    {
         let shared = Rc::new(Shared {
             addr,
             config,
@@ -447,7 +477,7 @@ impl Shared {
 }
 
 /// The writer task: one `write_all` of everything queued per wake-up.
-async fn write_loop(shared: Rc<Shared>, mut w: futures_lite::io::WriteHalf<TcpStream>) {
+async fn write_loop<W: futures_lite::AsyncWrite + Unpin>(shared: Rc<Shared>, mut w: W) {
     let mut buf = BytesMut::with_capacity(64 << 10);
     loop {
         let ready = future::poll_fn(|cx| {
@@ -488,7 +518,8 @@ async fn write_loop(shared: Rc<Shared>, mut w: futures_lite::io::WriteHalf<TcpSt
             // Room in `out` again: wake callers waiting for it.
             st.waiters.wake_all();
         }
-        let written = async { Some(w.write_all(&buf).await) }
+        // `flush` pushes out what a TLS stream still holds (a no-op in the clear).
+        let written = async { Some(write_out(&mut w, &buf).await) }
             .or(async {
                 shared.wait_closed(false).await;
                 None
@@ -510,9 +541,17 @@ async fn write_loop(shared: Rc<Shared>, mut w: futures_lite::io::WriteHalf<TcpSt
     }
 }
 
+async fn write_out<W: futures_lite::AsyncWrite + Unpin>(
+    w: &mut W,
+    buf: &[u8],
+) -> std::io::Result<()> {
+    w.write_all(buf).await?;
+    w.flush().await
+}
+
 /// The reader task: reads responses and hands each to the request at the
 /// front of the queue.
-async fn read_loop(shared: Rc<Shared>, r: futures_lite::io::ReadHalf<TcpStream>) {
+async fn read_loop<R: futures_lite::AsyncRead + Unpin>(shared: Rc<Shared>, r: R) {
     let mut r = BufReader::with_capacity(64 << 10, r);
     loop {
         let frame = async { Some(read_frame(&mut r).await) }
@@ -537,8 +576,8 @@ async fn read_loop(shared: Rc<Shared>, r: futures_lite::io::ReadHalf<TcpStream>)
 }
 
 /// Reads one response frame; on failure, the reason to close with.
-async fn read_frame(
-    r: &mut BufReader<futures_lite::io::ReadHalf<TcpStream>>,
+async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
+    r: &mut BufReader<R>,
 ) -> Result<(ResponseHeader, BytesMut), String> {
     let mut hdr = [0u8; RESPONSE_HEADER_LEN];
     if let Err(e) = r.read_exact(&mut hdr).await {

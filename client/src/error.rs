@@ -53,6 +53,11 @@ pub enum ClientError {
     InvalidInput(String),
     #[error("i/o error: {0}")]
     Io(Arc<io::Error>),
+    /// The TLS handshake failed (the broker's certificate is not trusted,
+    /// expired or for another name; the broker refused ours; or the broker
+    /// does not speak TLS), or a TLS file cannot be used.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl ClientError {
@@ -75,7 +80,8 @@ impl ClientError {
             ClientError::Connect { .. }
             | ClientError::Protocol(_)
             | ClientError::CorruptBatch(_)
-            | ClientError::InvalidInput(_) => false,
+            | ClientError::InvalidInput(_)
+            | ClientError::Tls(_) => false,
         }
     }
 }
@@ -83,6 +89,12 @@ impl ClientError {
 impl From<io::Error> for ClientError {
     fn from(e: io::Error) -> Self {
         ClientError::Io(Arc::new(e))
+    }
+}
+
+impl From<crate::tls::TlsError> for ClientError {
+    fn from(e: crate::tls::TlsError) -> Self {
+        ClientError::Tls(e.to_string())
     }
 }
 

@@ -18,6 +18,8 @@
 //! - [`Consumer`] ([`consumer`]): a long-polling fetch loop over partitions.
 //! - [`GroupConsumer`] ([`group`]): a member of a consumer group: joins,
 //!   heartbeats, follows reassignments, commits what was processed.
+//! - [`TlsOptions`] ([`tls`]): TLS with a CA file, and a client certificate
+//!   for brokers that require one.
 //! - [`ClientError`] ([`error`]): every failure, printable as one sentence.
 //!
 //! The bytes on the wire all come from `ringmq-protocol`; nothing is encoded
@@ -54,6 +56,7 @@ mod idempotence;
 mod metadata;
 pub mod producer;
 mod router;
+pub mod tls;
 mod wait;
 
 pub use admin::Admin;
@@ -64,3 +67,4 @@ pub use error::ClientError;
 pub use group::{GroupConfig, GroupConsumer, GroupEvent, OffsetReset, TopicPartition};
 pub use producer::{Delivery, Producer, ProducerConfig, ProducerStats, RecordMetadata};
 pub use ringmq_protocol::{Acks, OffsetSpec};
+pub use tls::{TlsError, TlsOptions};

@@ -80,9 +80,10 @@ impl ApiKey {
         }
     }
 
-    /// Oldest version of this api this build decodes. Produce and Fetch v0
-    /// had no `throttle_ms`; a broker that enforces quotas must be able to
-    /// tell every client, so v0 of those is no longer served.
+    /// Oldest version of this api this build decodes. Every api serves its
+    /// newest version only: Produce and Fetch v0 had no `throttle_ms` (a
+    /// broker enforcing quotas must be able to tell every client), and
+    /// ForwardHello v0 carried no proof of the cluster secret (SPEC.md 5.17).
     pub fn min_version(self) -> u16 {
         self.max_version()
     }
@@ -90,7 +91,7 @@ impl ApiKey {
     /// Newest version of this api this build decodes; requests are encoded at it.
     pub fn max_version(self) -> u16 {
         match self {
-            ApiKey::Produce | ApiKey::Fetch => 1,
+            ApiKey::Produce | ApiKey::Fetch | ApiKey::ForwardHello => 1,
             _ => 0,
         }
     }

@@ -8,9 +8,13 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+use std::path::PathBuf;
+
 use clap::{Args, Subcommand};
 
 use crate::cluster::admin::ClusterStatus;
+use crate::config::Settings;
+use crate::security::secret::ClusterSecret;
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
@@ -44,6 +48,31 @@ pub struct RemoveArgs {
     node_id: u32,
     #[command(flatten)]
     node: NodeArgs,
+    /// File holding the cluster secret, needed when the cluster has one
+    /// (proved to the node, never sent).
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    cluster_secret_file: Option<PathBuf>,
+    /// The node's config file, to take `cluster_secret` or
+    /// `cluster_secret_file` from.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+impl RemoveArgs {
+    /// The secret from --cluster-secret-file, else from --config, else from
+    /// RINGMQ_CLUSTER_SECRET; `None` when none is given.
+    fn secret(&self) -> Result<Option<ClusterSecret>, Box<dyn Error>> {
+        if let Some(path) = &self.cluster_secret_file {
+            return Ok(Some(ClusterSecret::from_file(path)?));
+        }
+        if let Some(path) = &self.config {
+            return Ok(Settings::from_file(path)?.into_config()?.cluster_secret);
+        }
+        match std::env::var("RINGMQ_CLUSTER_SECRET") {
+            Ok(s) => Ok(Some(ClusterSecret::new(s.as_bytes())?)),
+            Err(_) => Ok(None),
+        }
+    }
 }
 
 /// Why a cluster command failed, in a sentence.
@@ -65,7 +94,7 @@ pub enum ClusterCliError {
 pub fn run(cmd: ClusterCommand) -> Result<(), Box<dyn Error>> {
     match cmd {
         ClusterCommand::Status(a) => {
-            let body = request(&a.node.http, "GET", "/cluster")?;
+            let body = request(&a.node.http, "GET", "/cluster", None)?;
             if a.json {
                 println!("{body}");
                 return Ok(());
@@ -78,11 +107,26 @@ pub fn run(cmd: ClusterCommand) -> Result<(), Box<dyn Error>> {
             print_status(&status);
         }
         ClusterCommand::Remove(a) => {
-            let body = request(
-                &a.node.http,
-                "POST",
-                &format!("/cluster/remove/{}", a.node_id),
-            )?;
+            let path = format!("/cluster/remove/{}", a.node_id);
+            let authorization = match a.secret()? {
+                Some(secret) => {
+                    let answer = request(&a.node.http, "GET", "/cluster/challenge", None)?;
+                    let nonce =
+                        field(&answer, "nonce").ok_or_else(|| ClusterCliError::BadAnswer {
+                            addr: a.node.http.clone(),
+                            reason: "no nonce in the challenge".into(),
+                        })?;
+                    let header =
+                        crate::metrics::admin_authorization(&secret, &nonce, "POST", &path)
+                            .ok_or_else(|| ClusterCliError::BadAnswer {
+                                addr: a.node.http.clone(),
+                                reason: "the challenge's nonce is not hex".into(),
+                            })?;
+                    Some(header)
+                }
+                None => None,
+            };
+            let body = request(&a.node.http, "POST", &path, authorization.as_deref())?;
             println!("{}", field(&body, "message").unwrap_or(body));
         }
     }
@@ -124,7 +168,12 @@ fn field(body: &str, key: &str) -> Option<String> {
 
 /// One HTTP/1.1 request; the body of a 200 answer, else the error the node
 /// gave.
-fn request(addr: &str, method: &str, path: &str) -> Result<String, ClusterCliError> {
+fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+) -> Result<String, ClusterCliError> {
     let target: SocketAddr = addr
         .to_socket_addrs()
         .map_err(|e| ClusterCliError::Address {
@@ -146,9 +195,10 @@ fn request(addr: &str, method: &str, path: &str) -> Result<String, ClusterCliErr
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .map_err(connect)?;
+    let auth = authorization.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .map_err(connect)?;
     let mut answer = String::new();

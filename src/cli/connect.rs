@@ -1,4 +1,4 @@
-//! What every client subcommand shares: the `--bootstrap` flag, the small
+//! What every client subcommand shares: the `--bootstrap` and `--tls-*` flags, the small
 //! executor the command runs on, and error sentences for the common cases.
 
 use std::error::Error;
@@ -6,7 +6,7 @@ use std::future::Future;
 
 use clap::Args;
 use glommio::{LocalExecutorBuilder, Placement};
-use ringmq_client::{Client, ClientConfig, ClientError};
+use ringmq_client::{Client, ClientConfig, ClientError, TlsOptions};
 use ringmq_protocol::limits::MAX_GROUP_ID_LEN;
 use ringmq_protocol::ErrorCode;
 
@@ -21,6 +21,25 @@ pub struct BootstrapArgs {
         default_value_t = default_bootstrap()
     )]
     pub bootstrap: String,
+    /// Speak TLS, trusting brokers whose certificate chains to this PEM CA file.
+    #[arg(long, env = "RINGMQ_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// PEM certificate to show a broker that requires one (mutual TLS); needs --tls-key and --tls-ca.
+    #[arg(
+        long,
+        env = "RINGMQ_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "RINGMQ_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 fn default_bootstrap() -> String {
@@ -30,7 +49,26 @@ fn default_bootstrap() -> String {
 impl BootstrapArgs {
     /// Connects to the first broker of the list that answers.
     pub async fn connect(&self) -> Result<Client, ClientError> {
-        Client::connect(ClientConfig::new(&self.bootstrap)).await
+        Client::connect(self.client_config()?).await
+    }
+
+    /// The client's settings: the bootstrap list, and TLS when asked for.
+    pub fn client_config(&self) -> Result<ClientConfig, ClientError> {
+        let mut config = ClientConfig::new(&self.bootstrap);
+        config.connection.tls = match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
+            (None, None, None) => None,
+            (None, _, _) => {
+                return Err(ClientError::InvalidInput(
+                    "--tls-cert and --tls-key need --tls-ca (the CA the brokers' certificates chain to)"
+                        .into(),
+                ))
+            }
+            (Some(ca), cert, key) => Some(TlsOptions::from_files(
+                ca,
+                cert.as_deref().zip(key.as_deref()),
+            )?),
+        };
+        Ok(config)
     }
 }
 

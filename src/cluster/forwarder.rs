@@ -1,6 +1,8 @@
 //! How one core sends a request it cannot serve to the node that can: over
 //! that node's client listener, on connections that start with ForwardHello
-//! (SPEC.md 5.17) so the other node never forwards them again.
+//! (SPEC.md 5.17) so the other node never forwards them again. With TLS the
+//! connections are TLS (the other node checked against `tls_ca`); with a
+//! cluster secret each side proves it holds it during the ForwardHello.
 //!
 //! One core keeps its own connections (nothing shared between cores), per
 //! node: one for short requests and a small pool for fetches. Answers on a
@@ -14,11 +16,16 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use bytes::Bytes;
 use glommio::sync::Semaphore;
 use ringmq_client::{ClientError, Connection, ConnectionConfig};
 use ringmq_protocol::{ErrorCode, ForwardHelloRequest, Request, ResponseBody};
 
 use super::metadata::NodeId;
+use crate::security::secret::{self, ClusterSecret, Purpose};
+use crate::security::tls::TlsContext;
 
 /// Fetch connections to one node, per core, at most.
 pub const FETCH_CONNECTIONS: usize = 8;
@@ -63,6 +70,9 @@ type Pool = HashMap<(NodeId, SocketAddr, Lane), Vec<Rc<Connection>>>;
 pub struct Forwarder {
     me: NodeId,
     cluster_id: String,
+    /// Read at each new connection, so a SIGHUP reload is picked up.
+    tls: Option<Arc<TlsContext>>,
+    secret: Option<ClusterSecret>,
     conns: RefCell<Pool>,
     /// One connect at a time per core, so a burst of requests to a node
     /// that has no connection yet opens one, not one each.
@@ -70,10 +80,17 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    pub fn new(me: NodeId, cluster_id: String) -> Forwarder {
+    pub fn new(
+        me: NodeId,
+        cluster_id: String,
+        tls: Option<Arc<TlsContext>>,
+        secret: Option<ClusterSecret>,
+    ) -> Forwarder {
         Forwarder {
             me,
             cluster_id,
+            tls,
+            secret,
             conns: RefCell::new(HashMap::new()),
             connecting: Semaphore::new(1),
         }
@@ -175,27 +192,75 @@ impl Forwarder {
 
     async fn connect(&self, node: NodeId, addr: SocketAddr) -> Result<Connection, ForwardError> {
         let unreachable = |reason: String| ForwardError::Unreachable { node, addr, reason };
+        let tls = match &self.tls {
+            Some(ctx) => Some(ctx.node_client().ok_or_else(|| {
+                unreachable("TLS is on but no tls_ca to check other nodes against".into())
+            })?),
+            None => None,
+        };
         let config = ConnectionConfig {
             connect_timeout: Duration::from_secs(2),
             max_in_flight: MAX_IN_FLIGHT,
+            tls,
             ..ConnectionConfig::default()
         };
         let conn = Connection::connect(addr, config)
             .await
             .map_err(|e| unreachable(e.to_string()))?;
-        let hello = Request::ForwardHello(ForwardHelloRequest {
+        self.hello(&conn, node)
+            .await
+            .map_err(|e| unreachable(format!("ForwardHello refused: {e}")))?;
+        tracing::debug!(node, %addr, "forwarding connection open");
+        Ok(conn)
+    }
+
+    /// ForwardHello, and with a cluster secret its second step: our proof
+    /// over the other node's challenge, and a check of its proof over ours.
+    async fn hello(&self, conn: &Connection, node: NodeId) -> Result<(), String> {
+        let nonce = match &self.secret {
+            Some(_) => Bytes::copy_from_slice(&secret::nonce().map_err(|e| e.to_string())?),
+            None => Bytes::new(),
+        };
+        let mut req = ForwardHelloRequest {
             node_id: self.me,
             cluster_id: self.cluster_id.clone(),
-        });
-        match conn.request(&hello).await {
-            Ok(Some(ResponseBody::ForwardHello(_))) => {
-                tracing::debug!(node, %addr, "forwarding connection open");
-                Ok(conn)
+            nonce: nonce.clone(),
+            proof: Bytes::new(),
+        };
+        let first = hello_answer(conn, &req).await?;
+        let Some(key) = &self.secret else {
+            if !first.challenge.is_empty() {
+                return Err(format!(
+                    "node {node} requires the cluster secret (cluster_secret), which this node has not"
+                ));
             }
-            Ok(other) => Err(unreachable(format!(
-                "unexpected answer to ForwardHello: {other:?}"
-            ))),
-            Err(e) => Err(unreachable(format!("ForwardHello refused: {e}"))),
+            return Ok(());
+        };
+        if first.challenge.is_empty() {
+            return Err(format!(
+                "node {node} does not check the cluster secret; refusing to forward to it"
+            ));
         }
+        let context = secret::node_context(&self.cluster_id, self.me, node);
+        let nonces: [&[u8]; 2] = [&first.challenge, &nonce];
+        req.proof = Bytes::copy_from_slice(&key.prove(Purpose::ForwardClient, &nonces, &context));
+        let second = hello_answer(conn, &req).await?;
+        if !key.verify(Purpose::ForwardServer, &nonces, &context, &second.proof) {
+            return Err(format!(
+                "node {node} did not prove it holds the cluster secret"
+            ));
+        }
+        Ok(())
+    }
+}
+
+async fn hello_answer(
+    conn: &Connection,
+    req: &ForwardHelloRequest,
+) -> Result<ringmq_protocol::ForwardHelloResponse, String> {
+    match conn.request(&Request::ForwardHello(req.clone())).await {
+        Ok(Some(ResponseBody::ForwardHello(r))) => Ok(r),
+        Ok(other) => Err(format!("unexpected answer to ForwardHello: {other:?}")),
+        Err(e) => Err(e.to_string()),
     }
 }

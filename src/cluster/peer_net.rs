@@ -24,6 +24,16 @@
 //! - Any frame that does not decode closes that one connection and nothing
 //!   else: the sender (if it is a node) reconnects and says Hello again.
 //!
+//! - Authentication: with TLS (`tls_cert`) every peer connection is TLS,
+//!   the acceptor's certificate checked against `tls_ca` and, with
+//!   `tls_client_ca`, the dialer's against that. With a cluster secret the
+//!   acceptor answers a Hello with a Challenge (a fresh nonce); the dialer
+//!   answers with a Proof (HMAC over both nonces, `security::secret`), and
+//!   the acceptor with its own Proof before its Hello. A dialer that cannot
+//!   prove it is refused (Reject `UNAUTHENTICATED`, one log line) before any
+//!   frame of it is heard, so it changes nothing; a dialer with a secret
+//!   refuses an acceptor that does not prove one in turn.
+//!
 //! Both directions of a pair get a connection of their own (each node dials
 //! every other), and each end reads whatever arrives on either, so a frame
 //! sent back on an accepted connection would be handled too.
@@ -41,9 +51,13 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::Task;
 use ringmq_protocol::peer::{
-    self, Hello, PeerError, PeerHeader, Reject, RejectReason, PEER_HEADER_LEN,
+    self, Challenge, Hello, PeerError, PeerHeader, Proof, Reject, RejectReason, PEER_HEADER_LEN,
     PEER_PROTOCOL_VERSION,
 };
+use std::sync::Arc;
+
+use crate::security::secret::{self, ClusterSecret, Purpose};
+use crate::security::tls::TlsContext;
 
 use super::metadata::{Command, NodeId};
 use super::node::{NodeHandle, ReceiveError};
@@ -93,6 +107,8 @@ pub enum ConnError {
     },
     #[error("refused: {0}")]
     Refused(String),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("unexpected {0} frame")]
     Unexpected(&'static str),
     #[error("connection closed")]
@@ -109,6 +125,7 @@ impl ConnError {
             ConnError::Timeout(_) => "no hello",
             ConnError::Rejected { .. } => "rejected",
             ConnError::Refused(_) => "refused",
+            ConnError::Tls(_) => "tls",
             ConnError::Unexpected(_) => "unexpected frame",
             ConnError::Closed => "closed",
         }
@@ -124,6 +141,10 @@ pub struct PeerNetConfig {
     pub peers: BTreeMap<NodeId, SocketAddr>,
     /// Changes on every start of the process (NodeHeartbeat).
     pub incarnation: u64,
+    /// `Some`: every peer connection is TLS.
+    pub tls: Option<Arc<TlsContext>>,
+    /// `Some`: every peer proves it holds this secret (Challenge, Proof).
+    pub secret: Option<ClusterSecret>,
 }
 
 /// A one-shot stop signal all tasks of the peer network wait on.
@@ -404,32 +425,41 @@ impl PeerNet {
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let _ = stream.set_nodelay(true);
+        let Some(tls) = &self.config.tls else {
+            return self.dialed(peer, addr, stream, rx, handle, backoff).await;
+        };
+        let options = tls
+            .node_client()
+            .ok_or_else(|| ConnError::Tls("no tls_ca to check other nodes against".into()))?;
+        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        let connect = futures_rustls::TlsConnector::from(options.config).connect(name, stream);
+        let stream = glommio::timer::timeout(HELLO_TIMEOUT, async { Ok(connect.await) })
+            .await
+            .map_err(|_| ConnError::Timeout(HELLO_TIMEOUT))?
+            .map_err(|e| ConnError::Tls(e.to_string()))?;
+        self.dialed(peer, addr, stream, rx, handle, backoff).await
+    }
+
+    /// The dialed connection after TCP (and TLS): the handshake, then
+    /// frames both ways.
+    async fn dialed<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        peer: NodeId,
+        addr: SocketAddr,
+        stream: S,
+        rx: &LocalReceiver<Bytes>,
+        handle: &NodeHandle,
+        backoff: &mut Duration,
+    ) -> Result<(), ConnError> {
         let (reader, mut writer) = futures_lite::io::split(stream);
         let mut reader = BufReader::with_capacity(64 << 10, reader);
-        write_frame(&mut writer, &self.hello()).await?;
-        let answer = glommio::timer::timeout(HELLO_TIMEOUT, async {
-            Ok(read_frame(&mut reader, MAX_HELLO_FRAME).await)
+        glommio::timer::timeout(HELLO_TIMEOUT, async {
+            Ok(self
+                .dial_handshake(peer, addr, &mut reader, &mut writer)
+                .await)
         })
         .await
         .map_err(|_| ConnError::Timeout(HELLO_TIMEOUT))??;
-        match answer {
-            Some(peer::PeerMessage::Hello(h)) => {
-                if h.cluster_id != self.config.cluster_id || h.node_id != peer {
-                    return Err(ConnError::Refused(format!(
-                        "{addr} answered as node {} of cluster {:?}, expected node {peer} of {:?}",
-                        h.node_id, h.cluster_id, self.config.cluster_id
-                    )));
-                }
-            }
-            Some(peer::PeerMessage::Reject(r)) => {
-                return Err(ConnError::Rejected {
-                    reason: r.reason,
-                    message: r.message,
-                })
-            }
-            Some(_) => return Err(ConnError::Unexpected("non-Hello")),
-            None => return Err(ConnError::Closed),
-        }
         tracing::debug!(peer, %addr, "peer connection up");
         *backoff = BACKOFF_MIN;
         let send = async {
@@ -456,6 +486,78 @@ impl PeerNet {
             Err(ConnError::Closed)
         };
         futures_lite::future::or(send, receive).await
+    }
+
+    /// Hello, and with a cluster secret the Challenge and Proofs, as the
+    /// dialer; `Ok` once the acceptor's Hello arrived.
+    async fn dial_handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+        &self,
+        peer: NodeId,
+        addr: SocketAddr,
+        reader: &mut R,
+        writer: &mut W,
+    ) -> Result<(), ConnError> {
+        write_frame(writer, &self.hello()).await?;
+        let mut answer = read_frame(reader, MAX_HELLO_FRAME).await?;
+        let context = secret::node_context(&self.config.cluster_id, self.config.me, peer);
+        match (&answer, &self.config.secret) {
+            (Some(peer::PeerMessage::Challenge(c)), Some(key)) => {
+                let ours = secret::nonce().map_err(|e| ConnError::Refused(e.to_string()))?;
+                let nonces: [&[u8]; 2] = [&c.nonce, &ours];
+                let proof = key.prove(Purpose::PeerDialer, &nonces, &context);
+                write_frame(
+                    writer,
+                    &peer::PeerMessage::Proof(Proof { nonce: ours, proof }),
+                )
+                .await?;
+                match read_frame(reader, MAX_HELLO_FRAME).await? {
+                    Some(peer::PeerMessage::Proof(p))
+                        if p.nonce == c.nonce
+                            && key.verify(Purpose::PeerAcceptor, &nonces, &context, &p.proof) => {}
+                    Some(peer::PeerMessage::Reject(r)) => {
+                        return Err(ConnError::Rejected {
+                            reason: r.reason,
+                            message: r.message,
+                        })
+                    }
+                    Some(_) => {
+                        return Err(ConnError::Refused(format!(
+                            "{addr} did not prove it holds the cluster secret"
+                        )))
+                    }
+                    None => return Err(ConnError::Closed),
+                }
+                answer = read_frame(reader, MAX_HELLO_FRAME).await?;
+            }
+            (Some(peer::PeerMessage::Challenge(_)), None) => {
+                return Err(ConnError::Refused(format!(
+                    "{addr} requires the cluster secret (cluster_secret), which this node has not"
+                )))
+            }
+            (Some(peer::PeerMessage::Hello(_)), Some(_)) => {
+                return Err(ConnError::Refused(format!(
+                    "{addr} does not check the cluster secret; not talking to it"
+                )))
+            }
+            _ => {}
+        }
+        match answer {
+            Some(peer::PeerMessage::Hello(h)) => {
+                if h.cluster_id != self.config.cluster_id || h.node_id != peer {
+                    return Err(ConnError::Refused(format!(
+                        "{addr} answered as node {} of cluster {:?}, expected node {peer} of {:?}",
+                        h.node_id, h.cluster_id, self.config.cluster_id
+                    )));
+                }
+                Ok(())
+            }
+            Some(peer::PeerMessage::Reject(r)) => Err(ConnError::Rejected {
+                reason: r.reason,
+                message: r.message,
+            }),
+            Some(_) => Err(ConnError::Unexpected("non-Hello")),
+            None => Err(ConnError::Closed),
+        }
     }
 
     // ---- incoming ----
@@ -514,6 +616,24 @@ impl PeerNet {
         handle: &NodeHandle,
     ) -> Result<(), ConnError> {
         let _ = stream.set_nodelay(true);
+        let Some(tls) = &self.config.tls else {
+            return self.serve_accepted(stream, handle).await;
+        };
+        let accept = tls.acceptor().accept(stream);
+        let stream = glommio::timer::timeout(HELLO_TIMEOUT, async { Ok(accept.await) })
+            .await
+            .map_err(|_| ConnError::Timeout(HELLO_TIMEOUT))?
+            .map_err(|e| ConnError::Tls(e.to_string()))?;
+        self.serve_accepted(stream, handle).await
+    }
+
+    /// An accepted connection after TCP (and TLS): the handshake, then
+    /// frames both ways.
+    async fn serve_accepted<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        stream: S,
+        handle: &NodeHandle,
+    ) -> Result<(), ConnError> {
         let (reader, mut writer) = futures_lite::io::split(stream);
         let mut reader = BufReader::with_capacity(64 << 10, reader);
         let first = glommio::timer::timeout(HELLO_TIMEOUT, async {
@@ -557,8 +677,64 @@ impl PeerNet {
             reject(&mut writer, reason, &message).await;
             return Err(ConnError::Refused(message));
         }
+        if let Some(key) = &self.config.secret {
+            let proved = glommio::timer::timeout(HELLO_TIMEOUT, async {
+                Ok(self.challenge(key, from, &mut reader, &mut writer).await)
+            })
+            .await
+            .map_err(|_| ConnError::Timeout(HELLO_TIMEOUT))?;
+            if let Err((reason, e)) = proved {
+                reject(&mut writer, reason, &e.to_string()).await;
+                return Err(e);
+            }
+        }
         write_frame(&mut writer, &self.hello()).await?;
         self.read_loop(from, &mut reader, handle).await
+    }
+
+    /// The acceptor's side of the secret: a Challenge, the dialer's Proof
+    /// checked, ours sent. Nothing from the dialer is heard before this
+    /// passes.
+    async fn challenge<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+        &self,
+        key: &ClusterSecret,
+        from: NodeId,
+        reader: &mut R,
+        writer: &mut W,
+    ) -> Result<(), (RejectReason, ConnError)> {
+        let bad = |e: ConnError| (RejectReason::BadInput, e);
+        let challenge = secret::nonce().map_err(|e| bad(ConnError::Refused(e.to_string())))?;
+        write_frame(
+            writer,
+            &peer::PeerMessage::Challenge(Challenge { nonce: challenge }),
+        )
+        .await
+        .map_err(bad)?;
+        let proof = match read_frame(reader, MAX_HELLO_FRAME).await.map_err(bad)? {
+            Some(peer::PeerMessage::Proof(p)) => p,
+            Some(_) => return Err(bad(ConnError::Unexpected("non-Proof after a Challenge"))),
+            None => return Err(bad(ConnError::Closed)),
+        };
+        let context = secret::node_context(&self.config.cluster_id, from, self.config.me);
+        let nonces: [&[u8]; 2] = [&challenge, &proof.nonce];
+        if !key.verify(Purpose::PeerDialer, &nonces, &context, &proof.proof) {
+            return Err((
+                RejectReason::Unauthenticated,
+                ConnError::Refused(format!(
+                    "node {from} did not prove it holds the cluster secret"
+                )),
+            ));
+        }
+        let ours = key.prove(Purpose::PeerAcceptor, &nonces, &context);
+        write_frame(
+            writer,
+            &peer::PeerMessage::Proof(Proof {
+                nonce: challenge,
+                proof: ours,
+            }),
+        )
+        .await
+        .map_err(bad)
     }
 
     /// Handles the frames node `from` sends after the Hellos, until the
@@ -578,6 +754,9 @@ impl PeerNet {
             };
             match frame {
                 peer::PeerMessage::Hello(_) => return Err(ConnError::Unexpected("second Hello")),
+                peer::PeerMessage::Challenge(_) | peer::PeerMessage::Proof(_) => {
+                    return Err(ConnError::Unexpected("handshake frame after the handshake"))
+                }
                 peer::PeerMessage::Reject(r) => {
                     return Err(ConnError::Rejected {
                         reason: r.reason,

@@ -64,6 +64,8 @@ pub struct ClusterSettings {
     pub raft_dir: PathBuf,
     pub node_timeout: Duration,
     pub replace_after: Duration,
+    pub tls: Option<std::sync::Arc<crate::security::tls::TlsContext>>,
+    pub secret: Option<crate::security::secret::ClusterSecret>,
 }
 
 impl ClusterSettings {
@@ -88,6 +90,8 @@ impl ClusterSettings {
             raft_dir: config.data_dir.join(RAFT_DIR),
             node_timeout: config.node_timeout,
             replace_after: config.replace_after,
+            tls: config.tls.clone(),
+            secret: config.cluster_secret.clone(),
         })
     }
 }
@@ -120,6 +124,8 @@ impl Cluster {
             cluster_id: settings.cluster_id.clone(),
             peers: settings.peers.clone(),
             incarnation,
+            tls: settings.tls.clone(),
+            secret: settings.secret.clone(),
         });
         let mut config = NodeConfig::new(
             settings.me,

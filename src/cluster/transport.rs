@@ -85,7 +85,9 @@ pub fn from_wire(
         }
         peer::PeerMessage::Hello(_)
         | peer::PeerMessage::Reject(_)
-        | peer::PeerMessage::Forward(_) => None,
+        | peer::PeerMessage::Forward(_)
+        | peer::PeerMessage::Challenge(_)
+        | peer::PeerMessage::Proof(_) => None,
     })
 }
 

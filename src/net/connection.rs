@@ -1,5 +1,12 @@
 //! One client connection: read frames, hand each to the dispatcher as its
-//! own task, write the answers back in request order.
+//! own task, write the answers back in request order. Generic over the
+//! stream (a `TcpStream`, or a TLS stream over one), so each kind is
+//! compiled on its own and plaintext pays nothing for TLS.
+//!
+//! ForwardHello is answered here, not by the dispatcher: it decides what
+//! the connection is (a client's, or a node's carrying forwarded
+//! requests), and it takes two steps whose state is the connection's
+//! (see `hello`).
 //!
 //! Two limits keep a connection from growing without bound: at most
 //! `max_in_flight_per_connection` requests are queued for an answer, and each
@@ -17,16 +24,17 @@ use std::rc::Rc;
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::channels::local_channel;
-use glommio::net::TcpStream;
 use glommio::sync::StaticPermit;
 use glommio::task::JoinHandle;
 
 use super::dispatch;
+use super::hello::Hello;
 use super::stop::Stop;
 use super::throttle::Throttle;
 use crate::shard::{Origin, Shard};
 use ringmq_protocol::frame::{FrameError, RequestHeader, REQUEST_HEADER_LEN};
 use ringmq_protocol::limits::MAX_REQUEST_FRAME;
+use ringmq_protocol::ApiKey;
 
 /// Largest socket read: large enough to take many small frames per syscall.
 const READ_CHUNK: usize = 64 << 10;
@@ -54,15 +62,23 @@ pub struct Encoded {
 type Pending = JoinHandle<Option<Encoded>>;
 
 /// Serves one connection until the client closes it, the framing breaks,
-/// or the broker stops.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, stop: Rc<Stop>) {
-    let peer = stream.peer_addr().ok();
+/// or the broker stops. `identity`: who the client's verified TLS
+/// certificate names (mutual TLS), else `None`.
+pub async fn serve<S>(
+    shard: Rc<Shard>,
+    stream: S,
+    stop: Rc<Stop>,
+    peer: Option<std::net::SocketAddr>,
+    identity: Option<String>,
+) where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
+{
     let (reader, writer) = futures_lite::io::split(stream);
     let cap = shard.config.max_in_flight_per_connection;
     let (tx, rx) = local_channel::new_bounded::<(Pending, Option<StaticPermit>)>(cap);
     let queued = Rc::new(Cell::new(0usize));
     let write = glommio::spawn_local(write_loop(writer, rx, queued.clone()));
-    let read = read_loop(shard, reader, Queue { tx, queued });
+    let read = read_loop(shard, reader, Queue { tx, queued }, Hello::new(identity));
     if let Err(e) = read.or(stopped(stop)).await {
         tracing::debug!(?peer, error = %e, "connection closed");
     }
@@ -84,6 +100,8 @@ enum ReadEnd {
     Io(#[from] std::io::Error),
     #[error("bad frame: {0}")]
     Frame(FrameError),
+    #[error("ForwardHello refused: {0}")]
+    Refused(String),
 }
 
 /// The reader's end of the answer queue. `queued` counts what the writer has
@@ -106,6 +124,7 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
     shard: Rc<Shard>,
     mut reader: R,
     queue: Queue,
+    mut hello: Hello,
 ) -> Result<(), ReadEnd> {
     // `buf[..filled]` holds bytes read and not yet taken as frames; the
     // rest of `buf` is initialized scratch space that reads go into, so a
@@ -154,6 +173,16 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
         filled -= frame_len;
         let body = frame.slice(REQUEST_HEADER_LEN..);
         let task = match api {
+            Ok(ApiKey::ForwardHello) => {
+                // Answered before the next frame is read, so what follows
+                // is served as the hello decided.
+                let (answer, refused) = hello.answer(&shard, &origin, &header, body);
+                if let Some(why) = refused {
+                    queue.push(ready(Some(answer)), permit).await;
+                    return Err(ReadEnd::Refused(why));
+                }
+                ready(Some(answer))
+            }
             Ok(api) => {
                 let conn = dispatch::Conn {
                     origin: origin.clone(),
@@ -264,6 +293,9 @@ async fn flush<W: futures_lite::AsyncWrite + Unpin>(
         writer.write_all(out).await?;
         out.clear();
     }
+    // Pushes out what a TLS stream still holds (a large tail is written
+    // without `out`); a no-op in the clear.
+    writer.flush().await?;
     held.clear(); // answers are out: their bytes go back to the budget
     Ok(())
 }

@@ -12,7 +12,9 @@ use super::handlers::{self, Answer};
 use super::throttle::Throttle;
 use crate::quota::Usage;
 use crate::shard::{Failure, GroupRequest, Origin, Shard};
-use ringmq_protocol::{encode_error_response, ApiKey, FrameError, Request, RequestHeader};
+use ringmq_protocol::{
+    encode_error_response, ApiKey, ErrorCode, FrameError, Request, RequestHeader,
+};
 
 /// What a request knows of the connection it came on.
 pub struct Conn {
@@ -59,7 +61,11 @@ pub async fn handle(
         Request::FetchOffsets(r) => groups::group(s, GroupRequest::FetchOffsets(r), from).await,
         Request::DescribeGroup(r) => groups::group(s, GroupRequest::Describe(r), from).await,
         Request::ListGroups(_) => groups::list_groups(s, from).await,
-        Request::ForwardHello(r) => handlers::forward_hello(s, r, &origin),
+        // Answered by the connection itself (net/hello.rs), never here.
+        Request::ForwardHello(_) => Err(Failure::new(
+            ErrorCode::InvalidRequest,
+            "ForwardHello is answered by the connection",
+        )),
         Request::ReplicaFetch(r) => handlers::replica_fetch(s, r, from).await,
         Request::InitProducerId(_) => Ok(handlers::init_producer_id(s)),
     };

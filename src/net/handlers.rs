@@ -1,7 +1,6 @@
 //! One function per api: check what the request asks, call the shard, and
 //! say what to answer. No socket and no encoding here.
 
-use std::cell::Cell;
 use std::time::Duration;
 
 use ringmq_protocol::batch::MAX_BATCH_BYTES;
@@ -9,10 +8,10 @@ use ringmq_protocol::limits::{self, MAX_FETCH_BYTES, MAX_FETCH_WAIT_MS, MAX_PART
 use ringmq_protocol::{
     ApiVersionsResponse, BrokerMetadata, CreateTopicRequest, CreateTopicResponse,
     DeleteTopicRequest, DeleteTopicResponse, ErrorCode, FetchRequest, FetchResponse,
-    ForwardHelloRequest, ForwardHelloResponse, InitProducerIdResponse, ListOffsetsRequest,
-    ListOffsetsResponse, ListTopicsResponse, MetadataRequest, MetadataResponse, OffsetSpec,
-    PartitionMetadata, ProduceRequest, ProduceResponse, ReplicaFetchRequest, ReplicaFetchResponse,
-    Request, ResponseBody, TopicInfo, TopicMetadata, NO_LEADER,
+    InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, ListTopicsResponse,
+    MetadataRequest, MetadataResponse, OffsetSpec, PartitionMetadata, ProduceRequest,
+    ProduceResponse, ReplicaFetchRequest, ReplicaFetchResponse, Request, ResponseBody, TopicInfo,
+    TopicMetadata, NO_LEADER,
 };
 
 use crate::cluster::metadata::{default_replication, Command};
@@ -132,18 +131,6 @@ pub async fn replica_fetch(
         )),
     }
     Ok(Answer::Replica(shard.replica_fetch(req).await?))
-}
-
-/// ForwardHello (SPEC.md 5.17): the connection carries `node`'s forwarded
-/// requests from now on.
-pub fn forward_hello(
-    shard: &Shard,
-    req: ForwardHelloRequest,
-    origin: &Cell<Origin>,
-) -> Result<Answer, Failure> {
-    shard.accept_forwarder(req.node_id, &req.cluster_id)?;
-    origin.set(Origin::Node(req.node_id));
-    body(ForwardHelloResponse {})
 }
 
 /// Metadata of a cluster: every live member, and each partition's placement.

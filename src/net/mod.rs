@@ -1,11 +1,13 @@
 //! The gateway: accepts client connections on every core (SO_REUSEPORT
-//! spreads them), turns frames into calls on the shard, and never touches a
-//! file. The wire format itself lives in `ringmq-protocol`.
+//! spreads them), in the clear or over TLS (`tls_cert`), turns frames into
+//! calls on the shard, and never touches a file. The wire format itself
+//! lives in `ringmq-protocol`.
 
 mod connection;
 mod dispatch;
 mod groups;
 mod handlers;
+mod hello;
 mod stop;
 mod throttle;
 
@@ -84,10 +86,55 @@ fn admit(shard: &Rc<Shard>, stop: &Rc<Stop>, open: &Rc<Open>, stream: glommio::n
     crate::metrics::connection_opened();
     let (shard, stop, open) = (shard.clone(), stop.clone(), open.clone());
     glommio::spawn_local(async move {
-        connection::serve(shard, stream, stop).await;
+        let peer = stream.peer_addr().ok();
+        // Two monomorphized paths: the plaintext one never sees TLS.
+        match shard.config.tls.clone() {
+            None => connection::serve(shard, stream, stop, peer, None).await,
+            Some(tls) => match handshake(&tls, stream).await {
+                Ok((stream, identity)) => {
+                    connection::serve(shard, stream, stop, peer, identity).await
+                }
+                Err(e) => {
+                    tracing::debug!(?peer, error = %e, "TLS handshake failed; connection closed")
+                }
+            },
+        }
         open.count.set(open.count.get() - 1);
         crate::metrics::connection_closed();
         open.closed.notify(usize::MAX);
     })
     .detach();
+}
+
+/// Why a TLS connection never got past its handshake.
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    #[error("no handshake within {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Tls(std::io::Error),
+}
+
+/// Runs the server side of a TLS handshake, bounded by
+/// `tls_handshake_timeout` (a client that says nothing, or plaintext, is
+/// closed rather than held). Returns the stream and who the client's
+/// verified certificate names, if it showed one.
+async fn handshake(
+    tls: &crate::security::tls::TlsContext,
+    stream: glommio::net::TcpStream,
+) -> Result<
+    (
+        futures_rustls::server::TlsStream<glommio::net::TcpStream>,
+        Option<String>,
+    ),
+    HandshakeError,
+> {
+    let limit = tls.handshake_timeout();
+    let accept = tls.acceptor().accept(stream);
+    let stream = glommio::timer::timeout(limit, async { Ok(accept.await) })
+        .await
+        .map_err(|_| HandshakeError::Timeout(limit))?
+        .map_err(HandshakeError::Tls)?;
+    let identity = crate::security::tls::identity(stream.get_ref().1.peer_certificates());
+    Ok((stream, identity))
 }

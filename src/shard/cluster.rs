@@ -70,10 +70,16 @@ pub(super) struct ClusterSide {
 }
 
 impl ClusterSide {
-    pub(super) fn new(me: NodeId, cluster_id: String) -> ClusterSide {
+    pub(super) fn new(me: NodeId, config: &crate::config::Config) -> ClusterSide {
+        let cluster_id = config.cluster_id.clone();
         ClusterSide {
             me,
-            forwarder: Forwarder::new(me, cluster_id.clone()),
+            forwarder: Forwarder::new(
+                me,
+                cluster_id.clone(),
+                config.tls.clone(),
+                config.cluster_secret.clone(),
+            ),
             cluster_id,
             view: RefCell::new(None),
             controller: RefCell::new(None),

@@ -99,7 +99,7 @@ impl Shard {
         .await?;
         let cluster = config
             .node_id
-            .map(|me| cluster::ClusterSide::new(me, config.cluster_id.clone()));
+            .map(|me| cluster::ClusterSide::new(me, &config));
         let shard = Rc::new_cyclic(|me| Shard {
             me: me.clone(),
             groups,

@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use ringmq_protocol::batch::{BatchBuilder, Header, ProducerStamp};
 use ringmq_protocol::messages::samples::{sample_batch, sample_requests, sample_responses};
 use ringmq_protocol::peer::{
-    Forward, Hello, NodeHeartbeat, PeerMessage, RaftMessage, Reject, RejectReason,
+    Challenge, Forward, Hello, NodeHeartbeat, PeerMessage, Proof, RaftMessage, Reject, RejectReason,
 };
 use ringmq_protocol::*;
 
@@ -71,6 +71,11 @@ fn peer_messages() -> Vec<PeerMessage> {
         }),
         PeerMessage::Forward(Forward {
             command: Bytes::from_static(br#"{"Remove":{"node":4}}"#),
+        }),
+        PeerMessage::Challenge(Challenge { nonce: [0x5a; 32] }),
+        PeerMessage::Proof(Proof {
+            nonce: [0x11; 32],
+            proof: [0xa5; 32],
         }),
     ]
 }

@@ -133,6 +133,15 @@ pub fn sample_requests() -> Vec<Request> {
         ForwardHelloRequest {
             node_id: 2,
             cluster_id: "ringmq".into(),
+            nonce: Bytes::from_static(&[7; 32]),
+            proof: Bytes::new(),
+        }
+        .into(),
+        ForwardHelloRequest {
+            node_id: 2,
+            cluster_id: "ringmq".into(),
+            nonce: Bytes::from_static(&[7; 32]),
+            proof: Bytes::from_static(&[9; 32]),
         }
         .into(),
         InitProducerIdRequest {}.into(),
@@ -273,7 +282,12 @@ pub fn sample_responses() -> Vec<ResponseBody> {
             }],
         }
         .into(),
-        ForwardHelloResponse {}.into(),
+        ForwardHelloResponse {
+            challenge: Bytes::from_static(&[5; 32]),
+            proof: Bytes::new(),
+        }
+        .into(),
+        ForwardHelloResponse::default().into(),
         InitProducerIdResponse {
             producer_id: 7 << 40 | 12345,
             producer_epoch: 0,

@@ -21,7 +21,8 @@ pub const MAX_PEER_FRAME: usize = 32 << 20;
 
 /// The peer protocol version this build speaks (and the highest version of
 /// any peer message body).
-pub const PEER_PROTOCOL_VERSION: u16 = 0;
+/// Version 1 added Challenge and Proof, the cluster secret's handshake.
+pub const PEER_PROTOCOL_VERSION: u16 = 1;
 
 /// Which message a frame holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -32,15 +33,19 @@ pub enum PeerKind {
     RaftMessage = 2,
     NodeHeartbeat = 3,
     Forward = 4,
+    Challenge = 5,
+    Proof = 6,
 }
 
 impl PeerKind {
-    pub const ALL: [PeerKind; 5] = [
+    pub const ALL: [PeerKind; 7] = [
         PeerKind::Hello,
         PeerKind::Reject,
         PeerKind::RaftMessage,
         PeerKind::NodeHeartbeat,
         PeerKind::Forward,
+        PeerKind::Challenge,
+        PeerKind::Proof,
     ];
 
     pub fn from_u16(v: u16) -> Option<PeerKind> {

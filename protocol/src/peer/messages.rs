@@ -1,4 +1,4 @@
-//! The peer messages (version 0 bodies) and their codec. Decoders are
+//! The peer messages (version 0 bodies; peer protocol version 1) and their codec. Decoders are
 //! strict like the client protocol's: a body is consumed exactly, strings are
 //! bounded, a node id is never 0.
 
@@ -37,14 +37,17 @@ pub enum RejectReason {
     UnsupportedVersion = 3,
     /// A frame before Hello, or one that did not decode.
     BadInput = 4,
+    /// The dialer did not prove it holds the cluster secret (11.3.7).
+    Unauthenticated = 5,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 4] = [
+    pub const ALL: [RejectReason; 5] = [
         RejectReason::WrongCluster,
         RejectReason::UnknownNode,
         RejectReason::UnsupportedVersion,
         RejectReason::BadInput,
+        RejectReason::Unauthenticated,
     ];
 
     pub fn from_u16(v: u16) -> Option<RejectReason> {
@@ -94,6 +97,26 @@ pub struct Forward {
     pub command: Bytes,
 }
 
+/// Bytes of a handshake nonce and of a proof (an HMAC-SHA256 tag).
+pub const AUTH_TOKEN_LEN: usize = 32;
+
+/// The accepting node's answer to a Hello when the cluster has a secret: a
+/// fresh random nonce the dialer must prove it can answer (SPEC.md 11.3.7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    pub nonce: [u8; AUTH_TOKEN_LEN],
+}
+
+/// A proof of holding the cluster secret. From the dialer: its own nonce
+/// (which the acceptor's proof must answer) and its proof over both
+/// nonces. From the acceptor: its challenge again and its own proof. What
+/// the proof is computed over is the broker's business; here it is bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proof {
+    pub nonce: [u8; AUTH_TOKEN_LEN],
+    pub proof: [u8; AUTH_TOKEN_LEN],
+}
+
 /// Any peer frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerMessage {
@@ -102,6 +125,16 @@ pub enum PeerMessage {
     Raft(RaftMessage),
     Heartbeat(NodeHeartbeat),
     Forward(Forward),
+    Challenge(Challenge),
+    Proof(Proof),
+}
+
+fn token(r: &mut Reader<'_>) -> Result<[u8; AUTH_TOKEN_LEN], PeerError> {
+    let mut t = [0u8; AUTH_TOKEN_LEN];
+    for b in &mut t {
+        *b = r.u8()?;
+    }
+    Ok(t)
 }
 
 fn malformed(what: &'static str) -> PeerError {
@@ -123,6 +156,8 @@ impl PeerMessage {
             PeerMessage::Raft(_) => PeerKind::RaftMessage,
             PeerMessage::Heartbeat(_) => PeerKind::NodeHeartbeat,
             PeerMessage::Forward(_) => PeerKind::Forward,
+            PeerMessage::Challenge(_) => PeerKind::Challenge,
+            PeerMessage::Proof(_) => PeerKind::Proof,
         }
     }
 
@@ -153,6 +188,11 @@ impl PeerMessage {
                 buf.put_u64_le(h.sent_ms);
             }
             PeerMessage::Forward(f) => put_bytes(buf, &f.command),
+            PeerMessage::Challenge(c) => buf.put_slice(&c.nonce),
+            PeerMessage::Proof(p) => {
+                buf.put_slice(&p.nonce);
+                buf.put_slice(&p.proof);
+            }
         }
         let len = u32::try_from(buf.len() - start - 4).expect("a peer frame is under 4 GiB");
         buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
@@ -195,6 +235,13 @@ impl PeerMessage {
             }),
             PeerKind::Forward => PeerMessage::Forward(Forward {
                 command: r.bytes()?,
+            }),
+            PeerKind::Challenge => PeerMessage::Challenge(Challenge {
+                nonce: token(&mut r)?,
+            }),
+            PeerKind::Proof => PeerMessage::Proof(Proof {
+                nonce: token(&mut r)?,
+                proof: token(&mut r)?,
             }),
         };
         r.finish()?;

@@ -1,0 +1,228 @@
+//! TLS on the client listener (issue #11, acceptance 2), against real
+//! brokers with certificates made here by rcgen: a client trusting the CA
+//! produces and consumes; plaintext on the TLS port is closed quickly; an
+//! expired certificate and one from a foreign CA are refused by the client;
+//! with `tls_client_ca` a client without a certificate, or with a foreign
+//! one, is refused.
+
+mod common;
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::probe::cli;
+use common::Broker;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+
+/// A CA that signs certificates into files under `dir`.
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+    path: PathBuf,
+}
+
+impl Ca {
+    fn new(dir: &Path, name: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let cert = params.self_signed(&key).unwrap();
+        let path = dir.join(format!("{name}.pem"));
+        std::fs::write(&path, cert.pem()).unwrap();
+        Ca { cert, key, path }
+    }
+
+    /// A certificate for 127.0.0.1 and localhost, named `cn`; `expired`
+    /// makes one whose validity ended in 2020. Returns (cert, key) paths.
+    fn issue(&self, dir: &Path, cn: &str, expired: bool) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2020, 1, 1);
+        }
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        let (c, k) = (dir.join(format!("{cn}.crt")), dir.join(format!("{cn}.key")));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `topic list` against `broker` with these TLS flags: (ok, stderr).
+fn list(broker: &Broker, tls: &[&str]) -> (bool, String) {
+    let b = broker.bootstrap();
+    let mut args = vec!["topic", "list", "--bootstrap", &b];
+    args.extend_from_slice(tls);
+    let (ok, _, err) = cli(&args, "");
+    (ok, err)
+}
+
+#[test]
+fn tls_clients_produce_and_consume_and_everything_else_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Ca::new(d, "test-ca");
+    let foreign = Ca::new(d, "foreign-ca");
+    let (cert, key) = ca.issue(d, "broker", false);
+    let broker = Broker::start(&[
+        "--tls-cert",
+        s(&cert),
+        "--tls-key",
+        s(&key),
+        "--tls-handshake-timeout",
+        "1s",
+    ]);
+    let b = broker.bootstrap();
+    let tls = ["--tls-ca", s(&ca.path)];
+
+    // Produce and consume through TLS.
+    let (ok, _, err) = cli(
+        &[
+            "topic",
+            "create",
+            "orders",
+            "--partitions",
+            "2",
+            "--bootstrap",
+            &b,
+            tls[0],
+            tls[1],
+        ],
+        "",
+    );
+    assert!(ok, "create over TLS: {err}");
+    let (ok, _, err) = cli(
+        &["produce", "orders", "--bootstrap", &b, tls[0], tls[1]],
+        "one\ntwo\nthree\n",
+    );
+    assert!(ok, "produce over TLS: {err}");
+    let (ok, out, err) = cli(
+        &[
+            "consume",
+            "orders",
+            "--from-beginning",
+            "--count",
+            "3",
+            "--timeout",
+            "10s",
+            "--bootstrap",
+            &b,
+            tls[0],
+            tls[1],
+        ],
+        "",
+    );
+    assert!(ok, "consume over TLS: {err}");
+    let mut got: Vec<&str> = out.lines().collect();
+    got.sort();
+    assert_eq!(got, ["one", "three", "two"]);
+
+    // A plaintext client is closed quickly, not left hanging.
+    let started = Instant::now();
+    let (ok, err) = list(&broker, &[]);
+    assert!(!ok, "plaintext against the TLS port must fail");
+    assert!(started.elapsed() < Duration::from_secs(8), "{err}");
+    // A connection that says nothing is closed at the handshake timeout.
+    let mut raw = TcpStream::connect(broker.addr).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = raw.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "a silent connection gets nothing but a close");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // The client refuses a certificate from a CA it does not trust.
+    let (ok, err) = list(&broker, &["--tls-ca", s(&foreign.path)]);
+    assert!(!ok && err.contains("TLS"), "{err}");
+
+    // ... and an expired one from the right CA.
+    let (old_cert, old_key) = ca.issue(d, "expired-broker", true);
+    let expired = Broker::start(&["--tls-cert", s(&old_cert), "--tls-key", s(&old_key)]);
+    let (ok, err) = list(&expired, &tls);
+    assert!(!ok && err.to_lowercase().contains("expired"), "{err}");
+    drop(expired);
+
+    // Mutual TLS: a certificate from the CA is needed.
+    let (client_cert, client_key) = ca.issue(d, "worker-1", false);
+    let (stranger_cert, stranger_key) = foreign.issue(d, "stranger", false);
+    let mtls = Broker::start(&[
+        "--tls-cert",
+        s(&cert),
+        "--tls-key",
+        s(&key),
+        "--tls-client-ca",
+        s(&ca.path),
+    ]);
+    let (ok, err) = list(&mtls, &tls);
+    assert!(!ok, "no client certificate must be refused: {err}");
+    let (ok, err) = list(
+        &mtls,
+        &[
+            tls[0],
+            tls[1],
+            "--tls-cert",
+            s(&stranger_cert),
+            "--tls-key",
+            s(&stranger_key),
+        ],
+    );
+    assert!(!ok, "a foreign client certificate must be refused: {err}");
+    let (ok, err) = list(
+        &mtls,
+        &[
+            tls[0],
+            tls[1],
+            "--tls-cert",
+            s(&client_cert),
+            "--tls-key",
+            s(&client_key),
+        ],
+    );
+    assert!(ok, "a client certificate from the CA is taken: {err}");
+}
+
+#[test]
+fn bad_tls_settings_stop_the_broker_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, _, err) = common::cli(
+        &[
+            "serve",
+            "--data-dir",
+            s(dir.path()),
+            "--tls-key",
+            "/nonexistent/k.pem",
+        ],
+        "",
+    );
+    assert!(!status.success());
+    assert!(
+        err.contains("`tls_key`") && err.contains("tls_cert"),
+        "{err}"
+    );
+    let (status, _, err) = common::cli(
+        &[
+            "serve",
+            "--data-dir",
+            s(dir.path()),
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            "/nonexistent/c.pem",
+            "--tls-key",
+            "/nonexistent/k.pem",
+        ],
+        "",
+    );
+    assert!(!status.success());
+    assert!(err.contains("/nonexistent/c.pem"), "{err}");
+}
