@@ -3,7 +3,7 @@
 //! produces and consumes; plaintext on the TLS port is closed quickly; an
 //! expired certificate and one from a foreign CA are refused by the client;
 //! with `tls_client_ca` a client without a certificate, or with a foreign
-//! one, is refused.
+//! one, is refused; SIGHUP reloads the certificate files.
 
 mod common;
 
@@ -225,4 +225,41 @@ fn bad_tls_settings_stop_the_broker_with_a_clear_message() {
     );
     assert!(!status.success());
     assert!(err.contains("/nonexistent/c.pem"), "{err}");
+}
+
+/// SIGHUP reloads the certificate files: new connections get the new
+/// certificate; a reload of bad files is logged and the old ones stay.
+#[test]
+fn sighup_reloads_the_certificate_and_a_bad_reload_keeps_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (old_ca, new_ca) = (Ca::new(d, "old-ca"), Ca::new(d, "new-ca"));
+    let (cert, key) = old_ca.issue(d, "broker", false);
+    let broker = Broker::start(&["--tls-cert", s(&cert), "--tls-key", s(&key)]);
+    let hup = |want: &str, times: usize| {
+        // kill(2) of exactly the PID this test started.
+        assert_eq!(unsafe { libc::kill(broker.pid() as i32, libc::SIGHUP) }, 0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while broker.logs().matches(want).count() < times {
+            assert!(Instant::now() < deadline, "no {want:?}:\n{}", broker.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    assert!(list(&broker, &["--tls-ca", s(&old_ca.path)]).0);
+
+    // The same paths now hold a certificate of another CA.
+    let (c2, k2) = new_ca.issue(d, "broker-next", false);
+    std::fs::copy(&c2, &cert).unwrap();
+    std::fs::copy(&k2, &key).unwrap();
+    hup("TLS certificates reloaded", 1);
+    let (ok, err) = list(&broker, &["--tls-ca", s(&new_ca.path)]);
+    assert!(ok, "the new certificate after SIGHUP: {err}");
+    let (ok, _) = list(&broker, &["--tls-ca", s(&old_ca.path)]);
+    assert!(!ok, "the old certificate still served after SIGHUP");
+
+    // Garbage in the files: logged, and the last good ones stay in use.
+    std::fs::write(&cert, "not a certificate").unwrap();
+    hup("TLS reload failed", 1);
+    let (ok, err) = list(&broker, &["--tls-ca", s(&new_ca.path)]);
+    assert!(ok, "a failed reload took TLS down: {err}");
 }
