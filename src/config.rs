@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -101,6 +102,22 @@ pub struct Config {
     /// Whether a partition with no live in-sync copy may be led by a live
     /// copy that is behind (losing what it lacks) rather than stay offline.
     pub unclean_leader_election: bool,
+    /// Whether a client connection must authenticate (SASL SCRAM-SHA-256)
+    /// before any request but ApiVersions and the SASL ones.
+    pub authentication: bool,
+    /// Whether requests are checked against the ACLs (deny by default).
+    pub authorization: bool,
+    /// Principals (`User:name`) that bypass the ACLs and may manage users
+    /// and ACLs.
+    pub super_users: Vec<String>,
+    /// A super user defined at start from `admin_password_file` (or the
+    /// `RINGMQ_ADMIN_PASSWORD` variable), held in memory only: how the
+    /// first user of a fresh broker is made.
+    pub admin_user: Option<String>,
+    pub admin_password_file: Option<PathBuf>,
+    /// Derived at start (the admin credential, the key of unknown users'
+    /// fake salts); never read from settings.
+    pub auth_secrets: Option<Arc<crate::auth::Secrets>>,
     /// The file the settings were read from, if any (for the start-up log).
     pub config_file: Option<PathBuf>,
 }
@@ -128,6 +145,12 @@ impl Default for Config {
             replica_lag: Duration::from_secs(10),
             min_insync_replicas: None,
             unclean_leader_election: false,
+            authentication: false,
+            authorization: false,
+            super_users: Vec::new(),
+            admin_user: None,
+            admin_password_file: None,
+            auth_secrets: None,
             config_file: None,
         }
     }
@@ -204,6 +227,10 @@ impl Config {
                 "0s",
                 "must be longer than 0",
             ));
+        }
+        if let Some(name) = &self.admin_user {
+            crate::auth::store::validate_user_name(name)
+                .map_err(|e| invalid("admin_user", name, e.to_string()))?;
         }
         self.validate_cluster()
     }
@@ -442,6 +469,39 @@ pub struct Settings {
     /// Let a partition with no live in-sync copy be led by a copy that is behind, losing what it lacks [default: false].
     #[arg(long)]
     pub unclean_leader_election: Option<bool>,
+    /// Require clients to authenticate (SASL SCRAM-SHA-256) before other requests [default: false].
+    #[arg(long)]
+    pub authentication: Option<bool>,
+    /// Check every request against the ACLs, denying what no rule allows [default: false].
+    #[arg(long)]
+    pub authorization: Option<bool>,
+    /// Principals that bypass the ACLs and manage users and ACLs, `User:alice,User:ops`, or `none` [default: none].
+    #[arg(long, value_parser = parse_super_users)]
+    #[serde(deserialize_with = "de::super_users")]
+    pub super_users: Option<SuperUsers>,
+    /// A super user whose password is read at start from `admin_password_file` or the RINGMQ_ADMIN_PASSWORD variable; kept in memory only, or `none` [default: none].
+    #[arg(long)]
+    pub admin_user: Option<String>,
+    /// File holding the `admin_user`'s password (first line), or `none` [default: none].
+    #[arg(long)]
+    pub admin_password_file: Option<PathBuf>,
+}
+
+/// The `super_users` setting: principals, each `User:name`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SuperUsers(pub Vec<String>);
+
+/// Parses `User:a,User:b` (a bare name means `User:name`) or `none`.
+pub fn parse_super_users(s: &str) -> Result<SuperUsers, String> {
+    if s == "none" {
+        return Ok(SuperUsers::default());
+    }
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| crate::auth::acl::principal_of(p).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()
+        .map(SuperUsers)
 }
 
 /// The `peers` setting: node id to peer address, ids unique.
@@ -528,6 +588,11 @@ impl Settings {
             replica_lag,
             min_insync_replicas,
             unclean_leader_election,
+            authentication,
+            authorization,
+            super_users,
+            admin_user,
+            admin_password_file,
         )
     }
 
@@ -561,6 +626,11 @@ impl Settings {
             replica_lag,
             min_insync_replicas,
             unclean_leader_election,
+            authentication,
+            authorization,
+            super_users,
+            admin_user,
+            admin_password_file,
         } = self;
         set(&mut c.listen, listen);
         set(&mut c.data_dir, data_dir);
@@ -620,6 +690,17 @@ impl Settings {
             };
         }
         set(&mut c.unclean_leader_election, unclean_leader_election);
+        set(&mut c.authentication, authentication);
+        set(&mut c.authorization, authorization);
+        if let Some(s) = super_users {
+            c.super_users = s.0;
+        }
+        if let Some(u) = admin_user {
+            c.admin_user = (u != "none").then_some(u);
+        }
+        if let Some(p) = admin_password_file {
+            c.admin_password_file = (p.as_os_str() != "none").then_some(p);
+        }
         Ok(c)
     }
 }
@@ -761,7 +842,7 @@ mod de {
 
     use serde::de::{self, Deserializer, Visitor};
 
-    use super::{Cores, FlushPolicy, Limit};
+    use super::{Cores, FlushPolicy, Limit, SuperUsers};
 
     /// A TOML string or non-negative integer, handed to a flag parser.
     struct Text<T>(fn(&str) -> Result<T, String>, &'static str, bool);
@@ -851,6 +932,15 @@ mod de {
             d,
             super::parse_optional_addr,
             "an address such as \"127.0.0.1:9293\", or \"off\"",
+            false,
+        )
+    }
+
+    pub fn super_users<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SuperUsers>, D::Error> {
+        text(
+            d,
+            super::parse_super_users,
+            "principals such as \"User:alice,User:ops\", or \"none\"",
             false,
         )
     }

@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod cluster;
+pub mod auth;
 pub mod config;
 pub mod group;
 pub mod log;

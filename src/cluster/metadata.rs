@@ -33,6 +33,7 @@ use std::collections::BTreeMap;
 use ringmq_protocol::limits::{self, TopicNameError};
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{Security, SecurityCommand, SecurityError};
 use crate::ring::{Epsilon, Ring, RingError};
 
 /// Copies of each partition a cluster keeps unless told otherwise.
@@ -219,6 +220,9 @@ pub enum Command {
         partition: u32,
         node: NodeId,
     },
+    /// A change to the users or ACLs (`auth::store`), which every node
+    /// applies like the topics.
+    Security(SecurityCommand),
 }
 
 /// Why a command was refused. A refused command changes nothing.
@@ -267,6 +271,8 @@ pub enum CommandError {
     InvalidIsr { isr: Vec<NodeId>, why: String },
     #[error("partition is not offline, or node {0} cannot lead it")]
     NotUncleanElectable(NodeId),
+    #[error(transparent)]
+    Security(#[from] SecurityError),
 }
 
 impl From<TopicNameError> for CommandError {
@@ -284,6 +290,9 @@ pub struct Metadata {
     /// The last [`Topic::id`] given out.
     #[serde(default)]
     last_topic_id: u64,
+    /// Users and ACLs.
+    #[serde(default)]
+    security: Security,
 }
 
 impl Metadata {
@@ -301,6 +310,10 @@ impl Metadata {
 
     pub fn topics(&self) -> &BTreeMap<String, Topic> {
         &self.topics
+    }
+
+    pub fn security(&self) -> &Security {
+        &self.security
     }
 
     pub fn topic(&self, name: &str) -> Option<&Topic> {
@@ -554,6 +567,7 @@ impl Metadata {
                 p.set_isr(vec![*node]);
                 elect(p, members);
             }
+            Command::Security(cmd) => self.security.apply(cmd)?,
         }
         Ok(())
     }

@@ -22,6 +22,7 @@ use glommio::sync::StaticPermit;
 use glommio::task::JoinHandle;
 
 use super::dispatch;
+use super::session::Session;
 use super::stop::Stop;
 use crate::shard::{Origin, Shard};
 use ringmq_protocol::frame::{FrameError, RequestHeader, REQUEST_HEADER_LEN};
@@ -83,6 +84,8 @@ enum ReadEnd {
     Io(#[from] std::io::Error),
     #[error("bad frame: {0}")]
     Frame(FrameError),
+    #[error("not authenticated")]
+    Unauthenticated,
 }
 
 /// The reader's end of the answer queue. `queued` counts what the writer has
@@ -116,6 +119,8 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
     // Set by a ForwardHello: the connection then carries another node's
     // forwarded requests.
     let origin = Rc::new(Cell::new(Origin::Client));
+    // Who the client is (SASL; a TLS identity would be given here).
+    let session = Rc::new(Session::new(None));
     loop {
         fill(
             &mut reader,
@@ -150,8 +155,18 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
         let body = frame.slice(REQUEST_HEADER_LEN..);
         let task = match api {
             Ok(api) => {
-                let (shard, origin) = (shard.clone(), origin.clone());
-                glommio::spawn_local(dispatch::handle(shard, origin, header, api, body)).detach()
+                if let Some(i) = session.intercept(&shard, origin.get(), &header, api, &body) {
+                    if !queue.push(ready(Some(i.answer)), permit).await {
+                        return Ok(());
+                    }
+                    match i.close {
+                        true => return Err(ReadEnd::Unauthenticated),
+                        false => continue,
+                    }
+                }
+                let (shard, origin, session) = (shard.clone(), origin.clone(), session.clone());
+                let handle = dispatch::handle(shard, origin, session, header, api, body);
+                glommio::spawn_local(handle).detach()
             }
             Err(e) => ready(Some(dispatch::refuse(header.correlation_id, &e))),
         };

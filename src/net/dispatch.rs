@@ -7,15 +7,19 @@ use std::rc::Rc;
 use bytes::{Bytes, BytesMut};
 
 use super::connection::Encoded;
-use super::groups;
 use super::handlers::{self, Answer};
+use super::session::Session;
+use super::{access, groups, security};
 use crate::shard::{Failure, GroupRequest, Origin, Shard};
-use ringmq_protocol::{encode_error_response, ApiKey, FrameError, Request, RequestHeader};
+use ringmq_protocol::{
+    encode_error_response, ApiKey, ErrorCode, FrameError, Request, RequestHeader, ResponseBody,
+};
 
 /// Answers a request. `None` when the request wants no answer (produce with acks=0).
 pub async fn handle(
     shard: Rc<Shard>,
     origin: Rc<Cell<Origin>>,
+    session: Rc<Session>,
     header: RequestHeader,
     api: ApiKey,
     body: Bytes,
@@ -33,7 +37,16 @@ pub async fn handle(
     let wants_answer = request.expects_response();
     let from = origin.get();
     let s = &shard;
-    let result = match request {
+    // One branch when authorization is off: the hot path pays nothing more.
+    let checked = access::applies(s, from);
+    let named = matches!(&request, Request::Metadata(m) if m.topics.is_some());
+    if checked {
+        if let Err(f) = access::check(s, &session, &request) {
+            crate::metrics::request(api, Some(f.code), bytes_in, 0, started.elapsed());
+            return wants_answer.then(|| failure(corr, &f));
+        }
+    }
+    let mut result = match request {
         Request::ApiVersions(_) => Ok(handlers::api_versions()),
         Request::Metadata(r) => handlers::metadata(s, r),
         Request::CreateTopic(r) => handlers::create_topic(s, r, from).await,
@@ -52,7 +65,22 @@ pub async fn handle(
         Request::ForwardHello(r) => handlers::forward_hello(s, r, &origin),
         Request::ReplicaFetch(r) => handlers::replica_fetch(s, r, from).await,
         Request::InitProducerId(_) => Ok(handlers::init_producer_id(s)),
+        Request::UpsertUser(r) => security::upsert_user(s, r, from).await,
+        Request::DeleteUser(r) => security::delete_user(s, r, from).await,
+        Request::ListUsers(_) => Ok(security::list_users(s)),
+        Request::AlterAcl(r) => security::alter_acl(s, r, from).await,
+        Request::ListAcls(_) => Ok(security::list_acls(s)),
+        // Answered by the connection's reader (`session.rs`) before dispatch.
+        Request::SaslHandshake(_) | Request::SaslAuthenticate(_) => Err(Failure::new(
+            ErrorCode::InvalidRequest,
+            "SASL requests are answered by the connection",
+        )),
     };
+    if checked {
+        if let Ok(answer) = &mut result {
+            access::filter(s, &session, named, answer);
+        }
+    }
     let (error, bytes_out) = match &result {
         Ok(Answer::Fetch(f)) => (None, f.records.len()),
         Ok(Answer::Replica(r)) => (None, r.records.len()),
@@ -101,7 +129,13 @@ pub fn refuse(corr: u32, e: &FrameError) -> Encoded {
     failure(corr, &Failure::new(e.error_code(), e.to_string()))
 }
 
-fn failure(corr: u32, f: &Failure) -> Encoded {
+/// A success answer with a body.
+pub fn encode_body(corr: u32, body: ResponseBody) -> Encoded {
+    encode(corr, Answer::Body(body))
+}
+
+/// An error answer.
+pub fn failure(corr: u32, f: &Failure) -> Encoded {
     let mut head = BytesMut::with_capacity(32 + f.message.len());
     encode_error_response(corr, f.code, &f.message, &mut head);
     Encoded { head, tail: None }

@@ -2,10 +2,13 @@
 //! spreads them), turns frames into calls on the shard, and never touches a
 //! file. The wire format itself lives in `ringmq-protocol`.
 
+mod access;
 mod connection;
 mod dispatch;
 mod groups;
 mod handlers;
+mod security;
+mod session;
 mod stop;
 
 use std::cell::Cell;
