@@ -57,6 +57,9 @@ pub struct ConnectionConfig {
     /// waits past it (a frame is accepted whenever the buffer is below it, so
     /// one frame of any size always fits).
     pub max_buffered_bytes: usize,
+    /// Who to authenticate as (SASL SCRAM-SHA-256) right after connecting;
+    /// `None`: no authentication.
+    pub sasl: Option<crate::sasl::SaslConfig>,
 }
 
 impl Default for ConnectionConfig {
@@ -66,6 +69,7 @@ impl Default for ConnectionConfig {
             request_timeout: Duration::from_secs(30),
             max_in_flight: 1024,
             max_buffered_bytes: 8 << 20,
+            sasl: None,
         }
     }
 }
@@ -222,7 +226,11 @@ impl Connection {
             .await
             .map_err(std::io::Error::from)?;
         stream.set_nodelay(true).map_err(std::io::Error::from)?;
-        Ok(Connection::from_stream(addr, stream, config))
+        let conn = Connection::from_stream(addr, stream, config);
+        if let Some(sasl) = &conn.shared.config.sasl {
+            crate::sasl::authenticate(&conn, sasl).await?;
+        }
+        Ok(conn)
     }
 
     fn from_stream(addr: SocketAddr, stream: TcpStream, config: ConnectionConfig) -> Connection {
