@@ -46,6 +46,8 @@ pub enum ScramError {
     BadServerSignature,
     #[error("the server refused: {0}")]
     ServerError(String),
+    #[error("the client's proof or nonce does not match")]
+    InvalidProof,
 }
 
 /// What the server keeps of a password (RFC 5802 section 3): enough to
@@ -265,7 +267,7 @@ impl ServerExchange {
         let proof_ok = stored.ct_eq(&self.credential.stored_key);
         let nonce_ok = nonce.as_bytes().ct_eq(self.nonce.as_bytes());
         if !bool::from(proof_ok & nonce_ok) {
-            return Err(ScramError::Malformed("invalid proof or nonce"));
+            return Err(ScramError::InvalidProof);
         }
         let server_signature = hmac(&self.credential.server_key, auth_message.as_bytes());
         Ok(format!("v={}", B64.encode(server_signature)).into_bytes())
