@@ -136,6 +136,17 @@ pub fn sample_requests() -> Vec<Request> {
         }
         .into(),
         InitProducerIdRequest {}.into(),
+        ReplicaFetchRequest {
+            replica: 3,
+            topic: "tasks".into(),
+            partition: 1,
+            leader_epoch: 4,
+            fetch_offset: 120,
+            last_fetched_epoch: 3,
+            max_bytes: 1 << 20,
+            max_wait_ms: 500,
+        }
+        .into(),
         SaslHandshakeRequest {
             mechanism: crate::scram::MECHANISM.into(),
         }
@@ -181,17 +192,6 @@ pub fn sample_requests() -> Vec<Request> {
         }
         .into(),
         ListAclsRequest {}.into(),
-        ReplicaFetchRequest {
-            replica: 3,
-            topic: "tasks".into(),
-            partition: 1,
-            leader_epoch: 4,
-            fetch_offset: 120,
-            last_fetched_epoch: 3,
-            max_bytes: 1 << 20,
-            max_wait_ms: 500,
-        }
-        .into(),
     ]
 }
 
@@ -317,6 +317,28 @@ pub fn sample_responses() -> Vec<ResponseBody> {
         }
         .into(),
         ForwardHelloResponse {}.into(),
+        InitProducerIdResponse {
+            producer_id: 7 << 40 | 12345,
+            producer_epoch: 0,
+        }
+        .into(),
+        ReplicaFetchResponse {
+            high_watermark: 130,
+            log_start_offset: 0,
+            diverging: None,
+            records: sample_batch(),
+        }
+        .into(),
+        ReplicaFetchResponse {
+            high_watermark: 130,
+            log_start_offset: 0,
+            diverging: Some(EpochEnd {
+                epoch: 2,
+                end_offset: 100,
+            }),
+            records: Bytes::new(),
+        }
+        .into(),
         SaslHandshakeResponse {
             mechanisms: vec![crate::scram::MECHANISM.into()],
         }
@@ -343,28 +365,6 @@ pub fn sample_responses() -> Vec<ResponseBody> {
                 name: String::new(),
                 operation: Operation::Alter,
             }],
-        }
-        .into(),
-        InitProducerIdResponse {
-            producer_id: 7 << 40 | 12345,
-            producer_epoch: 0,
-        }
-        .into(),
-        ReplicaFetchResponse {
-            high_watermark: 130,
-            log_start_offset: 0,
-            diverging: None,
-            records: sample_batch(),
-        }
-        .into(),
-        ReplicaFetchResponse {
-            high_watermark: 130,
-            log_start_offset: 0,
-            diverging: Some(EpochEnd {
-                epoch: 2,
-                end_offset: 100,
-            }),
-            records: Bytes::new(),
         }
         .into(),
     ]
