@@ -5,9 +5,9 @@
 //! shard, `server` and `service` start and stop a node, `client` talks to
 //! one, `cli` is the `ringmq` command.
 
+pub mod auth;
 pub mod cli;
 pub mod cluster;
-pub mod auth;
 pub mod config;
 pub mod group;
 pub mod log;

@@ -66,7 +66,14 @@ fn cli_as(
 ) -> (bool, String, String) {
     let pw = dir.join(pwfile).display().to_string();
     let mut all: Vec<&str> = args.to_vec();
-    all.extend(["--bootstrap", bootstrap, "--user", user, "--password-file", &pw]);
+    all.extend([
+        "--bootstrap",
+        bootstrap,
+        "--user",
+        user,
+        "--password-file",
+        &pw,
+    ]);
     common::probe::cli(&all, stdin)
 }
 
@@ -124,7 +131,9 @@ fn scram_finish(raw: &mut Raw, client_final: Vec<u8>) -> Result<Bytes, (ErrorCod
 fn login(addr: SocketAddr, user: &str, password: &str) -> (Raw, Result<(), (ErrorCode, String)>) {
     let mut raw = Raw::connect(addr);
     let (mut ex, server_first) = scram_start(&mut raw, user, password);
-    let fin = ex.final_message(&server_first).expect("a valid server-first");
+    let fin = ex
+        .final_message(&server_first)
+        .expect("a valid server-first");
     let r = scram_finish(&mut raw, fin).map(|server_final| {
         ex.verify_server(&server_final)
             .expect("the broker proves it knows the credential")
@@ -239,12 +248,30 @@ fn a_single_node_authenticates_authorizes_and_keeps_secrets() {
     admin(
         d,
         &b,
-        &["acl", "add", "--principal", "User:alice", "--topic", "a", "--operation", "consume"],
+        &[
+            "acl",
+            "add",
+            "--principal",
+            "User:alice",
+            "--topic",
+            "a",
+            "--operation",
+            "consume",
+        ],
     );
     admin(
         d,
         &b,
-        &["acl", "add", "--principal", "writer", "--topic", "a*", "--operation", "produce"],
+        &[
+            "acl",
+            "add",
+            "--principal",
+            "writer",
+            "--topic",
+            "a*",
+            "--operation",
+            "produce",
+        ],
     );
 
     // A wrong password, an unknown user: the same refusal, and the
@@ -254,7 +281,11 @@ fn a_single_node_authenticates_authorizes_and_keeps_secrets() {
     assert_eq!(wrong.0, ErrorCode::AuthFailed);
     assert!(raw.is_closed_by_peer());
     let (mut raw, r) = login(broker.addr, "mallory", "whatever");
-    assert_eq!(r.unwrap_err(), wrong, "an unknown user reads like a wrong password");
+    assert_eq!(
+        r.unwrap_err(),
+        wrong,
+        "an unknown user reads like a wrong password"
+    );
     assert!(raw.is_closed_by_peer());
     let salts: Vec<String> = (0..2)
         .map(|_| salt_of(&scram_start(&mut Raw::connect(broker.addr), "mallory", "x").1))
@@ -289,7 +320,14 @@ fn a_single_node_authenticates_authorizes_and_keeps_secrets() {
     // Alice may consume a, nothing else; writer may produce to a.
     let (ok, _, err) = cli_as(d, &b, "alice", "alice.pw", &["produce", "a"], "x\n");
     assert!(!ok && err.contains("NOT_AUTHORIZED"), "{err}");
-    let consume = ["consume", "--from-beginning", "--count", "3", "--timeout", "5s"];
+    let consume = [
+        "consume",
+        "--from-beginning",
+        "--count",
+        "3",
+        "--timeout",
+        "5s",
+    ];
     let mut read_b = consume.to_vec();
     read_b.insert(1, "b");
     let (ok, _, err) = cli_as(d, &b, "alice", "alice.pw", &read_b, "");
@@ -322,7 +360,10 @@ fn a_single_node_authenticates_authorizes_and_keeps_secrets() {
     let users = admin(d, &b, &["user", "list"]);
     assert_eq!(users, "alice SCRAM-SHA-256\nwriter SCRAM-SHA-256\n");
     let acls = admin(d, &b, &["acl", "list"]);
-    assert!(acls.contains("User:writer topic a prefix produce"), "{acls}");
+    assert!(
+        acls.contains("User:writer topic a prefix produce"),
+        "{acls}"
+    );
     let secrets = stored_secrets(broker.data_dir());
     assert_no_secrets("user list", &users, &secrets);
     assert_no_secrets("/metrics", &metrics, &secrets);
@@ -354,18 +395,39 @@ fn users_and_acls_made_through_one_node_hold_on_another() {
     admin(d, &n1, &["topic", "create", "a", "--partitions", "3"]);
     admin(d, &n1, &["topic", "create", "b", "--partitions", "1"]);
     let pw = d.join("alice.pw").display().to_string();
-    admin(d, &n1, &["user", "add", "alice", "--new-password-file", &pw]);
     admin(
         d,
         &n1,
-        &["acl", "add", "--principal", "alice", "--topic", "a", "--operation", "consume"],
+        &["user", "add", "alice", "--new-password-file", &pw],
+    );
+    admin(
+        d,
+        &n1,
+        &[
+            "acl",
+            "add",
+            "--principal",
+            "alice",
+            "--topic",
+            "a",
+            "--operation",
+            "consume",
+        ],
     );
     let (ok, _, err) = cli_as(d, &n2, "admin", "admin.pw", &["produce", "a"], "1\n2\n");
     assert!(ok, "{err}");
 
     // Node 3 learned of alice and her rule through the Raft log.
     let out = eventually("alice consumes a through node 3", || {
-        let args = ["consume", "a", "--from-beginning", "--count", "2", "--timeout", "5s"];
+        let args = [
+            "consume",
+            "a",
+            "--from-beginning",
+            "--count",
+            "2",
+            "--timeout",
+            "5s",
+        ];
         let (ok, out, _) = cli_as(d, &n3, "alice", "alice.pw", &args, "");
         ok.then_some(out)
     });
@@ -374,7 +436,15 @@ fn users_and_acls_made_through_one_node_hold_on_another() {
     assert_eq!(got, ["1", "2"]);
     let (ok, _, err) = cli_as(d, &n3, "alice", "alice.pw", &["produce", "a"], "x\n");
     assert!(!ok && err.contains("NOT_AUTHORIZED"), "{err}");
-    let args = ["consume", "b", "--from-beginning", "--count", "1", "--timeout", "3s"];
+    let args = [
+        "consume",
+        "b",
+        "--from-beginning",
+        "--count",
+        "1",
+        "--timeout",
+        "3s",
+    ];
     let (ok, _, err) = cli_as(d, &n3, "alice", "alice.pw", &args, "");
     assert!(!ok && err.contains("NOT_AUTHORIZED"), "{err}");
     let (ok, _, err) = cli_as(d, &n3, "alice", "wrong.pw", &["topic", "list"], "");

@@ -63,6 +63,6 @@ pub use connection::{Connection, ConnectionConfig, PendingResponse};
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, StartOffset, MAX_RETRY_BACKOFF};
 pub use error::ClientError;
 pub use group::{GroupConfig, GroupConsumer, GroupEvent, OffsetReset, TopicPartition};
-pub use sasl::{Password, SaslConfig};
 pub use producer::{Delivery, Producer, ProducerConfig, ProducerStats, RecordMetadata};
 pub use ringmq_protocol::{Acks, OffsetSpec};
+pub use sasl::{Password, SaslConfig};

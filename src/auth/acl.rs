@@ -224,7 +224,12 @@ mod tests {
     fn literal_prefix_and_deny_by_default() {
         let s = with(&[
             ("User:alice", Topic, Pattern::Literal("a".into()), Consume),
-            ("User:alice", Topic, Pattern::parse("orders.*", false), Produce),
+            (
+                "User:alice",
+                Topic,
+                Pattern::parse("orders.*", false),
+                Produce,
+            ),
             ("User:alice", Group, Pattern::parse("billing", true), Join),
         ]);
         let alice = Authorizer::new(&s, "User:alice", false);

@@ -70,7 +70,10 @@ mod tests {
         assert!(!known);
         let (b, _) = lookup(&s, Some(&secrets), "mallory");
         assert_eq!(a, b, "the same salt every time");
-        assert_eq!((a.salt.len(), a.iterations), (real.salt.len(), real.iterations));
+        assert_eq!(
+            (a.salt.len(), a.iterations),
+            (real.salt.len(), real.iterations)
+        );
         assert_ne!(lookup(&s, Some(&secrets), "eve").0, a);
     }
 }

@@ -203,7 +203,9 @@ impl Security {
     /// cluster is answered once the node that took it has applied it).
     pub fn reflects(&self, cmd: &SecurityCommand) -> bool {
         match cmd {
-            SecurityCommand::PutUser { name, credential } => self.users.get(name) == Some(credential),
+            SecurityCommand::PutUser { name, credential } => {
+                self.users.get(name) == Some(credential)
+            }
             SecurityCommand::RemoveUser { name } => !self.users.contains_key(name),
             SecurityCommand::AddAcl { acl } => self.acls.contains(acl),
             SecurityCommand::RemoveAcl { acl } => !self.acls.contains(acl),
@@ -218,7 +220,9 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} is damaged: {source}; restore it or remove it to start with no users and ACLs")]
+    #[error(
+        "{path} is damaged: {source}; restore it or remove it to start with no users and ACLs"
+    )]
     Parse {
         path: PathBuf,
         source: serde_json::Error,
@@ -306,7 +310,8 @@ mod tests {
             })
             .is_err());
         assert_eq!(s, before, "a refused command changes nothing");
-        s.apply(&SecurityCommand::RemoveAcl { acl: rule() }).unwrap();
+        s.apply(&SecurityCommand::RemoveAcl { acl: rule() })
+            .unwrap();
         s.apply(&SecurityCommand::RemoveUser {
             name: "alice".into(),
         })
@@ -329,7 +334,11 @@ mod tests {
             unreachable!()
         };
         let debug = format!("{:?} {:?}", alice(), credential);
-        for secret in [&credential.salt.0, &credential.stored_key.0, &credential.server_key.0] {
+        for secret in [
+            &credential.salt.0,
+            &credential.stored_key.0,
+            &credential.server_key.0,
+        ] {
             assert!(!debug.contains(&format!("{secret:?}")), "{debug}");
             assert!(!debug.contains(&format!("{:?}", &secret[..4])), "{debug}");
         }

@@ -97,7 +97,8 @@ impl AclArgs {
         self.operation
             .iter()
             .map(|o| {
-                let operation = Operation::parse(o).ok_or_else(|| format!("unknown operation {o:?}"))?;
+                let operation =
+                    Operation::parse(o).ok_or_else(|| format!("unknown operation {o:?}"))?;
                 let rule = AclRule {
                     principal: principal.clone(),
                     resource,

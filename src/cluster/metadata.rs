@@ -1263,9 +1263,9 @@ mod tests {
             a.apply(&Command::Security(SecurityCommand::RemoveUser {
                 name: "bob".into()
             })),
-            Err(CommandError::Security(crate::auth::SecurityError::UnknownUser(
-                "bob".into()
-            )))
+            Err(CommandError::Security(
+                crate::auth::SecurityError::UnknownUser("bob".into())
+            ))
         );
     }
 }

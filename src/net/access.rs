@@ -4,9 +4,7 @@
 //! principal may describe). Off (`authorization = false`), or for another
 //! node of the cluster (a super principal), both are one branch.
 
-use ringmq_protocol::{
-    ErrorCode, Operation, Request, ResourceType, ResponseBody, TopicMetadata,
-};
+use ringmq_protocol::{ErrorCode, Operation, Request, ResourceType, ResponseBody, TopicMetadata};
 
 use super::handlers::Answer;
 use super::session::{Session, ANONYMOUS};

@@ -114,7 +114,13 @@ impl Session {
             return None;
         }
         crate::metrics::auth_failure("none");
-        crate::metrics::request(api, Some(ErrorCode::AuthFailed), body.len(), 0, std::time::Duration::ZERO);
+        crate::metrics::request(
+            api,
+            Some(ErrorCode::AuthFailed),
+            body.len(),
+            0,
+            std::time::Duration::ZERO,
+        );
         if self.first_refusal() {
             tracing::info!(api = %api, "request before authentication refused; connection closed");
         }
@@ -181,7 +187,8 @@ impl Session {
                 let why = match exchange.finish(msg) {
                     Ok(server_final) if known => {
                         tracing::debug!(user = %user, "authenticated");
-                        *self.principal.borrow_mut() = Some(Rc::from(format!("{USER_PREFIX}{user}")));
+                        *self.principal.borrow_mut() =
+                            Some(Rc::from(format!("{USER_PREFIX}{user}")));
                         return Ok(SaslAuthenticateResponse {
                             auth_bytes: server_final.into(),
                         }
@@ -195,7 +202,9 @@ impl Session {
             Sasl::Idle => {
                 return Err(self.refuse("none", "SaslAuthenticate before SaslHandshake".into()))
             }
-            Sasl::Over => return Err(self.refuse("none", "SaslAuthenticate after the exchange ended".into())),
+            Sasl::Over => {
+                return Err(self.refuse("none", "SaslAuthenticate after the exchange ended".into()))
+            }
         };
         Ok(SaslAuthenticateResponse {
             auth_bytes: out.into(),

@@ -37,7 +37,10 @@ impl Shard {
         }
         if self.id != CATALOGUE_SHARD {
             return self
-                .ask(CATALOGUE_SHARD, |reply| ShardMsg::ChangeSecurity { cmd, reply })
+                .ask(CATALOGUE_SHARD, |reply| ShardMsg::ChangeSecurity {
+                    cmd,
+                    reply,
+                })
                 .await;
         }
         self.change_security_here(cmd).await

@@ -39,7 +39,11 @@ pub enum Operation {
 }
 
 impl ResourceType {
-    pub const ALL: [ResourceType; 3] = [ResourceType::Topic, ResourceType::Group, ResourceType::Cluster];
+    pub const ALL: [ResourceType; 3] = [
+        ResourceType::Topic,
+        ResourceType::Group,
+        ResourceType::Cluster,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -153,7 +157,11 @@ impl Wire for AclBinding {
         Ok(AclBinding {
             principal: r.string()?,
             resource: enum_u8(r, &ResourceType::ALL, "resource type")?,
-            pattern: enum_u8(r, &[PatternType::Literal, PatternType::Prefix], "pattern type")?,
+            pattern: enum_u8(
+                r,
+                &[PatternType::Literal, PatternType::Prefix],
+                "pattern type",
+            )?,
             name: r.string()?,
             operation: enum_u8(r, &Operation::ALL, "operation")?,
         })
@@ -172,7 +180,11 @@ impl Wire for AlterAclRequest {
         let add = match r.u8()? {
             0 => false,
             1 => true,
-            v => return Err(FrameError::Malformed(format!("action {v} is not 0 or 1").into())),
+            v => {
+                return Err(FrameError::Malformed(
+                    format!("action {v} is not 0 or 1").into(),
+                ))
+            }
         };
         Ok(AlterAclRequest {
             add,

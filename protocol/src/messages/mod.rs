@@ -69,13 +69,13 @@ pub use replica::{EpochEnd, ReplicaFetchRequest, ReplicaFetchResponse};
 pub use sasl::{
     SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
-pub use users::{
-    DeleteUserRequest, DeleteUserResponse, ListUsersRequest, ListUsersResponse, UpsertUserRequest,
-    UpsertUserResponse, UserInfo,
-};
 pub use topics::{
     CreateTopicRequest, CreateTopicResponse, DeleteTopicRequest, DeleteTopicResponse,
     ListTopicsRequest, ListTopicsResponse, TopicInfo,
+};
+pub use users::{
+    DeleteUserRequest, DeleteUserResponse, ListUsersRequest, ListUsersResponse, UpsertUserRequest,
+    UpsertUserResponse, UserInfo,
 };
 
 use crate::api::ApiKey;

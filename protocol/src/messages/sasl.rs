@@ -37,13 +37,21 @@ pub struct SaslAuthenticateResponse {
 // The exchange carries proofs: never printed.
 impl fmt::Debug for SaslAuthenticateRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SaslAuthenticateRequest({} bytes)", self.auth_bytes.len())
+        write!(
+            f,
+            "SaslAuthenticateRequest({} bytes)",
+            self.auth_bytes.len()
+        )
     }
 }
 
 impl fmt::Debug for SaslAuthenticateResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SaslAuthenticateResponse({} bytes)", self.auth_bytes.len())
+        write!(
+            f,
+            "SaslAuthenticateResponse({} bytes)",
+            self.auth_bytes.len()
+        )
     }
 }
 

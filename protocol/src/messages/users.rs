@@ -57,11 +57,7 @@ pub struct UserInfo {
     pub mechanism: String,
 }
 
-empty_body!(
-    UpsertUserResponse,
-    DeleteUserResponse,
-    ListUsersRequest
-);
+empty_body!(UpsertUserResponse, DeleteUserResponse, ListUsersRequest);
 
 impl Wire for UpsertUserRequest {
     const MIN_LEN: usize = 2 + 2 + 4 + 4 + 4 + 4;
