@@ -1135,7 +1135,10 @@ fn handle(b: &mut Broker, req: Request) -> Result<ResponseBody, (ErrorCode, Stri
         | Request::ListUsers(_)
         | Request::AlterAcl(_)
         | Request::ListAcls(_) => {
-            return Err((ErrorCode::UnknownApi, "the fake broker has no security".into()));
+            return Err((
+                ErrorCode::UnknownApi,
+                "the fake broker has no security".into(),
+            ));
         }
         Request::ApiVersions(_) => {
             ResponseBody::ApiVersions(ringmq_protocol::ApiVersionsResponse::supported())
