@@ -231,6 +231,22 @@ fn a_single_node_authenticates_authorizes_and_keeps_secrets() {
     let (ok, _, err) = common::probe::cli(&["topic", "list", "--bootstrap", &b], "");
     assert!(!ok && err.contains("AUTH_FAILED"), "{err}");
 
+    // Out of turn, or another mechanism: refused and closed too.
+    let mut raw = Raw::connect(broker.addr);
+    let r = raw.call(Request::SaslAuthenticate(SaslAuthenticateRequest {
+        auth_bytes: Bytes::from_static(b"n,,n=alice,r=abc"),
+    }));
+    assert_eq!(r.result.unwrap_err().code, ErrorCode::AuthFailed);
+    assert!(raw.is_closed_by_peer());
+    let mut raw = Raw::connect(broker.addr);
+    let r = raw.call(Request::SaslHandshake(SaslHandshakeRequest {
+        mechanism: "PLAIN".into(),
+    }));
+    let e = r.result.unwrap_err();
+    assert_eq!(e.code, ErrorCode::AuthFailed);
+    assert!(e.message.contains("SCRAM-SHA-256"), "{}", e.message);
+    assert!(raw.is_closed_by_peer());
+
     // Users and rules, made by the bootstrap admin.
     admin(d, &b, &["topic", "create", "a", "--partitions", "2"]);
     admin(d, &b, &["topic", "create", "b", "--partitions", "1"]);

@@ -142,14 +142,15 @@ impl Session {
         }
         if mechanism != scram::MECHANISM {
             *sasl = Sasl::Over;
+            let shown: String = mechanism.chars().take(64).collect();
+            self.refuse("unsupported", format!("mechanism {shown:?} asked for"));
             return Err(Failure::new(
                 ErrorCode::AuthFailed,
                 format!(
-                    "mechanism {mechanism:?} is not enabled; this broker speaks {}",
+                    "mechanism {shown:?} is not enabled; this broker speaks {}",
                     scram::MECHANISM
                 ),
-            ))
-            .inspect_err(|_| crate::metrics::auth_failure("unsupported"));
+            ));
         }
         *sasl = Sasl::Chosen;
         Ok(SaslHandshakeResponse {
