@@ -16,6 +16,9 @@ pub const ITERATIONS: u32 = ringmq_protocol::scram::MIN_ITERATIONS;
 /// The credential to answer `user` with, and whether the user exists
 /// (for the server's log only; the client must not learn it).
 pub fn lookup(security: &Security, secrets: Option<&Secrets>, user: &str) -> (Credential, bool) {
+    // Derived for every user, known or not, so both take the same time.
+    let key = secrets.map_or(&[][..], |s| &s.mask_key.0[..]);
+    let decoy = fake(key, user);
     if let Some((name, cred)) = secrets.and_then(|s| s.admin.as_ref()) {
         if name == user {
             if let Some(c) = cred.scram() {
@@ -26,8 +29,7 @@ pub fn lookup(security: &Security, secrets: Option<&Secrets>, user: &str) -> (Cr
     if let Some(c) = security.user(user).and_then(|c| c.scram()) {
         return (c, true);
     }
-    let key = secrets.map_or(&[][..], |s| &s.mask_key.0[..]);
-    (fake(key, user), false)
+    (decoy, false)
 }
 
 /// A credential nobody knows the password of, stable per name and key.
