@@ -110,6 +110,22 @@ pub struct Config {
     /// Principals' own limits (`[quotas."User:alice"]`), each key it does
     /// not set taken from `quota_default`.
     pub quotas: BTreeMap<String, QuotaLimits>,
+    /// Whether a client connection must authenticate (SASL SCRAM-SHA-256)
+    /// before any request but ApiVersions and the SASL ones.
+    pub authentication: bool,
+    /// Whether requests are checked against the ACLs (deny by default).
+    pub authorization: bool,
+    /// Principals (`User:name`) that bypass the ACLs and may manage users
+    /// and ACLs.
+    pub super_users: Vec<String>,
+    /// A super user defined at start from `admin_password_file` (or the
+    /// `RINGMQ_ADMIN_PASSWORD` variable), held in memory only: how the
+    /// first user of a fresh broker is made.
+    pub admin_user: Option<String>,
+    pub admin_password_file: Option<PathBuf>,
+    /// Derived at start (the admin credential, the key of unknown users'
+    /// fake salts); never read from settings.
+    pub auth_secrets: Option<Arc<crate::auth::Secrets>>,
     /// The file the settings were read from, if any (for the start-up log).
     pub config_file: Option<PathBuf>,
     /// `Some`: the client and peer listeners speak TLS only, and this node
@@ -151,6 +167,12 @@ impl Default for Config {
             unclean_leader_election: false,
             quota_default: QuotaLimits::default(),
             quotas: BTreeMap::new(),
+            authentication: false,
+            authorization: false,
+            super_users: Vec::new(),
+            admin_user: None,
+            admin_password_file: None,
+            auth_secrets: None,
             config_file: None,
             tls_files: None,
             tls_handshake_timeout: Duration::from_secs(10),
@@ -247,6 +269,10 @@ impl Config {
                     "must be set in a cluster with TLS: it is the CA the other nodes' certificates are checked against",
                 ));
             }
+        }
+        if let Some(name) = &self.admin_user {
+            crate::auth::store::validate_user_name(name)
+                .map_err(|e| invalid("admin_user", name, e.to_string()))?;
         }
         self.validate_cluster()
     }
@@ -541,6 +567,39 @@ pub struct Settings {
     /// an absent key takes the `quota_*` value).
     #[arg(skip)]
     pub quotas: BTreeMap<String, QuotaSettings>,
+    /// Require clients to authenticate (SASL SCRAM-SHA-256) before other requests [default: false].
+    #[arg(long)]
+    pub authentication: Option<bool>,
+    /// Check every request against the ACLs, denying what no rule allows [default: false].
+    #[arg(long)]
+    pub authorization: Option<bool>,
+    /// Principals that bypass the ACLs and manage users and ACLs, `User:alice,User:ops`, or `none` [default: none].
+    #[arg(long, value_parser = parse_super_users)]
+    #[serde(deserialize_with = "de::super_users")]
+    pub super_users: Option<SuperUsers>,
+    /// A super user whose password is read at start from `admin_password_file` or the RINGMQ_ADMIN_PASSWORD variable; kept in memory only, or `none` [default: none].
+    #[arg(long)]
+    pub admin_user: Option<String>,
+    /// File holding the `admin_user`'s password (first line), or `none` [default: none].
+    #[arg(long)]
+    pub admin_password_file: Option<PathBuf>,
+}
+
+/// The `super_users` setting: principals, each `User:name`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SuperUsers(pub Vec<String>);
+
+/// Parses `User:a,User:b` (a bare name means `User:name`) or `none`.
+pub fn parse_super_users(s: &str) -> Result<SuperUsers, String> {
+    if s == "none" {
+        return Ok(SuperUsers::default());
+    }
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| crate::auth::acl::principal_of(p).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()
+        .map(SuperUsers)
 }
 
 /// A secret as written in the settings; its `Debug` never shows it.
@@ -705,6 +764,11 @@ impl Settings {
             quota_produce_bytes,
             quota_fetch_bytes,
             quota_requests,
+            authentication,
+            authorization,
+            super_users,
+            admin_user,
+            admin_password_file,
         )
     }
 
@@ -749,6 +813,11 @@ impl Settings {
             quota_fetch_bytes,
             quota_requests,
             quotas,
+            authentication,
+            authorization,
+            super_users,
+            admin_user,
+            admin_password_file,
         } = self;
         set(&mut c.listen, listen);
         set(&mut c.data_dir, data_dir);
@@ -846,6 +915,17 @@ impl Settings {
             ),
             (None, None) => None,
         };
+        set(&mut c.authentication, authentication);
+        set(&mut c.authorization, authorization);
+        if let Some(s) = super_users {
+            c.super_users = s.0;
+        }
+        if let Some(u) = admin_user {
+            c.admin_user = (u != "none").then_some(u);
+        }
+        if let Some(p) = admin_password_file {
+            c.admin_password_file = (p.as_os_str() != "none").then_some(p);
+        }
         Ok(c)
     }
 }
@@ -1038,7 +1118,7 @@ mod de {
 
     use serde::de::{self, Deserializer, Visitor};
 
-    use super::{Cores, FlushPolicy, Limit};
+    use super::{Cores, FlushPolicy, Limit, SuperUsers};
 
     /// A TOML string or non-negative integer, handed to a flag parser.
     struct Text<T>(fn(&str) -> Result<T, String>, &'static str, bool);
@@ -1128,6 +1208,15 @@ mod de {
             d,
             super::parse_optional_addr,
             "an address such as \"127.0.0.1:9293\", or \"off\"",
+            false,
+        )
+    }
+
+    pub fn super_users<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SuperUsers>, D::Error> {
+        text(
+            d,
+            super::parse_super_users,
+            "principals such as \"User:alice,User:ops\", or \"none\"",
             false,
         )
     }

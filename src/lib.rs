@@ -5,6 +5,7 @@
 //! shard, `server` and `service` start and stop a node, `client` talks to
 //! one, `cli` is the `ringmq` command.
 
+pub mod auth;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -63,6 +63,16 @@ struct ForwardLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MechanismLabel {
+    mechanism: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabel {
+    operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     api: String,
     code: String,
@@ -98,6 +108,8 @@ struct Families {
     offline: Gauge,
     throttled: Counter,
     throttle_seconds: Counter<f64>,
+    auth_failures: Family<MechanismLabel, Counter>,
+    denied: Family<OperationLabel, Counter>,
 }
 
 fn families() -> &'static Families {
@@ -127,6 +139,8 @@ fn families() -> &'static Families {
             offline: Gauge::default(),
             throttled: Counter::default(),
             throttle_seconds: Counter::default(),
+            auth_failures: Family::default(),
+            denied: Family::default(),
             registry: Registry::default(),
         };
         registry.register("requests", "Requests answered, by API", f.requests.clone());
@@ -235,6 +249,16 @@ fn families() -> &'static Families {
             "Time connections were muted for quotas",
             f.throttle_seconds.clone(),
         );
+        registry.register(
+            "auth_failures",
+            "Connections refused at authentication (no credentials, a failed exchange), by mechanism",
+            f.auth_failures.clone(),
+        );
+        registry.register(
+            "authorization_denied",
+            "Requests refused NOT_AUTHORIZED by the ACLs, by operation",
+            f.denied.clone(),
+        );
         Families { registry, ..f }
     })
 }
@@ -260,6 +284,13 @@ fn api_label(api: ApiKey) -> &'static str {
         ApiKey::ForwardHello => "forward_hello",
         ApiKey::ReplicaFetch => "replica_fetch",
         ApiKey::InitProducerId => "init_producer_id",
+        ApiKey::SaslHandshake => "sasl_handshake",
+        ApiKey::SaslAuthenticate => "sasl_authenticate",
+        ApiKey::UpsertUser => "upsert_user",
+        ApiKey::DeleteUser => "delete_user",
+        ApiKey::ListUsers => "list_users",
+        ApiKey::AlterAcl => "alter_acl",
+        ApiKey::ListAcls => "list_acls",
     }
 }
 
@@ -395,6 +426,27 @@ pub fn forwarded(api: ApiKey, node: u32) {
         .get_or_create(&ForwardLabels {
             api: api_label(api).to_owned(),
             node,
+        })
+        .inc();
+}
+
+/// Counts a connection refused at authentication; `mechanism` is `none`
+/// when it sent a request without authenticating.
+pub fn auth_failure(mechanism: &str) {
+    families()
+        .auth_failures
+        .get_or_create(&MechanismLabel {
+            mechanism: mechanism.to_owned(),
+        })
+        .inc();
+}
+
+/// Counts a request refused by the ACLs.
+pub fn authorization_denied(operation: &str) {
+    families()
+        .denied
+        .get_or_create(&OperationLabel {
+            operation: operation.to_owned(),
         })
         .inc();
 }

@@ -7,7 +7,7 @@
 //! Kafka's is per broker. A request is never refused for a quota: what it
 //! takes beyond the bucket is debt, and its connection is throttled for as
 //! long as the refill needs to pay that debt back. The answer says so
-//! (`throttle_ms`, SPEC.md 5.21) and no further request of that connection
+//! (`throttle_ms`, SPEC.md 5.25) and no further request of that connection
 //! is taken until then, as Kafka does since KIP-219, so a client that ignores the field is held
 //! back all the same. A bucket holds one second's worth, so a principal that
 //! was idle may burst that much.
@@ -18,9 +18,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
-
-/// The principal of a connection that did not authenticate.
-pub const ANONYMOUS: &str = "User:ANONYMOUS";
 
 /// The node's quotas, set once at start (like the metrics registry): every
 /// core's connections charge the same buckets.

@@ -34,6 +34,8 @@ pub enum ServeError {
     Start(#[from] StartError),
     #[error(transparent)]
     Catalogue(#[from] topics::CatalogError),
+    #[error(transparent)]
+    Secrets(#[from] crate::auth::SecretsError),
     #[error("cannot start the watchdog thread: {0}")]
     Watchdog(std::io::Error),
     #[error("cannot start executors: {0}")]
@@ -82,6 +84,11 @@ pub fn serve(mut config: Config) -> Result<(), ServeError> {
     };
     let admin_inbox = Arc::new(Mutex::new(admin_inbox));
     let catalogue = topics::load(&config.data_dir)?;
+    let secrets = crate::auth::Secrets::load(
+        &config.data_dir,
+        config.admin_user.as_deref(),
+        config.admin_password_file.as_deref(),
+    )?;
     service::install_signal_handler()?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -89,6 +96,9 @@ pub fn serve(mut config: Config) -> Result<(), ServeError> {
         cores = config.cores,
         data_dir = %config.data_dir.display(),
         topics = catalogue.len(),
+        authentication = config.authentication,
+        authorization = config.authorization,
+        admin_user = config.admin_user.as_deref().unwrap_or("(none)"),
         "starting ringmq"
     );
     if let Some(files) = &config.tls_files {
@@ -116,7 +126,11 @@ pub fn serve(mut config: Config) -> Result<(), ServeError> {
     let heartbeats = systemd::start_watchdog(config.cores).map_err(ServeError::Watchdog)?;
 
     let cores = config.cores;
-    let config = Arc::new(Config { listen, ..config });
+    let config = Arc::new(Config {
+        listen,
+        auth_secrets: Some(Arc::new(secrets)),
+        ..config
+    });
     let mesh = shard::build_mesh::<ShardMsg>(cores, MESH_CAPACITY);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), (usize, String)>>();
     let drained = Arc::new(AtomicUsize::new(0));

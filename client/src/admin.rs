@@ -11,6 +11,11 @@ use ringmq_protocol::{
     OffsetSpec, PartitionOffset, Request, TopicInfo, TopicMetadata,
 };
 
+use ringmq_protocol::{
+    AclBinding, AlterAclRequest, DeleteUserRequest, ListAclsRequest, ListUsersRequest,
+    UpsertUserRequest, UserInfo,
+};
+
 use crate::client::Client;
 use crate::error::ClientError;
 
@@ -41,6 +46,45 @@ impl Admin {
             replication,
         });
         expect!(self.client.request(&req).await?, CreateTopic).map(drop)
+    }
+
+    /// Creates user `name` or replaces its password. The SCRAM credential is
+    /// derived here; the password is never sent.
+    pub async fn upsert_user(&self, name: &str, password: &str) -> Result<(), ClientError> {
+        let c = crate::sasl::new_credential(password)?;
+        let req = Request::UpsertUser(UpsertUserRequest {
+            name: name.to_owned(),
+            mechanism: ringmq_protocol::scram::MECHANISM.into(),
+            salt: c.salt.into(),
+            iterations: c.iterations,
+            stored_key: c.stored_key.to_vec().into(),
+            server_key: c.server_key.to_vec().into(),
+        });
+        expect!(self.client.request(&req).await?, UpsertUser).map(drop)
+    }
+
+    pub async fn delete_user(&self, name: &str) -> Result<(), ClientError> {
+        let req = Request::DeleteUser(DeleteUserRequest {
+            name: name.to_owned(),
+        });
+        expect!(self.client.request(&req).await?, DeleteUser).map(drop)
+    }
+
+    /// Users and their mechanisms, by name.
+    pub async fn list_users(&self) -> Result<Vec<UserInfo>, ClientError> {
+        let req = Request::ListUsers(ListUsersRequest {});
+        Ok(expect!(self.client.request(&req).await?, ListUsers)?.users)
+    }
+
+    /// Adds (`add`) or removes an allow rule.
+    pub async fn alter_acl(&self, add: bool, binding: AclBinding) -> Result<(), ClientError> {
+        let req = Request::AlterAcl(AlterAclRequest { add, binding });
+        expect!(self.client.request(&req).await?, AlterAcl).map(drop)
+    }
+
+    pub async fn list_acls(&self) -> Result<Vec<AclBinding>, ClientError> {
+        let req = Request::ListAcls(ListAclsRequest {});
+        Ok(expect!(self.client.request(&req).await?, ListAcls)?.acls)
     }
 
     /// Deletes a topic and its data.

@@ -22,7 +22,7 @@
 //! since answers come in order, every later request would wait behind it.
 //! Once closed, a connection stays closed; [`crate::Client`] opens a new one.
 //!
-//! An answer with `throttle_ms` (the broker's quota, SPEC.md 5.21) holds the
+//! An answer with `throttle_ms` (the broker's quota, SPEC.md 5.25) holds the
 //! writer for that long: the broker reads nothing from this connection
 //! meanwhile, so anything sent would only wait in its socket.
 
@@ -66,6 +66,9 @@ pub struct ConnectionConfig {
     /// `Some`: the connection speaks TLS (the handshake counts in
     /// `connect_timeout`). `None`: plaintext.
     pub tls: Option<crate::tls::TlsOptions>,
+    /// Who to authenticate as (SASL SCRAM-SHA-256) right after connecting;
+    /// `None`: no authentication.
+    pub sasl: Option<crate::sasl::SaslConfig>,
 }
 
 impl Default for ConnectionConfig {
@@ -76,6 +79,7 @@ impl Default for ConnectionConfig {
             max_in_flight: 1024,
             max_buffered_bytes: 8 << 20,
             tls: None,
+            sasl: None,
         }
     }
 }
@@ -225,6 +229,15 @@ impl Future for PendingResponse {
     }
 }
 
+/// Runs the SASL exchange on a new connection when the config asks for
+/// it, before anything else is sent on it.
+async fn authenticated(conn: Connection) -> Result<Connection, ClientError> {
+    if let Some(sasl) = &conn.shared.config.sasl {
+        crate::sasl::authenticate(&conn, sasl).await?;
+    }
+    Ok(conn)
+}
+
 impl Connection {
     /// Connects to `addr` (TCP_NODELAY on), shakes hands when the config
     /// asks for TLS, and starts the reader and writer tasks on the current
@@ -239,7 +252,7 @@ impl Connection {
             .map_err(std::io::Error::from)?;
         stream.set_nodelay(true).map_err(std::io::Error::from)?;
         let Some(tls) = &config.tls else {
-            return Ok(Connection::from_stream(addr, stream, config));
+            return authenticated(Connection::from_stream(addr, stream, config)).await;
         };
         let name = tls.name_for(addr)?;
         let connector = futures_rustls::TlsConnector::from(tls.config.clone());
@@ -251,7 +264,7 @@ impl Connection {
             })
             .await;
         match handshake {
-            Some(Ok(stream)) => Ok(Connection::from_stream(addr, stream, config)),
+            Some(Ok(stream)) => authenticated(Connection::from_stream(addr, stream, config)).await,
             Some(Err(e)) => Err(ClientError::Tls(format!("handshake with {addr}: {e}"))),
             None => Err(ClientError::Tls(format!(
                 "handshake with {addr}: no answer within {:?}",

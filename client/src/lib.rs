@@ -56,6 +56,7 @@ mod idempotence;
 mod metadata;
 pub mod producer;
 mod router;
+pub mod sasl;
 pub mod tls;
 mod wait;
 
@@ -67,4 +68,5 @@ pub use error::ClientError;
 pub use group::{GroupConfig, GroupConsumer, GroupEvent, OffsetReset, TopicPartition};
 pub use producer::{Delivery, Producer, ProducerConfig, ProducerStats, RecordMetadata};
 pub use ringmq_protocol::{Acks, OffsetSpec};
+pub use sasl::{Password, SaslConfig};
 pub use tls::{TlsError, TlsOptions};

@@ -24,11 +24,18 @@ pub enum ApiKey {
     ForwardHello = 15,
     ReplicaFetch = 16,
     InitProducerId = 17,
+    SaslHandshake = 18,
+    SaslAuthenticate = 19,
+    UpsertUser = 20,
+    DeleteUser = 21,
+    ListUsers = 22,
+    AlterAcl = 23,
+    ListAcls = 24,
 }
 
 impl ApiKey {
     /// Every api this build implements, in key order.
-    pub const ALL: [ApiKey; 18] = [
+    pub const ALL: [ApiKey; 25] = [
         ApiKey::ApiVersions,
         ApiKey::Metadata,
         ApiKey::CreateTopic,
@@ -47,6 +54,13 @@ impl ApiKey {
         ApiKey::ForwardHello,
         ApiKey::ReplicaFetch,
         ApiKey::InitProducerId,
+        ApiKey::SaslHandshake,
+        ApiKey::SaslAuthenticate,
+        ApiKey::UpsertUser,
+        ApiKey::DeleteUser,
+        ApiKey::ListUsers,
+        ApiKey::AlterAcl,
+        ApiKey::ListAcls,
     ];
 
     pub fn from_u16(v: u16) -> Option<ApiKey> {
@@ -77,6 +91,13 @@ impl ApiKey {
             ApiKey::ForwardHello => "ForwardHello",
             ApiKey::ReplicaFetch => "ReplicaFetch",
             ApiKey::InitProducerId => "InitProducerId",
+            ApiKey::SaslHandshake => "SaslHandshake",
+            ApiKey::SaslAuthenticate => "SaslAuthenticate",
+            ApiKey::UpsertUser => "UpsertUser",
+            ApiKey::DeleteUser => "DeleteUser",
+            ApiKey::ListUsers => "ListUsers",
+            ApiKey::AlterAcl => "AlterAcl",
+            ApiKey::ListAcls => "ListAcls",
         }
     }
 
@@ -119,6 +140,24 @@ impl ApiKey {
     pub fn is_partition_addressed(self) -> bool {
         matches!(self, ApiKey::Produce | ApiKey::Fetch | ApiKey::ListOffsets)
     }
+
+    /// Whether a connection may send it before it has authenticated
+    /// (when the broker requires authentication, SPEC.md 5.21).
+    pub fn allowed_before_auth(self) -> bool {
+        matches!(
+            self,
+            ApiKey::ApiVersions
+                | ApiKey::SaslHandshake
+                | ApiKey::SaslAuthenticate
+                | ApiKey::ForwardHello
+        )
+    }
+
+    /// The two apis of the SASL exchange, which the broker answers in
+    /// order on the connection's reader, before reading further.
+    pub fn is_sasl(self) -> bool {
+        matches!(self, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate)
+    }
 }
 
 impl fmt::Display for ApiKey {
@@ -137,7 +176,7 @@ mod tests {
             assert_eq!(k.as_u16() as usize, i);
             assert_eq!(ApiKey::from_u16(k.as_u16()), Some(*k));
         }
-        assert_eq!(ApiKey::from_u16(18), None);
+        assert_eq!(ApiKey::from_u16(25), None);
         assert_eq!(ApiKey::from_u16(u16::MAX), None);
     }
 }

@@ -8,6 +8,7 @@
 //!   [`ResponseBody`], [`Response`], [`route_key`].
 //! - [`api`], [`error_code`], [`limits`]: the numbers both sides agree on.
 //! - [`codec`]: the primitive encodings the messages are made of.
+//! - [`scram`]: the SCRAM-SHA-256 messages and arithmetic of SaslAuthenticate.
 //! - [`batch`], [`varint`]: the record batch, same bytes on wire and disk.
 
 pub mod api;
@@ -18,6 +19,7 @@ pub mod frame;
 pub mod limits;
 pub mod messages;
 pub mod peer;
+pub mod scram;
 pub mod varint;
 
 pub use api::ApiKey;

@@ -6,7 +6,7 @@ use std::future::Future;
 
 use clap::Args;
 use glommio::{LocalExecutorBuilder, Placement};
-use ringmq_client::{Client, ClientConfig, ClientError, TlsOptions};
+use ringmq_client::{Client, ClientConfig, ClientError, Password, SaslConfig, TlsOptions};
 use ringmq_protocol::limits::MAX_GROUP_ID_LEN;
 use ringmq_protocol::ErrorCode;
 
@@ -40,6 +40,46 @@ pub struct BootstrapArgs {
         requires = "tls_cert"
     )]
     pub tls_key: Option<std::path::PathBuf>,
+    /// Authenticate as this user (SASL SCRAM-SHA-256); its password comes
+    /// from --password-file, --password-stdin or RINGMQ_PASSWORD.
+    #[arg(long, env = "RINGMQ_USER", value_name = "NAME")]
+    pub user: Option<String>,
+    /// File whose first line is the --user's password.
+    #[arg(long, value_name = "FILE", conflicts_with = "password_stdin")]
+    pub password_file: Option<std::path::PathBuf>,
+    /// Read the --user's password from the first line of stdin (with
+    /// `produce`, the messages follow on the next lines).
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+/// Where a password comes from: never the command line, which `ps` shows.
+pub fn read_password(
+    file: Option<&std::path::Path>,
+    stdin: bool,
+    env: &str,
+) -> Result<Option<String>, String> {
+    let line = |text: &str| text.lines().next().unwrap_or_default().to_owned();
+    let password = if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the password file {}: {e}", path.display()))?;
+        line(&text)
+    } else if stdin {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_line(&mut text)
+            .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+        line(&text)
+    } else {
+        match std::env::var(env) {
+            Ok(p) => p,
+            Err(_) => return Ok(None),
+        }
+    };
+    if password.is_empty() {
+        return Err("the password is empty".into());
+    }
+    Ok(Some(password))
 }
 
 fn default_bootstrap() -> String {
@@ -68,6 +108,23 @@ impl BootstrapArgs {
                 cert.as_deref().zip(key.as_deref()),
             )?),
         };
+        if let Some(user) = &self.user {
+            let password = read_password(
+                self.password_file.as_deref(),
+                self.password_stdin,
+                "RINGMQ_PASSWORD",
+            )
+            .map_err(ClientError::InvalidInput)?
+            .ok_or_else(|| {
+                ClientError::InvalidInput(format!(
+                    "--user {user} needs a password: --password-file, --password-stdin or RINGMQ_PASSWORD"
+                ))
+            })?;
+            config.connection.sasl = Some(SaslConfig {
+                username: user.clone(),
+                password: Password::new(password),
+            });
+        }
         Ok(config)
     }
 }
@@ -90,6 +147,9 @@ pub fn describe(e: &ClientError, topic: &str) -> String {
         Some(ErrorCode::UnknownTopic) => format!("topic {topic} does not exist"),
         Some(ErrorCode::TopicAlreadyExists) => format!("topic {topic} already exists"),
         Some(ErrorCode::InvalidTopicName) => format!("{topic:?} is not a valid topic name"),
+        Some(ErrorCode::AuthFailed) => format!(
+            "authentication failed ({e}); check --user and its password, or pass them if the broker requires them"
+        ),
         _ => e.to_string(),
     }
 }

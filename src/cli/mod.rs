@@ -7,6 +7,7 @@ mod connect;
 mod consume;
 mod group;
 mod produce;
+mod security;
 mod serve;
 mod topic;
 
@@ -36,6 +37,12 @@ enum Command {
     /// Show a cluster's nodes and controller leader, or remove a node.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Add, remove or list users (SASL SCRAM-SHA-256).
+    #[command(subcommand)]
+    User(security::UserCommand),
+    /// Add, remove or list ACLs (allow rules).
+    #[command(subcommand)]
+    Acl(security::AclCommand),
 }
 
 /// Parses the command line, runs the command and returns the exit code.
@@ -49,6 +56,8 @@ pub fn main() -> i32 {
         Command::Consume(args) => consume::run(args),
         Command::Group(cmd) => group::run(cmd),
         Command::Cluster(cmd) => cluster::run(cmd),
+        Command::User(cmd) => security::run_user(cmd),
+        Command::Acl(cmd) => security::run_acl(cmd),
     };
     match result {
         Ok(()) => 0,

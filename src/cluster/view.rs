@@ -8,6 +8,9 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::auth::Security;
 
 use super::metadata::{Metadata, NodeId, PartitionPlacement, Topic};
 use crate::group::store::{partition_of, OFFSETS_PARTITIONS, OFFSETS_TOPIC};
@@ -34,6 +37,8 @@ pub struct ClusterView {
     pub controller: Option<NodeId>,
     pub brokers: BTreeMap<NodeId, Broker>,
     pub topics: BTreeMap<String, Topic>,
+    /// Users and ACLs as applied.
+    pub security: Arc<Security>,
 }
 
 /// Where a partition's requests go.
@@ -70,6 +75,7 @@ impl ClusterView {
             controller,
             brokers,
             topics: md.topics().clone(),
+            security: Arc::new(md.security().clone()),
         }
     }
 

@@ -29,6 +29,7 @@ use glommio::task::JoinHandle;
 
 use super::dispatch;
 use super::hello::Hello;
+use super::session::Session;
 use super::stop::Stop;
 use super::throttle::Throttle;
 use crate::shard::{Origin, Shard};
@@ -102,6 +103,8 @@ enum ReadEnd {
     Frame(FrameError),
     #[error("ForwardHello refused: {0}")]
     Refused(String),
+    #[error("not authenticated")]
+    Unauthenticated,
 }
 
 /// The reader's end of the answer queue. `queued` counts what the writer has
@@ -136,7 +139,10 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
     // Set by a ForwardHello: the connection then carries another node's
     // forwarded requests.
     let origin = Rc::new(Cell::new(Origin::Client));
-    let throttle = Rc::new(Throttle::new(crate::quota::of(crate::quota::ANONYMOUS)));
+    // Who the client is: its certificate's identity (mutual TLS), else
+    // what SASL proves; its quota follows (anonymous until then).
+    let session = Rc::new(Session::new(hello.identity().map(str::to_owned)));
+    let throttle = Rc::new(Throttle::new(session.principal()));
     loop {
         fill(
             &mut reader,
@@ -184,8 +190,19 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
                 ready(Some(answer))
             }
             Ok(api) => {
+                if let Some(i) = session.intercept(&shard, origin.get(), &header, api, &body) {
+                    throttle.follow(session.principal());
+                    if !queue.push(ready(Some(i.answer)), permit).await {
+                        return Ok(());
+                    }
+                    match i.close {
+                        true => return Err(ReadEnd::Unauthenticated),
+                        false => continue,
+                    }
+                }
                 let conn = dispatch::Conn {
                     origin: origin.clone(),
+                    session: session.clone(),
                     throttle: throttle.clone(),
                 };
                 let shard = shard.clone();

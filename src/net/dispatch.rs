@@ -7,19 +7,21 @@ use std::rc::Rc;
 use bytes::{Bytes, BytesMut};
 
 use super::connection::Encoded;
-use super::groups;
 use super::handlers::{self, Answer};
+use super::session::Session;
 use super::throttle::Throttle;
+use super::{access, groups, security};
 use crate::quota::Usage;
 use crate::shard::{Failure, GroupRequest, Origin, Shard};
 use ringmq_protocol::{
-    encode_error_response, ApiKey, ErrorCode, FrameError, Request, RequestHeader,
+    encode_error_response, ApiKey, ErrorCode, FrameError, Request, RequestHeader, ResponseBody,
 };
 
 /// What a request knows of the connection it came on.
 pub struct Conn {
     /// Set by a ForwardHello: another node's connection.
     pub origin: Rc<Cell<Origin>>,
+    pub session: Rc<Session>,
     pub throttle: Rc<Throttle>,
 }
 
@@ -31,7 +33,7 @@ pub async fn handle(
     api: ApiKey,
     body: Bytes,
 ) -> Option<Encoded> {
-    let origin = conn.origin;
+    let (origin, session) = (conn.origin, conn.session);
     let corr = header.correlation_id;
     let started = std::time::Instant::now();
     let bytes_in = body.len();
@@ -45,7 +47,16 @@ pub async fn handle(
     let wants_answer = request.expects_response();
     let from = origin.get();
     let s = &shard;
-    let result = match request {
+    // One branch when authorization is off: the hot path pays nothing more.
+    let checked = access::applies(s, from);
+    let named = matches!(&request, Request::Metadata(m) if m.topics.is_some());
+    if checked {
+        if let Err(f) = access::check(s, &session, &request) {
+            crate::metrics::request(api, Some(f.code), bytes_in, 0, started.elapsed());
+            return wants_answer.then(|| failure(corr, &f));
+        }
+    }
+    let mut result = match request {
         Request::ApiVersions(_) => Ok(handlers::api_versions()),
         Request::Metadata(r) => handlers::metadata(s, r),
         Request::CreateTopic(r) => handlers::create_topic(s, r, from).await,
@@ -68,7 +79,22 @@ pub async fn handle(
         )),
         Request::ReplicaFetch(r) => handlers::replica_fetch(s, r, from).await,
         Request::InitProducerId(_) => Ok(handlers::init_producer_id(s)),
+        Request::UpsertUser(r) => security::upsert_user(s, r, from).await,
+        Request::DeleteUser(r) => security::delete_user(s, r, from).await,
+        Request::ListUsers(_) => Ok(security::list_users(s)),
+        Request::AlterAcl(r) => security::alter_acl(s, r, from).await,
+        Request::ListAcls(_) => Ok(security::list_acls(s)),
+        // Answered by the connection's reader (`session.rs`) before dispatch.
+        Request::SaslHandshake(_) | Request::SaslAuthenticate(_) => Err(Failure::new(
+            ErrorCode::InvalidRequest,
+            "SASL requests are answered by the connection",
+        )),
     };
+    if checked {
+        if let Ok(answer) = &mut result {
+            access::filter(s, &session, named, answer);
+        }
+    }
     let (error, bytes_out) = match &result {
         Ok(Answer::Fetch(f)) => (None, f.records.len()),
         Ok(Answer::Replica(r)) => (None, r.records.len()),
@@ -139,7 +165,13 @@ pub fn refuse(corr: u32, e: &FrameError) -> Encoded {
     failure(corr, &Failure::new(e.error_code(), e.to_string()))
 }
 
-fn failure(corr: u32, f: &Failure) -> Encoded {
+/// A success answer with a body.
+pub fn encode_body(corr: u32, body: ResponseBody) -> Encoded {
+    encode(corr, Answer::Body(body))
+}
+
+/// An error answer.
+pub fn failure(corr: u32, f: &Failure) -> Encoded {
     let mut head = BytesMut::with_capacity(32 + f.message.len());
     encode_error_response(corr, f.code, &f.message, &mut head);
     Encoded { head, tail: None }

@@ -33,7 +33,7 @@ pub enum Answer {
 
 impl Answer {
     /// Tells the client its connection is muted for `wait` (a quota);
-    /// only Produce and Fetch answers have the field (SPEC.md 5.21).
+    /// only Produce and Fetch answers have the field (SPEC.md 5.25).
     pub fn set_throttle(&mut self, wait: std::time::Duration) {
         let ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX).max(1);
         match self {

@@ -3,11 +3,14 @@
 //! calls on the shard, and never touches a file. The wire format itself
 //! lives in `ringmq-protocol`.
 
+mod access;
 mod connection;
 mod dispatch;
 mod groups;
 mod handlers;
 mod hello;
+mod security;
+mod session;
 mod stop;
 mod throttle;
 

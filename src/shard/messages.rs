@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures_channel::oneshot;
 
 use super::failure::Failure;
+use crate::auth::{Security, SecurityCommand};
 use crate::cluster::metadata::Command;
 use crate::cluster::view::ClusterView;
 use crate::topics::TopicMeta;
@@ -79,6 +80,16 @@ pub enum ShardMsg {
     },
     /// To shard 0, which runs the Raft node: propose a metadata change.
     Propose { cmd: Command, reply: Reply<()> },
+    /// To shard 0 of a single node: change the users or ACLs.
+    ChangeSecurity {
+        cmd: SecurityCommand,
+        reply: Reply<()>,
+    },
+    /// From shard 0 of a single node to every core: the users and ACLs now.
+    Security {
+        state: Arc<Security>,
+        reply: Reply<()>,
+    },
 }
 
 /// A request of one consumer group, served by the group's coordinator core.

@@ -16,6 +16,7 @@ mod messages;
 mod partition;
 mod placement;
 mod replica;
+mod security;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -78,6 +79,9 @@ pub struct Shard {
     cluster: Option<cluster::ClusterSide>,
     /// This shard, for the tasks it starts (a follower's fetch loop).
     me: Weak<Shard>,
+    /// Users and ACLs as this core knows them: from `security.json` on a
+    /// single node (changed through shard 0), from the view in a cluster.
+    security: RefCell<Arc<crate::auth::Security>>,
 }
 
 impl Shard {
@@ -100,6 +104,11 @@ impl Shard {
         let cluster = config
             .node_id
             .map(|me| cluster::ClusterSide::new(me, &config));
+        // A cluster's users come with its first view; a single node's from its file.
+        let security = match cluster {
+            Some(_) => crate::auth::Security::default(),
+            None => crate::auth::store::load(&config.data_dir).map_err(Failure::internal)?,
+        };
         let shard = Rc::new_cyclic(|me| Shard {
             me: me.clone(),
             groups,
@@ -110,6 +119,7 @@ impl Shard {
             topics: RefCell::new(HashMap::new()),
             mesh,
             catalogue_lock: Semaphore::new(1),
+            security: RefCell::new(Arc::new(security)),
         });
         for meta in catalogue.into_values() {
             shard.add_topic(meta).await?;
@@ -543,6 +553,13 @@ impl Shard {
             }
             ShardMsg::Propose { cmd, reply } => {
                 let _ = reply.send(self.serve_propose(cmd).await);
+            }
+            ShardMsg::ChangeSecurity { cmd, reply } => {
+                let _ = reply.send(self.change_security_here(cmd).await);
+            }
+            ShardMsg::Security { state, reply } => {
+                *self.security.borrow_mut() = state;
+                let _ = reply.send(Ok(()));
             }
         }
     }

@@ -1139,6 +1139,18 @@ fn handle(b: &mut Broker, req: Request) -> Result<ResponseBody, (ErrorCode, Stri
         Request::ForwardHello(_) | Request::ReplicaFetch(_) => {
             return Err((ErrorCode::InvalidRequest, "not a cluster".into()));
         }
+        Request::SaslHandshake(_)
+        | Request::SaslAuthenticate(_)
+        | Request::UpsertUser(_)
+        | Request::DeleteUser(_)
+        | Request::ListUsers(_)
+        | Request::AlterAcl(_)
+        | Request::ListAcls(_) => {
+            return Err((
+                ErrorCode::UnknownApi,
+                "the fake broker has no security".into(),
+            ));
+        }
         Request::ApiVersions(_) => {
             ResponseBody::ApiVersions(ringmq_protocol::ApiVersionsResponse::supported())
         }

@@ -30,7 +30,7 @@ pub struct FetchResponse {
     pub high_watermark: u64,
     pub log_start_offset: u64,
     /// How long the client must wait before its next request on this
-    /// connection: it went over a quota (SPEC.md 5.21). 0 = not throttled.
+    /// connection: it went over a quota (SPEC.md 5.25). 0 = not throttled.
     pub throttle_ms: u32,
     /// Whole batches laid end to end (possibly none); iterate with
     /// [`crate::batch::batches`]. When decoded, a slice of the frame.

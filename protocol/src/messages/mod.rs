@@ -29,6 +29,7 @@ macro_rules! empty_body {
     )*};
 }
 
+mod acls;
 mod api_versions;
 mod fetch;
 mod forward;
@@ -38,10 +39,16 @@ mod metadata;
 mod produce;
 mod producer_id;
 mod replica;
+mod sasl;
 mod topics;
+mod users;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+pub use acls::{
+    AclBinding, AlterAclRequest, AlterAclResponse, ListAclsRequest, ListAclsResponse, Operation,
+    PatternType, ResourceType,
+};
 pub use api_versions::{ApiVersionRange, ApiVersionsRequest, ApiVersionsResponse};
 pub use fetch::{FetchRequest, FetchResponse};
 pub use forward::{ForwardHelloRequest, ForwardHelloResponse};
@@ -59,9 +66,16 @@ pub use metadata::{
 pub use produce::{Acks, ProduceRequest, ProduceResponse};
 pub use producer_id::{InitProducerIdRequest, InitProducerIdResponse};
 pub use replica::{EpochEnd, ReplicaFetchRequest, ReplicaFetchResponse};
+pub use sasl::{
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+};
 pub use topics::{
     CreateTopicRequest, CreateTopicResponse, DeleteTopicRequest, DeleteTopicResponse,
     ListTopicsRequest, ListTopicsResponse, TopicInfo,
+};
+pub use users::{
+    DeleteUserRequest, DeleteUserResponse, ListUsersRequest, ListUsersResponse, UpsertUserRequest,
+    UpsertUserResponse, UserInfo,
 };
 
 use crate::api::ApiKey;
@@ -163,6 +177,13 @@ apis! {
     ForwardHello(ForwardHelloRequest, ForwardHelloResponse),
     ReplicaFetch(ReplicaFetchRequest, ReplicaFetchResponse),
     InitProducerId(InitProducerIdRequest, InitProducerIdResponse),
+    SaslHandshake(SaslHandshakeRequest, SaslHandshakeResponse),
+    SaslAuthenticate(SaslAuthenticateRequest, SaslAuthenticateResponse),
+    UpsertUser(UpsertUserRequest, UpsertUserResponse),
+    DeleteUser(DeleteUserRequest, DeleteUserResponse),
+    ListUsers(ListUsersRequest, ListUsersResponse),
+    AlterAcl(AlterAclRequest, AlterAclResponse),
+    ListAcls(ListAclsRequest, ListAclsResponse),
 }
 
 impl Request {

@@ -85,7 +85,7 @@ pub struct ProduceResponse {
     /// First offset still in the partition (retention moves it up).
     pub log_start_offset: u64,
     /// How long the client must wait before its next request on this
-    /// connection: it went over a quota (SPEC.md 5.21). 0 = not throttled.
+    /// connection: it went over a quota (SPEC.md 5.25). 0 = not throttled.
     pub throttle_ms: u32,
 }
 

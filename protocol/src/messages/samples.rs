@@ -156,6 +156,51 @@ pub fn sample_requests() -> Vec<Request> {
             max_wait_ms: 500,
         }
         .into(),
+        SaslHandshakeRequest {
+            mechanism: crate::scram::MECHANISM.into(),
+        }
+        .into(),
+        SaslAuthenticateRequest {
+            auth_bytes: Bytes::from_static(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO"),
+        }
+        .into(),
+        UpsertUserRequest {
+            name: "alice".into(),
+            mechanism: crate::scram::MECHANISM.into(),
+            salt: Bytes::from_static(&[7; 16]),
+            iterations: 4096,
+            stored_key: Bytes::from_static(&[1; 32]),
+            server_key: Bytes::from_static(&[2; 32]),
+        }
+        .into(),
+        DeleteUserRequest {
+            name: "alice".into(),
+        }
+        .into(),
+        ListUsersRequest {}.into(),
+        AlterAclRequest {
+            add: true,
+            binding: AclBinding {
+                principal: "User:alice".into(),
+                resource: ResourceType::Topic,
+                pattern: PatternType::Prefix,
+                name: "orders.".into(),
+                operation: Operation::Consume,
+            },
+        }
+        .into(),
+        AlterAclRequest {
+            add: false,
+            binding: AclBinding {
+                principal: "User:bob".into(),
+                resource: ResourceType::Group,
+                pattern: PatternType::Literal,
+                name: "billing".into(),
+                operation: Operation::Commit,
+            },
+        }
+        .into(),
+        ListAclsRequest {}.into(),
     ]
 }
 
@@ -308,6 +353,34 @@ pub fn sample_responses() -> Vec<ResponseBody> {
                 end_offset: 100,
             }),
             records: Bytes::new(),
+        }
+        .into(),
+        SaslHandshakeResponse {
+            mechanisms: vec![crate::scram::MECHANISM.into()],
+        }
+        .into(),
+        SaslAuthenticateResponse {
+            auth_bytes: Bytes::from_static(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="),
+        }
+        .into(),
+        UpsertUserResponse {}.into(),
+        DeleteUserResponse {}.into(),
+        ListUsersResponse {
+            users: vec![UserInfo {
+                name: "alice".into(),
+                mechanism: crate::scram::MECHANISM.into(),
+            }],
+        }
+        .into(),
+        AlterAclResponse {}.into(),
+        ListAclsResponse {
+            acls: vec![AclBinding {
+                principal: "User:alice".into(),
+                resource: ResourceType::Cluster,
+                pattern: PatternType::Literal,
+                name: String::new(),
+                operation: Operation::Alter,
+            }],
         }
         .into(),
     ]
