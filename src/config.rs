@@ -290,6 +290,19 @@ impl Config {
 
     /// The cluster settings: all or nothing, and consistent with each other.
     fn validate_cluster(&self) -> Result<(), ConfigError> {
+        // A node's forwarded requests skip authentication and the ACLs (the
+        // client was checked where it connected), so a node must prove it
+        // is one, or any client could claim to be a node.
+        if self.node_id.is_some()
+            && (self.authentication || self.authorization)
+            && !self.peers_authenticated()
+        {
+            return Err(invalid(
+                if self.authentication { "authentication" } else { "authorization" },
+                true,
+                "needs authenticated peers in a cluster: set cluster_secret_file (or TLS with tls_client_ca), else any client could pass for a node and skip the checks",
+            ));
+        }
         let cluster_id = &self.cluster_id;
         if cluster_id.is_empty()
             || cluster_id.len() > MAX_CLUSTER_ID_LEN
@@ -1357,6 +1370,25 @@ mod tests {
         assert!(zero.to_string().contains("say `off`"), "{zero}");
         let typo = Settings::from_toml("[quotas.\"User:a\"]\nproduce = 1\n").unwrap_err();
         assert!(typo.contains("produce"), "{typo}");
+    }
+
+    #[test]
+    fn authentication_in_a_cluster_needs_authenticated_peers() {
+        let check = |extra: &str| {
+            Settings::from_toml(&format!(
+                "node_id = 1\npeers = \"1=127.0.0.1:9393\"\nauthentication = true\n{extra}"
+            ))
+            .unwrap()
+            .into_config()
+            .unwrap()
+            .validate()
+        };
+        let e = check("").unwrap_err().to_string();
+        assert!(
+            e.contains("`authentication`") && e.contains("cluster_secret_file"),
+            "{e}"
+        );
+        check("cluster_secret = \"0123456789abcdef-secret\"\n").unwrap();
     }
 
     #[test]

@@ -110,7 +110,15 @@ pub fn serve(mut config: Config) -> Result<(), ServeError> {
     }
     if config.node_id.is_some() && !config.peers_authenticated() {
         tracing::warn!(
-            "peers are unauthenticated: any host that reaches the peer or client port can claim              to be a node of this cluster; set cluster_secret_file (or TLS with tls_client_ca)"
+            "peers are unauthenticated: any host that reaches the peer or client port can claim \
+             to be a node of this cluster; set cluster_secret_file (or TLS with tls_client_ca)"
+        );
+    }
+    if (config.authentication || config.authorization) && config.tls_files.is_none() {
+        tracing::warn!(
+            "authentication is on without TLS: SCRAM never sends a password, but everything \
+             after it (the records, and the session itself) crosses the network in the clear; \
+             set tls_cert and tls_key"
         );
     }
     if let Some(addr) = config.metrics_listen {

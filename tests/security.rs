@@ -398,7 +398,12 @@ fn users_and_acls_made_through_one_node_hold_on_another() {
     let dir = tempfile::tempdir().unwrap();
     password_files(dir.path());
     let d = dir.path();
-    let flags = secure_flags(d);
+    let mut flags = secure_flags(d);
+    // Authentication in a cluster needs nodes that prove who they are.
+    flags.extend([
+        "--cluster-secret".into(),
+        "a-test-cluster-secret-0123".into(),
+    ]);
     let args: Vec<&str> = flags.iter().map(String::as_str).collect();
     let cluster = TestCluster::start(3, &args);
     cluster.wait_until("3 healthy nodes", common::probe::WAIT, healthy(3));
