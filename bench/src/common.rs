@@ -87,6 +87,13 @@ pub struct Common {
     /// Write an HdrHistogram interval log (one histogram per second, ns) here.
     #[arg(long)]
     pub histogram_out: Option<PathBuf>,
+    /// Authenticate as this user (SASL SCRAM-SHA-256), with the password
+    /// from `--password-file` or RINGMQ_PASSWORD.
+    #[arg(long, env = "RINGMQ_USER")]
+    pub user: Option<String>,
+    /// File whose first line is the `--user`'s password.
+    #[arg(long, requires = "user")]
+    pub password_file: Option<PathBuf>,
 }
 
 fn parse_acks(s: &str) -> Result<Acks, String> {
@@ -116,10 +123,22 @@ impl Common {
         }
     }
 
-    pub fn client_config(&self, bootstrap: &str) -> ClientConfig {
+    pub fn client_config(&self, bootstrap: &str) -> Result<ClientConfig, BoxError> {
         let mut c = ClientConfig::new(bootstrap);
         c.connection.max_in_flight = c.connection.max_in_flight.max(self.max_in_flight);
-        c
+        if let Some(user) = &self.user {
+            let password = ringmq::cli::read_password(
+                self.password_file.as_deref(),
+                false,
+                "RINGMQ_PASSWORD",
+            )?
+            .ok_or_else(|| format!("--user {user} needs --password-file or RINGMQ_PASSWORD"))?;
+            c.connection.sasl = Some(ringmq_client::SaslConfig {
+                username: user.clone(),
+                password: ringmq_client::Password::new(password),
+            });
+        }
+        Ok(c)
     }
 
     pub fn producer_config(&self) -> ringmq_client::ProducerConfig {

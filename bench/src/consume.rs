@@ -60,7 +60,7 @@ pub fn run(a: Args) -> Result<(), BoxError> {
 /// already holds that many.
 fn preload(c: &Arc<Common>, bootstrap: &str, partitions: u32) -> Result<(), BoxError> {
     let Some(n) = c.messages else { return Ok(()) };
-    let cfg = c.client_config(bootstrap);
+    let cfg = c.client_config(bootstrap)?;
     let c2 = c.clone();
     let bootstrap = bootstrap.to_owned();
     let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
@@ -111,7 +111,7 @@ async fn read_to_end(
     if parts.is_empty() {
         return Ok(());
     }
-    let client = Client::connect(c.client_config(bootstrap)).await?;
+    let client = Client::connect(c.client_config(bootstrap)?).await?;
     let admin = client.admin();
     let mut ends = Vec::new();
     for &p in parts {

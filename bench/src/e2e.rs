@@ -70,7 +70,7 @@ async fn consume(
     progress: &Progress,
     consumed: &AtomicU64,
 ) -> Result<(), BoxError> {
-    let client = Client::connect(c.client_config(bootstrap)).await?;
+    let client = Client::connect(c.client_config(bootstrap)?).await?;
     let cfg = ConsumerConfig {
         max_wait: Duration::from_millis(50),
         ..Default::default()

@@ -57,7 +57,7 @@ pub fn run(a: Args) -> Result<(), BoxError> {
 
 /// Creates the topic (on a short-lived executor of the main thread).
 pub fn setup_topic(c: &Common, bootstrap: &str) -> Result<u32, BoxError> {
-    let cfg = c.client_config(bootstrap);
+    let cfg = c.client_config(bootstrap)?;
     let topic = c.topic.clone();
     let partitions = c.partitions;
     let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
@@ -88,7 +88,7 @@ pub async fn run_producer(
     rec: Option<Rc<Recorder>>,
     progress: Option<Arc<Progress>>,
 ) -> Result<(), BoxError> {
-    let client = Client::connect(c.client_config(bootstrap)).await?;
+    let client = Client::connect(c.client_config(bootstrap)?).await?;
     let producer = Producer::new(&client, &c.topic, c.producer_config()).await?;
     let parts = producer.partitions();
     let n: Option<u64> = c.total_messages().map(|t| {

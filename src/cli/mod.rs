@@ -13,6 +13,9 @@ mod topic;
 
 use clap::{Parser, Subcommand};
 
+/// For other tools that take a password the way the CLI does (the bench).
+pub use connect::read_password;
+
 #[derive(Debug, Parser)]
 #[command(name = "ringmq", version, about = "A thread-per-core message broker")]
 struct Cli {
