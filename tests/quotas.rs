@@ -1,6 +1,8 @@
 //! Issue #11: quotas. A client over its quota is paused, told by how much
 //! (`throttle_ms`), and held back even when it ignores that; nothing it sent
-//! is lost. Real `ringmq serve` processes, loopback only.
+//! is lost; another principal beside it is not throttled. Real `ringmq
+//! serve` processes, loopback only. (How much throughput the other keeps is
+//! measured by `bench/quota.sh`.)
 
 mod common;
 
@@ -9,7 +11,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::raw::Raw;
-use common::{batch, Broker};
+use common::{batch, cli, small_executor, Broker};
+use ringmq_client::{Acks, Client, ClientConfig, Password, Producer, ProducerConfig, SaslConfig};
 use ringmq_protocol::{ListTopicsRequest, Request, ResponseBody};
 
 fn metrics_addr(broker: &Broker) -> SocketAddr {
@@ -86,4 +89,115 @@ fn a_client_over_its_quota_is_paused_and_told_by_how_much() {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .expect("the throttled counter");
     assert!(throttled >= 1.0, "{text}");
+}
+
+/// Produces `n` records of 1000 bytes as `user`; returns how long it took
+/// and how long the broker throttled the connection.
+async fn produce_as(addr: &str, user: &str, topic: &str, n: u32) -> (Duration, Duration) {
+    let mut config = ClientConfig::new(addr);
+    config.connection.sasl = Some(SaslConfig {
+        username: user.into(),
+        password: Password::new(format!("{user}-password-0123")),
+    });
+    let client = Client::connect(config).await.expect("connect");
+    let producer = Producer::new(
+        &client,
+        topic,
+        ProducerConfig {
+            acks: Acks::Leader,
+            ..ProducerConfig::default()
+        },
+    )
+    .await
+    .expect("a producer");
+    let started = Instant::now();
+    let value = vec![b'x'; 1000];
+    let mut deliveries = Vec::new();
+    for _ in 0..n {
+        deliveries.push(producer.send_to(0, None, &value).await.expect("send"));
+    }
+    producer.flush().await.expect("flush");
+    for d in deliveries {
+        d.await.expect("delivered");
+    }
+    let conn = client.connection().await.expect("the connection");
+    (started.elapsed(), conn.throttled())
+}
+
+#[test]
+fn one_principal_over_its_quota_does_not_throttle_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("admin.pw"), "admin-password-0123\n").unwrap();
+    std::fs::write(
+        d.join("ringmq.toml"),
+        "[quotas.\"User:noisy\"]\nproduce_bytes = \"64KiB\"\n",
+    )
+    .unwrap();
+    let config = d.join("ringmq.toml").display().to_string();
+    let admin_pw = d.join("admin.pw").display().to_string();
+    let broker = Broker::start(&[
+        "--config",
+        &config,
+        "--authentication",
+        "true",
+        "--admin-user",
+        "admin",
+        "--admin-password-file",
+        &admin_pw,
+    ]);
+    let b = broker.bootstrap();
+    for user in ["noisy", "quiet"] {
+        let pw = d.join(format!("{user}.pw"));
+        std::fs::write(&pw, format!("{user}-password-0123\n")).unwrap();
+        let pw = pw.display().to_string();
+        let args = [
+            "user",
+            "add",
+            user,
+            "--new-password-file",
+            &pw,
+            "--user",
+            "admin",
+            "--password-file",
+            &admin_pw,
+            "--bootstrap",
+            &b,
+        ];
+        let (st, _, err) = cli(&args, "");
+        assert!(st.success(), "user add {user}: {err}");
+        let topic = format!("t-{user}");
+        let args = [
+            "topic",
+            "create",
+            &topic,
+            "--partitions",
+            "1",
+            "--user",
+            "admin",
+            "--password-file",
+            &admin_pw,
+            "--bootstrap",
+            &b,
+        ];
+        let (st, _, err) = cli(&args, "");
+        assert!(st.success(), "topic create {topic}: {err}");
+    }
+
+    // 256 records of 1000 bytes each: noisy's 64 KiB/s quota makes that
+    // about 3 s past its one-second burst; quiet has no quota.
+    let ((noisy_took, noisy_throttled), (_, quiet_throttled)) = small_executor().run(async {
+        let noisy = produce_as(&b, "noisy", "t-noisy", 256);
+        let quiet = produce_as(&b, "quiet", "t-quiet", 256);
+        futures_lite::future::zip(noisy, quiet).await
+    });
+    assert!(
+        noisy_took >= Duration::from_secs(2),
+        "noisy sent 256 KB in {noisy_took:?} under a 64 KiB/s quota"
+    );
+    assert!(
+        noisy_throttled >= Duration::from_secs(1),
+        "{noisy_throttled:?}"
+    );
+    assert_eq!(quiet_throttled, Duration::ZERO, "quiet was throttled");
 }
