@@ -19,13 +19,18 @@ NOISY_QUOTA=${NOISY_QUOTA:-10MiB}
 SIZE=${SIZE:-100}
 
 cd "$ROOT"
-cargo build --release -q -p ringmq --bin ringmq -p ringmq-bench
+cargo build --release -q -p ringmq -p ringmq-bench --bins
 BIN=$ROOT/target/release
 
 DIR=$(mktemp -d /tmp/ringmq-quota.XXXXXX)
 PID=
 cleanup() {
+  local status=$?
   [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null || true
+  if [ "$status" != 0 ]; then
+    echo "failed; the bench said:" >&2
+    tail -n 5 "$DIR/bench.log" >&2 2>/dev/null || true
+  fi
   rm -rf "$DIR"
 }
 trap cleanup EXIT
