@@ -11,8 +11,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -55,13 +54,7 @@ async fn within<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) ->
 }
 
 fn scrape(addr: SocketAddr) -> String {
-    let mut s = TcpStream::connect(addr).expect("connect to the metrics listener");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .expect("send the scrape");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read the scrape");
-    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
-    out
+    common::probe::scrape(addr).expect("a scrape of the metrics listener")
 }
 
 /// The sum of every sample of `name` whose labels contain `label`.

@@ -4,34 +4,17 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use common::{cli, Broker};
 
 fn metrics_addr(broker: &Broker) -> SocketAddr {
-    assert!(
-        broker.wait_for_log("serving metrics on ", Duration::from_secs(10)),
-        "{}",
-        broker.logs()
-    );
-    let logs = broker.logs();
-    logs.split("serving metrics on ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .expect("metrics address in the log")
+    broker.metrics_addr()
 }
 
 fn scrape(addr: SocketAddr) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
-    out
+    common::probe::scrape(addr).expect("a scrape of the metrics listener")
 }
 
 /// The sum of every sample of `name` whose labels contain `label`.

@@ -6,37 +6,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::raw::Raw;
 use common::{batch, cli, small_executor, Broker};
 use ringmq_client::{Acks, Client, ClientConfig, Password, Producer, ProducerConfig, SaslConfig};
 use ringmq_protocol::{ListTopicsRequest, Request, ResponseBody};
-
-fn metrics_addr(broker: &Broker) -> SocketAddr {
-    assert!(
-        broker.wait_for_log("serving metrics on ", Duration::from_secs(10)),
-        "{}",
-        broker.logs()
-    );
-    let logs = broker.logs();
-    logs.split("serving metrics on ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .expect("metrics address in the log")
-}
-
-fn scrape(addr: SocketAddr) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
 
 fn throttle_ms(body: ResponseBody) -> u32 {
     match body {
@@ -53,7 +29,7 @@ fn a_client_over_its_quota_is_paused_and_told_by_how_much() {
         "--metrics-listen",
         "127.0.0.1:0",
     ]);
-    let metrics = metrics_addr(&broker);
+    let metrics = broker.metrics_addr();
     let addr: SocketAddr = broker.bootstrap().parse().unwrap();
     let mut raw = Raw::connect(addr);
     raw.create_topic("t", 1);
@@ -82,7 +58,7 @@ fn a_client_over_its_quota_is_paused_and_told_by_how_much() {
 
     // Nothing was refused or lost.
     assert_eq!(raw.values("t", 0).len(), 16 + 96);
-    let text = scrape(metrics);
+    let text = common::probe::scrape(metrics).expect("a scrape");
     let throttled: f64 = text
         .lines()
         .find(|l| l.starts_with("ringmq_throttled_requests_total "))

@@ -10,7 +10,6 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use bytes::Bytes;
 use common::cluster::TestCluster;
@@ -146,17 +145,6 @@ fn salt_of(server_first: &[u8]) -> String {
         .split(',')
         .find_map(|a| a.strip_prefix("s=").map(str::to_owned))
         .expect("a salt")
-}
-
-fn metrics_addr(broker: &Broker) -> SocketAddr {
-    assert!(broker.wait_for_log("serving metrics on ", Duration::from_secs(10)));
-    broker
-        .logs()
-        .split("serving metrics on ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .expect("metrics address in the log")
 }
 
 /// Every way a secret could be printed: as text, hex, base64, and the
@@ -364,7 +352,7 @@ fn a_single_node_authenticates_authorizes_and_keeps_secrets() {
     assert!(!ok && err.contains("NOT_AUTHORIZED"), "{err}");
 
     // Counted in the metrics.
-    let metrics = scrape(metrics_addr(&broker)).expect("metrics");
+    let metrics = scrape(broker.metrics_addr()).expect("metrics");
     assert!(
         metrics.contains("ringmq_auth_failures_total{mechanism=\"SCRAM-SHA-256\"}"),
         "{metrics}"

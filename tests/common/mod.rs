@@ -126,6 +126,22 @@ impl Broker {
         }
         false
     }
+
+    /// Where a broker started with `--metrics-listen` serves its metrics
+    /// (read back from its log, for port 0).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        assert!(
+            self.wait_for_log("serving metrics on ", Duration::from_secs(10)),
+            "{}",
+            self.logs()
+        );
+        self.logs()
+            .split("serving metrics on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .expect("metrics address in the log")
+    }
 }
 
 impl Drop for Broker {
