@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use common::cluster::TestCluster;
@@ -16,9 +17,15 @@ use ringmq_protocol::{ErrorCode, ForwardHelloRequest, Request};
 
 const SECRET: &str = "s3cret-shared-by-the-three-nodes";
 
+/// One cluster at a time (each is three brokers), with small segments:
+/// every partition preallocates one, and the disk is shared.
+static SERIAL: Mutex<()> = Mutex::new(());
+const SMALL: [&str; 2] = ["--segment-bytes", "1MiB"];
+
 #[test]
 fn only_nodes_with_the_secret_join_and_forward() {
-    let mut cluster = TestCluster::start(3, &["--cluster-secret", SECRET]);
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = TestCluster::start(3, &["--cluster-secret", SECRET, SMALL[0], SMALL[1]]);
     cluster.wait_until("3 healthy nodes", Duration::from_secs(60), healthy(3));
     create_topic(&cluster.node(1).client.to_string(), "orders", 3, Some(3));
     let before = cluster.node(1).status().unwrap();
@@ -126,7 +133,88 @@ fn only_nodes_with_the_secret_join_and_forward() {
 
 #[test]
 fn a_cluster_without_a_secret_warns_at_start() {
-    let cluster = TestCluster::start(3, &[]);
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = TestCluster::start(3, &SMALL);
     cluster.wait_until("3 healthy nodes", Duration::from_secs(60), healthy(3));
     assert!(cluster.node(1).logs().contains("peers are unauthenticated"));
+}
+
+/// TLS between nodes too: three nodes with one CA's certificate (for
+/// 127.0.0.1) and the cluster secret agree, replicate acks=all writes over
+/// TLS, and serve a TLS client through any node.
+#[test]
+fn a_cluster_speaks_tls_between_its_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = common::certs::Ca::new(dir.path(), "cluster-ca");
+    let (cert, key) = ca.issue(dir.path(), "node", false);
+    let [cert, key, ca_path] = [&cert, &key, &ca.path].map(|p| p.display().to_string());
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = TestCluster::start(
+        3,
+        &[
+            SMALL[0],
+            SMALL[1],
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--tls-ca",
+            &ca_path,
+            "--cluster-secret",
+            SECRET,
+        ],
+    );
+    cluster.wait_until("3 healthy nodes", Duration::from_secs(60), healthy(3));
+    let via = |n: u32| cluster.node(n).client.to_string();
+    let tls = ["--tls-ca", ca_path.as_str()];
+    let (n1, n2, n3) = (via(1), via(2), via(3));
+    let create = [
+        "topic",
+        "create",
+        "secure",
+        "--partitions",
+        "6",
+        "--replication",
+        "3",
+        "--bootstrap",
+        &n1,
+        tls[0],
+        tls[1],
+    ];
+    let (ok, _, err) = cli(&create, "");
+    assert!(ok, "create over TLS: {err}");
+    let lines: String = (0..300).map(|i| format!("{i}\n")).collect();
+    let produce = [
+        "produce",
+        "secure",
+        "--acks",
+        "all",
+        "--bootstrap",
+        &n3,
+        tls[0],
+        tls[1],
+    ];
+    let (ok, _, err) = cli(&produce, &lines);
+    assert!(ok, "acks=all produce over TLS, replicated over TLS: {err}");
+    let consume = [
+        "consume",
+        "secure",
+        "--from-beginning",
+        "--count",
+        "300",
+        "--timeout",
+        "20s",
+        "--bootstrap",
+        &n2,
+        tls[0],
+        tls[1],
+    ];
+    let (ok, out, err) = cli(&consume, "");
+    assert!(ok, "consume over TLS: {err}");
+    let mut got: Vec<u32> = out.lines().map(|l| l.parse().unwrap()).collect();
+    got.sort_unstable();
+    assert_eq!(got, (0..300).collect::<Vec<_>>());
+    // Plaintext is not served on a TLS cluster's client port.
+    let (ok, _, _) = cli(&["topic", "list", "--bootstrap", &n2], "");
+    assert!(!ok, "a plaintext client was served");
 }

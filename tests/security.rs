@@ -387,11 +387,17 @@ fn users_and_acls_made_through_one_node_hold_on_another() {
     password_files(dir.path());
     let d = dir.path();
     let mut flags = secure_flags(d);
-    // Authentication in a cluster needs nodes that prove who they are.
-    flags.extend([
-        "--cluster-secret".into(),
-        "a-test-cluster-secret-0123".into(),
-    ]);
+    // Authentication in a cluster needs nodes that prove who they are;
+    // small segments, as every partition preallocates one.
+    flags.extend(
+        [
+            "--cluster-secret",
+            "a-test-cluster-secret-0123",
+            "--segment-bytes",
+            "1MiB",
+        ]
+        .map(String::from),
+    );
     let args: Vec<&str> = flags.iter().map(String::as_str).collect();
     let cluster = TestCluster::start(3, &args);
     cluster.wait_until("3 healthy nodes", common::probe::WAIT, healthy(3));
