@@ -292,15 +292,16 @@ impl Config {
     fn validate_cluster(&self) -> Result<(), ConfigError> {
         // A node's forwarded requests skip authentication and the ACLs (the
         // client was checked where it connected), so a node must prove it
-        // is one, or any client could claim to be a node.
+        // is one, or any client could claim to be a node. A client
+        // certificate is no proof: clients may hold one from the same CA.
         if self.node_id.is_some()
             && (self.authentication || self.authorization)
-            && !self.peers_authenticated()
+            && self.cluster_secret.is_none()
         {
             return Err(invalid(
                 if self.authentication { "authentication" } else { "authorization" },
                 true,
-                "needs authenticated peers in a cluster: set cluster_secret_file (or TLS with tls_client_ca), else any client could pass for a node and skip the checks",
+                "needs the cluster secret in a cluster (cluster_secret_file): else any client could pass for a node and skip the checks",
             ));
         }
         let cluster_id = &self.cluster_id;
