@@ -30,6 +30,33 @@ pub(crate) fn fallocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// Space the file system must keep free beyond what segments reserved: 4
+/// MiB or 0.5% of it, whichever is larger. On ext4 a reserved (unwritten)
+/// extent still needs metadata blocks when its pages are first written and
+/// written back; with none left, a write fault kills the process (SIGBUS)
+/// and writeback fails (fdatasync ENOSPC), losing what was written.
+fn free_margin(total: u64) -> u64 {
+    (4 << 20).max(total / 200)
+}
+
+/// Reserves `[offset, offset + len)` like [`fallocate`], and then fails
+/// with ENOSPC if the file system is left with less than its margin free
+/// (the blocks stay reserved for this file; later appends within them go on).
+pub(crate) fn reserve(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    fallocate(file, offset, len)?;
+    // SAFETY: fstatvfs fills the struct we own from an fd we own.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatvfs(file.as_raw_fd(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let unit = st.f_frsize as u64;
+    let (avail, total) = (st.f_bavail as u64 * unit, st.f_blocks as u64 * unit);
+    if avail < free_margin(total) {
+        return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+    }
+    Ok(())
+}
+
 /// Makes `[from, to)` of the file read as zeros: zeros are written over the
 /// partial first page and the whole pages are punched out (deallocated, no
 /// data written). Falls back to writing zeros where punching is unsupported.

@@ -71,14 +71,13 @@ impl Spare {
         let made = (|| -> std::io::Result<(Arc<MmapRaw>, u64)> {
             file.set_len(segment_bytes)?;
             let reserved = window.min(segment_bytes);
-            disk::fallocate(&file, 0, reserved)?;
+            disk::reserve(&file, 0, reserved)?;
             let map = Arc::new(
                 MmapOptions::new()
                     .len(segment_bytes as usize)
                     .map_raw(&file)?,
             );
-            // Older kernels lack MADV_POPULATE_WRITE; then appends fault.
-            let _ = map.advise_range(Advice::PopulateWrite, 0, reserved as usize);
+            populate_write(&map, 0, reserved)?;
             Ok((map, reserved))
         })();
         match made {
@@ -423,18 +422,25 @@ impl Segment {
     }
 
     /// Fallback when the background reservation did not keep up: fallocate
-    /// on the executor thread. ENOSPC becomes `StorageFull`.
+    /// and pre-fault on the executor thread. Running out of space, in
+    /// either, becomes `StorageFull`.
     fn ensure_reserved(&self, end: u64) -> Result<()> {
         let reserved = self.reserved.load(Ordering::Acquire);
         if end <= reserved {
             return Ok(());
         }
-        match disk::fallocate(&self.file, reserved, end - reserved) {
+        let map = self.map.borrow().clone();
+        let result =
+            disk::reserve(&self.file, reserved, end - reserved).and_then(|()| match &map {
+                Some(map) => populate_write(map, reserved, end),
+                None => Ok(()),
+            });
+        match result {
             Ok(()) => {
                 self.reserved.fetch_max(end, Ordering::AcqRel);
                 Ok(())
             }
-            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => Err(LogError::StorageFull),
+            Err(e) if out_of_space(&e) => Err(LogError::StorageFull),
             Err(e) => Err(LogError::io(io_ctx("fallocate", &self.paths().0), e)),
         }
     }
@@ -464,10 +470,9 @@ impl Segment {
         self.reserving.set(true);
         let task = glommio::spawn_local(async move {
             let job = glommio::executor().spawn_blocking(move || -> std::io::Result<()> {
-                disk::fallocate(&file, from, to - from)?;
+                disk::reserve(&file, from, to - from)?;
+                populate_write(&map, from, to)?;
                 shared.fetch_max(to, Ordering::AcqRel);
-                // Older kernels lack MADV_POPULATE_WRITE; then appends fault.
-                let _ = map.advise_range(Advice::PopulateWrite, from as usize, (to - from) as usize);
                 Ok(())
             });
             if let Err(e) = job.await {
@@ -714,4 +719,26 @@ impl Segment {
             "read did not converge on a batch boundary",
         ))
     }
+}
+
+/// Faults `[from, to)` of the mapping in writable (MADV_POPULATE_WRITE).
+/// Reserved blocks are not enough: on ext4 the first write to a fallocated
+/// (unwritten) extent may need metadata blocks of its own, and a write
+/// fault that finds the disk full kills the process with SIGBUS. Faulted in
+/// here, running out of space is an error the caller turns into
+/// `STORAGE_FULL`. Kernels without MADV_POPULATE_WRITE (before 5.14) skip it.
+fn populate_write(map: &MmapRaw, from: u64, to: u64) -> std::io::Result<()> {
+    match map.advise_range(Advice::PopulateWrite, from as usize, (to - from) as usize) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+        other => other,
+    }
+}
+
+/// Whether `e` means the file system is out of space: ENOSPC from
+/// fallocate, or the SIGBUS-that-was-not (EFAULT) of a populate.
+fn out_of_space(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOSPC | libc::EFAULT | libc::ENOMEM)
+    )
 }
