@@ -7,7 +7,8 @@
 #   SECS=8 REPS=5 NOISY_QUOTA=20MiB bench/quota.sh
 #
 # The broker (release build, one core, authentication on) is started here on
-# a temporary directory and stopped by its PID at the end. Users `quiet`
+# a temporary directory and stopped by its PID at the end; retention keeps
+# each topic near 1 GiB (the quiet producer writes about 0.5 GB/s). Users `quiet`
 # (no quota) and `noisy` (produce_bytes = NOISY_QUOTA) are made through the
 # bootstrap admin. Prints a table and, last, one JSON line.
 set -euo pipefail
@@ -46,6 +47,7 @@ EOF
 
 "$BIN/ringmq" serve --config "$DIR/ringmq.toml" --data-dir "$DIR/data" \
   --listen 127.0.0.1:0 --cores 1 --authentication true \
+  --retention-bytes 1GiB --retention-check-interval 1s \
   --admin-user admin --admin-password-file "$DIR/admin.pw" 2>"$DIR/broker.log" &
 PID=$!
 ADDR=
