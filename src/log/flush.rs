@@ -147,14 +147,22 @@ pub(crate) trait Flushable {
 /// abandoned or dropped.
 pub(crate) fn spawn_interval_flusher<T: Flushable + 'static>(log: Weak<T>, every: Duration) {
     glommio::spawn_local(async move {
+        // A failed fdatasync poisons the log, so every later round fails
+        // the same way: said once, not every `every`.
+        let mut failing = false;
         loop {
             glommio::timer::sleep(every).await;
             let Some(log) = log.upgrade() else { break };
             if !log.is_open() {
                 break;
             }
-            if let Err(e) = log.flush_now().await {
-                tracing::error!(error = %e, "interval flush failed");
+            match log.flush_now().await {
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::error!(error = %e, "interval flush failed (said once until it succeeds)");
+                }
+                Err(_) => {}
+                Ok(_) => failing = false,
             }
         }
     })
