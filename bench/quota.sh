@@ -62,10 +62,18 @@ admin() { RINGMQ_USER=admin "$BIN/ringmq" "$@" --password-file "$DIR/admin.pw" -
 admin user add quiet --new-password-file "$DIR/quiet.pw" >/dev/null
 admin user add noisy --new-password-file "$DIR/noisy.pw" >/dev/null
 
+# The broker's one core is the first; both load generators share the last,
+# so the throttled one's wake-ups cannot preempt the broker (the kernel
+# would otherwise put them anywhere, and the comparison measure that).
+PIN=()
+if command -v taskset >/dev/null && [ "$(nproc)" -gt 1 ]; then
+  PIN=(taskset -c "$(($(nproc) - 1))")
+fi
+
 # One producer as `user` on its own topic; prints its msgs/s.
 produce() {
   local user=$1
-  "$BIN/ringmq-bench" produce --bootstrap "$ADDR" --user "$user" \
+  "${PIN[@]}" "$BIN/ringmq-bench" produce --bootstrap "$ADDR" --user "$user" \
     --password-file "$DIR/$user.pw" --topic "t-$user" --size "$SIZE" \
     --duration "${SECS}s" --json 2>>"$DIR/bench.log" |
     sed -n 's/.*"msgs_per_s":\([0-9.e+]*\).*/\1/p'
