@@ -201,3 +201,130 @@ fn one_principal_over_its_quota_does_not_throttle_another() {
     );
     assert_eq!(quiet_throttled, Duration::ZERO, "quiet was throttled");
 }
+
+/// Runs the CLI as admin against `bootstrap`; answers stdout.
+fn admin_cli(args: &[&str], admin_pw: &str, bootstrap: &str) -> String {
+    let mut all = args.to_vec();
+    all.extend([
+        "--user",
+        "admin",
+        "--password-file",
+        admin_pw,
+        "--bootstrap",
+        bootstrap,
+    ]);
+    let (st, out, err) = cli(&all, "");
+    assert!(st.success(), "{args:?}: {err}");
+    out
+}
+
+#[test]
+fn a_quota_set_at_run_time_takes_effect_and_its_removal_lifts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("admin.pw"), "admin-password-0123\n").unwrap();
+    let admin_pw = d.join("admin.pw").display().to_string();
+    let broker = Broker::start(&[
+        "--authentication",
+        "true",
+        "--admin-user",
+        "admin",
+        "--admin-password-file",
+        &admin_pw,
+    ]);
+    let b = broker.bootstrap();
+    let pw = d.join("noisy.pw");
+    std::fs::write(&pw, "noisy-password-0123\n").unwrap();
+    let pw = pw.display().to_string();
+    admin_cli(
+        &["user", "add", "noisy", "--new-password-file", &pw],
+        &admin_pw,
+        &b,
+    );
+    admin_cli(
+        &["topic", "create", "t", "--partitions", "1"],
+        &admin_pw,
+        &b,
+    );
+
+    // No quota configured: 256 KB go through unthrottled.
+    let (_, throttled) = small_executor().run(produce_as(&b, "noisy", "t", 256));
+    assert_eq!(throttled, Duration::ZERO, "throttled without a quota");
+
+    let out = admin_cli(
+        &[
+            "quota",
+            "set",
+            "User:noisy",
+            "--produce-bytes",
+            "64KiB",
+            "--requests",
+            "off",
+        ],
+        &admin_pw,
+        &b,
+    );
+    assert!(out.contains("User:noisy"), "{out}");
+    let list = admin_cli(&["quota", "list"], &admin_pw, &b);
+    let row: Vec<&str> = list
+        .lines()
+        .find(|l| l.starts_with("User:noisy"))
+        .unwrap_or_else(|| panic!("no row for User:noisy in {list}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(row, ["User:noisy", "65536", "default", "off"], "{list}");
+    assert!(list.starts_with("PRINCIPAL"), "{list}");
+
+    // The same broker, no restart: now the noisy user is held back.
+    let (took, throttled) = small_executor().run(produce_as(&b, "noisy", "t", 256));
+    assert!(
+        took >= Duration::from_secs(2),
+        "256 KB in {took:?} under a 64 KiB/s quota set at run time"
+    );
+    assert!(throttled >= Duration::from_secs(1), "{throttled:?}");
+
+    admin_cli(&["quota", "remove", "User:noisy"], &admin_pw, &b);
+    let list = admin_cli(&["quota", "list"], &admin_pw, &b);
+    assert!(!list.contains("User:noisy"), "{list}");
+    // Let the debt of the last run pass, then: unthrottled again.
+    let (_, throttled) = small_executor().run(produce_as(&b, "noisy", "t", 256));
+    assert_eq!(
+        throttled,
+        Duration::ZERO,
+        "throttled after the quota was removed"
+    );
+
+    // Bad input is refused with a clear error, not a crash.
+    let (st, _, err) = cli(
+        &[
+            "quota",
+            "set",
+            "User:noisy",
+            "--produce-bytes",
+            "0",
+            "--user",
+            "admin",
+            "--password-file",
+            &admin_pw,
+            "--bootstrap",
+            &b,
+        ],
+        "",
+    );
+    assert!(!st.success() && err.contains("off"), "{err}");
+    let (st, _, err) = cli(
+        &[
+            "quota",
+            "remove",
+            "User:nobody",
+            "--user",
+            "admin",
+            "--password-file",
+            &admin_pw,
+            "--bootstrap",
+            &b,
+        ],
+        "",
+    );
+    assert!(!st.success() && err.contains("no quota"), "{err}");
+}
