@@ -97,3 +97,38 @@ impl Wire for ListQuotasResponse {
         Ok(ListQuotasResponse { quotas: r.vec()? })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layout of SPEC.md 5.26, byte for byte.
+    #[test]
+    fn alter_quota_bytes_are_as_specified() {
+        let req = AlterQuotaRequest {
+            quota: QuotaBinding {
+                principal: "User:a".into(),
+                produce_bytes: 65_536,
+                fetch_bytes: QUOTA_UNLIMITED,
+                requests: QUOTA_DEFAULT,
+            },
+            remove: true,
+        };
+        let mut buf = BytesMut::new();
+        req.encode(&mut buf);
+        let mut want = vec![6, 0];
+        want.extend_from_slice(b"User:a");
+        want.extend_from_slice(&65_536i64.to_le_bytes());
+        want.extend_from_slice(&0i64.to_le_bytes());
+        want.extend_from_slice(&(-1i64).to_le_bytes());
+        want.push(1);
+        assert_eq!(&buf[..], &want[..]);
+        assert_eq!(
+            AlterQuotaRequest::decode(&mut Reader::new(&buf.clone().freeze())).unwrap(),
+            req
+        );
+        // `remove` other than 0 or 1 is a decode error.
+        *want.last_mut().unwrap() = 2;
+        assert!(AlterQuotaRequest::decode(&mut Reader::new(&bytes::Bytes::from(want))).is_err());
+    }
+}
