@@ -145,3 +145,20 @@ pub fn list_quotas(shard: &Shard) -> Answer {
     });
     Answer::Body(ListQuotasResponse { quotas }.into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quota_fields_map_between_wire_and_state() {
+        assert_eq!(quota_field("requests", -1).ok(), Some(None));
+        assert_eq!(quota_field("requests", 0).ok(), Some(Some(0)));
+        assert_eq!(quota_field("requests", 5).ok(), Some(Some(5)));
+        assert!(quota_field("requests", -2).is_err());
+        assert!(quota_field("requests", i64::MIN).is_err());
+        for v in [None, Some(0), Some(5)] {
+            assert_eq!(quota_field("x", wire_field(v)).ok(), Some(v));
+        }
+    }
+}
