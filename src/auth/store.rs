@@ -274,7 +274,7 @@ pub enum StoreError {
         source: std::io::Error,
     },
     #[error(
-        "{path} is damaged: {source}; restore it or remove it to start with no users and ACLs"
+        "{path} is damaged: {source}; restore it or remove it to start with no users, ACLs and quotas"
     )]
     Parse {
         path: PathBuf,
@@ -287,7 +287,7 @@ pub enum StoreError {
     },
 }
 
-/// Reads a single node's users and ACLs; a missing file is none.
+/// Reads a single node's users, ACLs and quotas; a missing file is none.
 pub fn load(data_dir: &Path) -> Result<Security, StoreError> {
     let path = data_dir.join(FILE_NAME);
     let text = match std::fs::read(&path) {
