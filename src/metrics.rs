@@ -291,6 +291,8 @@ fn api_label(api: ApiKey) -> &'static str {
         ApiKey::ListUsers => "list_users",
         ApiKey::AlterAcl => "alter_acl",
         ApiKey::ListAcls => "list_acls",
+        ApiKey::AlterQuota => "alter_quota",
+        ApiKey::ListQuotas => "list_quotas",
     }
 }
 

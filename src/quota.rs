@@ -12,12 +12,21 @@
 //! back all the same. A bucket holds one second's worth, so a principal that
 //! was idle may burst that much.
 //!
+//! Limits come from the config file (`quota_*`, `[quotas."User:x"]`) and,
+//! over them, from the security metadata (`ringmq quota set`, SPEC.md
+//! 5.26), which every core hands here when it installs a new state
+//! ([`set_metadata`]). A change updates the live buckets in place, so
+//! connections feel it at once, without a restart.
+//!
 //! Nothing here does I/O; the connection asks [`Quota::charge`] after each
 //! request and waits out the answer.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
 
 /// The node's quotas, set once at start (like the metrics registry): every
 /// core's connections charge the same buckets.
@@ -31,6 +40,52 @@ pub fn install(quotas: Arc<Quotas>) {
 /// The buckets a connection of `principal` charges; `None` without quotas.
 pub fn of(principal: &str) -> Option<Arc<Quota>> {
     QUOTAS.get()?.of(principal)
+}
+
+/// Changes whenever the limits do: a connection that cached [`of`]'s
+/// answer asks again when this moved (one atomic load per request, no lock).
+pub fn generation() -> u64 {
+    QUOTAS
+        .get()
+        .map_or(0, |q| q.generation.load(Ordering::Acquire))
+}
+
+/// Takes the security metadata's quotas (every core calls this with each
+/// state it installs; only a change does anything).
+pub fn set_metadata(entries: &BTreeMap<String, QuotaEntry>) {
+    if let Some(q) = QUOTAS.get() {
+        q.set_metadata(entries, Instant::now());
+    }
+}
+
+/// One principal's quotas as the security metadata keeps them, per field:
+/// `None` not set (the node's configured value applies), `Some(0)` no
+/// limit, else the per-second limit. JSON in the Raft log: fields may be
+/// added, never renamed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaEntry {
+    #[serde(default)]
+    pub produce_bytes: Option<u64>,
+    #[serde(default)]
+    pub fetch_bytes: Option<u64>,
+    #[serde(default)]
+    pub requests: Option<u64>,
+}
+
+impl QuotaEntry {
+    /// `configured`, field by field overridden by what this entry sets.
+    pub fn over(&self, configured: QuotaLimits) -> QuotaLimits {
+        let field = |set: Option<u64>, base: Option<u64>| match set {
+            None => base,
+            Some(0) => None,
+            Some(n) => Some(n),
+        };
+        QuotaLimits {
+            produce_bytes: field(self.produce_bytes, configured.produce_bytes),
+            fetch_bytes: field(self.fetch_bytes, configured.fetch_bytes),
+            requests: field(self.requests, configured.requests),
+        }
+    }
 }
 
 /// The longest one answer throttles its connection. Debt beyond it stays and
@@ -67,7 +122,29 @@ pub struct Usage {
 pub struct Quotas {
     default: QuotaLimits,
     overrides: BTreeMap<String, QuotaLimits>,
-    buckets: Mutex<HashMap<String, Arc<Quota>>>,
+    state: Mutex<State>,
+    generation: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The security metadata's entries, over `default` and `overrides`.
+    metadata: BTreeMap<String, QuotaEntry>,
+    buckets: HashMap<String, Arc<Quota>>,
+}
+
+impl State {
+    fn limits(&self, quotas: &Quotas, principal: &str) -> QuotaLimits {
+        let configured = quotas
+            .overrides
+            .get(principal)
+            .copied()
+            .unwrap_or(quotas.default);
+        match self.metadata.get(principal) {
+            Some(entry) => entry.over(configured),
+            None => configured,
+        }
+    }
 }
 
 impl Quotas {
@@ -76,27 +153,45 @@ impl Quotas {
         Arc::new(Quotas {
             default,
             overrides,
-            buckets: Mutex::new(HashMap::new()),
+            state: Mutex::new(State::default()),
+            generation: AtomicU64::new(0),
         })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A poisoned lock only means a panic elsewhere; the map is intact.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The buckets of `principal`, for its connection to keep; `None` when
     /// it has no quota (the common case costs nothing per request).
     pub fn of(&self, principal: &str) -> Option<Arc<Quota>> {
-        let limits = self
-            .overrides
-            .get(principal)
-            .copied()
-            .unwrap_or(self.default);
+        let mut state = self.state();
+        let limits = state.limits(self, principal);
         if limits.is_unlimited() {
             return None;
         }
-        // A poisoned lock only means a panic elsewhere; the map is intact.
-        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        let q = buckets
+        let q = state
+            .buckets
             .entry(principal.to_owned())
             .or_insert_with(|| Arc::new(Quota::new(principal, limits, Instant::now())));
         Some(q.clone())
+    }
+
+    /// Replaces the metadata's entries and brings every live bucket to its
+    /// principal's new limits.
+    pub fn set_metadata(&self, entries: &BTreeMap<String, QuotaEntry>, now: Instant) {
+        let mut state = self.state();
+        if state.metadata == *entries {
+            return;
+        }
+        state.metadata = entries.clone();
+        for (principal, quota) in &state.buckets {
+            quota.set_limits(state.limits(self, principal), now);
+        }
+        // After the buckets: a connection that sees the new generation
+        // finds them updated.
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -122,6 +217,26 @@ impl Quota {
 
     pub fn principal(&self) -> &str {
         &self.principal
+    }
+
+    /// New limits for the live buckets: a kept bucket refills at its old
+    /// rate up to `now`, then keeps its tokens (or debt) clamped to the new
+    /// burst; a new one starts full; a dropped one charges nothing more.
+    fn set_limits(&self, limits: QuotaLimits, now: Instant) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let rates = [limits.produce_bytes, limits.fetch_bytes, limits.requests];
+        for (bucket, rate) in buckets.iter_mut().zip(rates) {
+            *bucket = match (bucket.take(), rate) {
+                (_, None) => None,
+                (None, Some(r)) => Some(Bucket::new(r, now)),
+                (Some(mut b), Some(r)) => {
+                    b.refill(now);
+                    b.rate = r as f64;
+                    b.tokens = b.tokens.min(b.rate * BURST);
+                    Some(b)
+                }
+            };
+        }
     }
 
     /// Charges one request and what it used; returns how long its
@@ -163,11 +278,15 @@ impl Bucket {
         }
     }
 
-    /// Takes `n` tokens; returns how long until the debt, if any, is paid.
-    fn take(&mut self, n: u64, now: Instant) -> Duration {
+    fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
         self.at = self.at.max(now);
         self.tokens = (self.tokens + elapsed * self.rate).min(self.rate * BURST);
+    }
+
+    /// Takes `n` tokens; returns how long until the debt, if any, is paid.
+    fn take(&mut self, n: u64, now: Instant) -> Duration {
+        self.refill(now);
         self.tokens -= n as f64;
         if self.tokens >= 0.0 {
             Duration::ZERO
@@ -267,5 +386,62 @@ mod tests {
         let a2 = quotas.of("User:a").unwrap();
         assert!(Arc::ptr_eq(&a, &a2));
         assert_eq!(a2.principal(), "User:a");
+    }
+
+    #[test]
+    fn a_live_bucket_takes_new_limits_from_the_metadata() {
+        let quotas = Quotas::new(limits(1000), BTreeMap::new());
+        let t0 = Instant::now();
+        let a = quotas.of("User:a").unwrap();
+        assert_eq!(a.charge(produce(1000), t0), Duration::ZERO);
+        // Tighter: the empty bucket now refills at 100 bytes/s.
+        let tight = QuotaEntry {
+            produce_bytes: Some(100),
+            ..QuotaEntry::default()
+        };
+        let g = quotas.generation.load(Ordering::Acquire);
+        quotas.set_metadata(&BTreeMap::from([("User:a".to_owned(), tight)]), t0);
+        assert_ne!(quotas.generation.load(Ordering::Acquire), g);
+        assert_eq!(a.charge(produce(100), t0), Duration::from_secs(1));
+        // The same entries again change nothing.
+        let g = quotas.generation.load(Ordering::Acquire);
+        quotas.set_metadata(&BTreeMap::from([("User:a".to_owned(), tight)]), t0);
+        assert_eq!(quotas.generation.load(Ordering::Acquire), g);
+        // Unlimited: the live bucket charges nothing, and a new connection
+        // gets no bucket at all.
+        let off = QuotaEntry {
+            produce_bytes: Some(0),
+            ..QuotaEntry::default()
+        };
+        quotas.set_metadata(&BTreeMap::from([("User:a".to_owned(), off)]), t0);
+        assert_eq!(a.charge(produce(1_000_000), t0), Duration::ZERO);
+        assert!(quotas.of("User:a").is_none());
+        // Removed: the configured default again, on the same buckets.
+        quotas.set_metadata(&BTreeMap::new(), t0);
+        let again = quotas.of("User:a").unwrap();
+        assert!(Arc::ptr_eq(&a, &again));
+        assert_eq!(a.charge(produce(2000), t0), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn metadata_fields_override_the_configured_ones_one_by_one() {
+        let configured = QuotaLimits {
+            produce_bytes: Some(10),
+            fetch_bytes: Some(20),
+            requests: Some(30),
+        };
+        let entry = QuotaEntry {
+            produce_bytes: None,
+            fetch_bytes: Some(0),
+            requests: Some(5),
+        };
+        assert_eq!(
+            entry.over(configured),
+            QuotaLimits {
+                produce_bytes: Some(10),
+                fetch_bytes: None,
+                requests: Some(5),
+            }
+        );
     }
 }

@@ -67,17 +67,22 @@ fn a_client_over_its_quota_is_paused_and_told_by_how_much() {
     assert!(throttled >= 1.0, "{text}");
 }
 
-/// Produces `n` records of 1000 bytes as `user`; returns how long it took
-/// and how long the broker throttled the connection.
-async fn produce_as(addr: &str, user: &str, topic: &str, n: u32) -> (Duration, Duration) {
+async fn connect_as(addr: &str, user: &str) -> Client {
     let mut config = ClientConfig::new(addr);
     config.connection.sasl = Some(SaslConfig {
         username: user.into(),
         password: Password::new(format!("{user}-password-0123")),
     });
-    let client = Client::connect(config).await.expect("connect");
+    Client::connect(config).await.expect("connect")
+}
+
+/// Produces `n` records of 1000 bytes through `client`; returns how long it
+/// took and how long the broker throttled its connection meanwhile.
+async fn produce_on(client: &Client, topic: &str, n: u32) -> (Duration, Duration) {
+    let conn = client.connection().await.expect("the connection");
+    let throttled_before = conn.throttled();
     let producer = Producer::new(
-        &client,
+        client,
         topic,
         ProducerConfig {
             acks: Acks::Leader,
@@ -97,7 +102,17 @@ async fn produce_as(addr: &str, user: &str, topic: &str, n: u32) -> (Duration, D
         d.await.expect("delivered");
     }
     let conn = client.connection().await.expect("the connection");
-    (started.elapsed(), conn.throttled())
+    (
+        started.elapsed(),
+        conn.throttled().saturating_sub(throttled_before),
+    )
+}
+
+/// Produces `n` records of 1000 bytes as `user`; returns how long it took
+/// and how long the broker throttled the connection.
+async fn produce_as(addr: &str, user: &str, topic: &str, n: u32) -> (Duration, Duration) {
+    let client = connect_as(addr, user).await;
+    produce_on(&client, topic, n).await
 }
 
 #[test]
@@ -176,4 +191,134 @@ fn one_principal_over_its_quota_does_not_throttle_another() {
         "{noisy_throttled:?}"
     );
     assert_eq!(quiet_throttled, Duration::ZERO, "quiet was throttled");
+}
+
+/// Runs the CLI as admin against `bootstrap`; answers stdout.
+fn admin_cli(args: &[&str], admin_pw: &str, bootstrap: &str) -> String {
+    let mut all = args.to_vec();
+    all.extend([
+        "--user",
+        "admin",
+        "--password-file",
+        admin_pw,
+        "--bootstrap",
+        bootstrap,
+    ]);
+    let (st, out, err) = cli(&all, "");
+    assert!(st.success(), "{args:?}: {err}");
+    out
+}
+
+#[test]
+fn a_quota_set_at_run_time_takes_effect_and_its_removal_lifts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("admin.pw"), "admin-password-0123\n").unwrap();
+    let admin_pw = d.join("admin.pw").display().to_string();
+    let broker = Broker::start(&[
+        "--authentication",
+        "true",
+        "--admin-user",
+        "admin",
+        "--admin-password-file",
+        &admin_pw,
+    ]);
+    let b = broker.bootstrap();
+    let pw = d.join("noisy.pw");
+    std::fs::write(&pw, "noisy-password-0123\n").unwrap();
+    let pw = pw.display().to_string();
+    admin_cli(
+        &["user", "add", "noisy", "--new-password-file", &pw],
+        &admin_pw,
+        &b,
+    );
+    admin_cli(
+        &["topic", "create", "t", "--partitions", "1"],
+        &admin_pw,
+        &b,
+    );
+
+    // One connection throughout: a quota set at run time reaches it.
+    small_executor().run(async {
+        let noisy = connect_as(&b, "noisy").await;
+        // No quota configured: 256 KB go through unthrottled.
+        let (_, throttled) = produce_on(&noisy, "t", 256).await;
+        assert_eq!(throttled, Duration::ZERO, "throttled without a quota");
+
+        let out = admin_cli(
+            &[
+                "quota",
+                "set",
+                "User:noisy",
+                "--produce-bytes",
+                "64KiB",
+                "--requests",
+                "off",
+            ],
+            &admin_pw,
+            &b,
+        );
+        assert!(out.contains("User:noisy"), "{out}");
+        let list = admin_cli(&["quota", "list"], &admin_pw, &b);
+        let row: Vec<&str> = list
+            .lines()
+            .find(|l| l.starts_with("User:noisy"))
+            .unwrap_or_else(|| panic!("no row for User:noisy in {list}"))
+            .split_whitespace()
+            .collect();
+        assert_eq!(row, ["User:noisy", "65536", "default", "off"], "{list}");
+        assert!(list.starts_with("PRINCIPAL"), "{list}");
+
+        // The same broker and connection, no restart: now held back.
+        let (took, throttled) = produce_on(&noisy, "t", 256).await;
+        assert!(
+            took >= Duration::from_secs(2),
+            "256 KB in {took:?} under a 64 KiB/s quota set at run time"
+        );
+        assert!(throttled >= Duration::from_secs(1), "{throttled:?}");
+
+        admin_cli(&["quota", "remove", "User:noisy"], &admin_pw, &b);
+        let list = admin_cli(&["quota", "list"], &admin_pw, &b);
+        assert!(!list.contains("User:noisy"), "{list}");
+        let (_, throttled) = produce_on(&noisy, "t", 256).await;
+        assert_eq!(
+            throttled,
+            Duration::ZERO,
+            "throttled after the quota was removed"
+        );
+    });
+
+    // Bad input is refused with a clear error, not a crash.
+    let (st, _, err) = cli(
+        &[
+            "quota",
+            "set",
+            "User:noisy",
+            "--produce-bytes",
+            "0",
+            "--user",
+            "admin",
+            "--password-file",
+            &admin_pw,
+            "--bootstrap",
+            &b,
+        ],
+        "",
+    );
+    assert!(!st.success() && err.contains("off"), "{err}");
+    let (st, _, err) = cli(
+        &[
+            "quota",
+            "remove",
+            "User:nobody",
+            "--user",
+            "admin",
+            "--password-file",
+            &admin_pw,
+            "--bootstrap",
+            &b,
+        ],
+        "",
+    );
+    assert!(!st.success() && err.contains("no quota"), "{err}");
 }

@@ -466,6 +466,36 @@ fn users_and_acls_made_through_one_node_hold_on_another() {
     assert!(!ok && err.contains("AUTH_FAILED"), "{err}");
     assert_eq!(admin(d, &n3, &["user", "list"]), "alice SCRAM-SHA-256\n");
 
+    // Quotas are cluster metadata too: set through node 1, listed on node
+    // 3; managing them needs alter on the cluster.
+    admin(
+        d,
+        &n1,
+        &["quota", "set", "User:alice", "--fetch-bytes", "1MiB"],
+    );
+    let list = eventually("alice's quota shows on node 3", || {
+        let out = admin(d, &n3, &["quota", "list"]);
+        out.contains("User:alice").then_some(out)
+    });
+    let row: Vec<&str> = list
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row,
+        ["User:alice", "default", "1048576", "default"],
+        "{list}"
+    );
+    let (ok, _, err) = cli_as(d, &n3, "alice", "alice.pw", &["quota", "list"], "");
+    assert!(!ok && err.contains("NOT_AUTHORIZED"), "{err}");
+    admin(d, &n3, &["quota", "remove", "User:alice"]);
+    eventually("alice's quota is gone on node 1", || {
+        let out = admin(d, &n1, &["quota", "list"]);
+        (!out.contains("User:alice")).then_some(())
+    });
+
     // Removed through node 2: refused on node 3.
     admin(d, &n2, &["user", "remove", "alice"]);
     eventually("alice is gone on node 3", || {

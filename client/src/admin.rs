@@ -12,8 +12,8 @@ use ringmq_protocol::{
 };
 
 use ringmq_protocol::{
-    AclBinding, AlterAclRequest, DeleteUserRequest, ListAclsRequest, ListUsersRequest,
-    UpsertUserRequest, UserInfo,
+    AclBinding, AlterAclRequest, AlterQuotaRequest, DeleteUserRequest, ListAclsRequest,
+    ListQuotasRequest, ListUsersRequest, QuotaBinding, UpsertUserRequest, UserInfo, QUOTA_DEFAULT,
 };
 
 use crate::client::Client;
@@ -85,6 +85,36 @@ impl Admin {
     pub async fn list_acls(&self) -> Result<Vec<AclBinding>, ClientError> {
         let req = Request::ListAcls(ListAclsRequest {});
         Ok(expect!(self.client.request(&req).await?, ListAcls)?.acls)
+    }
+
+    /// Sets a principal's quotas, all three fields (SPEC.md 5.26: -1 the
+    /// broker's configured value, 0 no limit, else per second).
+    pub async fn set_quota(&self, quota: QuotaBinding) -> Result<(), ClientError> {
+        let req = Request::AlterQuota(AlterQuotaRequest {
+            quota,
+            remove: false,
+        });
+        expect!(self.client.request(&req).await?, AlterQuota).map(drop)
+    }
+
+    /// Removes a principal's quotas: the configured ones apply again.
+    pub async fn remove_quota(&self, principal: &str) -> Result<(), ClientError> {
+        let req = Request::AlterQuota(AlterQuotaRequest {
+            quota: QuotaBinding {
+                principal: principal.to_owned(),
+                produce_bytes: QUOTA_DEFAULT,
+                fetch_bytes: QUOTA_DEFAULT,
+                requests: QUOTA_DEFAULT,
+            },
+            remove: true,
+        });
+        expect!(self.client.request(&req).await?, AlterQuota).map(drop)
+    }
+
+    /// Every principal's quotas, by principal.
+    pub async fn list_quotas(&self) -> Result<Vec<QuotaBinding>, ClientError> {
+        let req = Request::ListQuotas(ListQuotasRequest {});
+        Ok(expect!(self.client.request(&req).await?, ListQuotas)?.quotas)
     }
 
     /// Deletes a topic and its data.

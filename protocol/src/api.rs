@@ -31,11 +31,13 @@ pub enum ApiKey {
     ListUsers = 22,
     AlterAcl = 23,
     ListAcls = 24,
+    AlterQuota = 25,
+    ListQuotas = 26,
 }
 
 impl ApiKey {
     /// Every api this build implements, in key order.
-    pub const ALL: [ApiKey; 25] = [
+    pub const ALL: [ApiKey; 27] = [
         ApiKey::ApiVersions,
         ApiKey::Metadata,
         ApiKey::CreateTopic,
@@ -61,6 +63,8 @@ impl ApiKey {
         ApiKey::ListUsers,
         ApiKey::AlterAcl,
         ApiKey::ListAcls,
+        ApiKey::AlterQuota,
+        ApiKey::ListQuotas,
     ];
 
     pub fn from_u16(v: u16) -> Option<ApiKey> {
@@ -98,6 +102,8 @@ impl ApiKey {
             ApiKey::ListUsers => "ListUsers",
             ApiKey::AlterAcl => "AlterAcl",
             ApiKey::ListAcls => "ListAcls",
+            ApiKey::AlterQuota => "AlterQuota",
+            ApiKey::ListQuotas => "ListQuotas",
         }
     }
 
@@ -176,7 +182,7 @@ mod tests {
             assert_eq!(k.as_u16() as usize, i);
             assert_eq!(ApiKey::from_u16(k.as_u16()), Some(*k));
         }
-        assert_eq!(ApiKey::from_u16(25), None);
+        assert_eq!(ApiKey::from_u16(27), None);
         assert_eq!(ApiKey::from_u16(u16::MAX), None);
     }
 }

@@ -278,7 +278,7 @@ mod tests {
                 max
             })
         );
-        assert_eq!(check(8, 25, 0), Err(FrameError::UnknownApi(25)));
+        assert_eq!(check(8, 27, 0), Err(FrameError::UnknownApi(27)));
         assert_eq!(check(8, u16::MAX, 0), Err(FrameError::UnknownApi(u16::MAX)));
         assert_eq!(
             check(8, 6, 2),

@@ -1,4 +1,4 @@
-//! The users and ACLs of a broker as one value, [`Security`], changed only
+//! The users, ACLs and quotas of a broker as one value, [`Security`], changed only
 //! by [`SecurityCommand`]s: in a cluster they travel in the Raft log inside
 //! the metadata commands (so every node applies the same ones), on a single
 //! node shard 0 applies them and rewrites `security.json` in the data dir
@@ -15,14 +15,16 @@ use std::path::{Path, PathBuf};
 use ringmq_protocol::scram::{self, Credential, KEY_LEN};
 use serde::{Deserialize, Serialize};
 
-use super::acl::AclRule;
+use super::acl::{principal_of, AclRule};
 use super::Secret;
+use crate::quota::QuotaEntry;
 
 const FILE_NAME: &str = "security.json";
 /// Most users and most rules a broker keeps: bounds the state every node
 /// holds and every view copies.
 pub const MAX_USERS: usize = 10_000;
 pub const MAX_ACLS: usize = 100_000;
+pub const MAX_QUOTAS: usize = 10_000;
 
 /// What the broker keeps of a user's password.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +104,14 @@ pub enum SecurityCommand {
     RemoveAcl {
         acl: AclRule,
     },
+    /// Creates or replaces a principal's quotas (`User:<name>`).
+    SetQuota {
+        principal: String,
+        quota: QuotaEntry,
+    },
+    RemoveQuota {
+        principal: String,
+    },
 }
 
 /// Why a change was refused; a refused change changes nothing.
@@ -121,6 +131,10 @@ pub enum SecurityError {
     InvalidAcl(String),
     #[error("too many {0}")]
     Full(String),
+    #[error("no quota for {0}")]
+    UnknownQuota(String),
+    #[error("invalid quota: {0}")]
+    InvalidQuota(String),
 }
 
 /// Every user and every rule.
@@ -130,6 +144,8 @@ pub struct Security {
     users: BTreeMap<String, StoredCredential>,
     #[serde(default)]
     acls: BTreeSet<AclRule>,
+    #[serde(default)]
+    quotas: BTreeMap<String, QuotaEntry>,
 }
 
 impl std::fmt::Debug for Security {
@@ -137,6 +153,7 @@ impl std::fmt::Debug for Security {
         f.debug_struct("Security")
             .field("users", &self.users.keys().collect::<Vec<_>>())
             .field("acls", &self.acls.len())
+            .field("quotas", &self.quotas)
             .finish()
     }
 }
@@ -145,6 +162,21 @@ impl std::fmt::Debug for Security {
 pub fn validate_user_name(name: &str) -> Result<(), SecurityError> {
     if name.is_empty() || name.len() > 255 || !name.chars().all(|c| c.is_ascii_graphic()) {
         return Err(SecurityError::InvalidUserName(name.to_owned()));
+    }
+    Ok(())
+}
+
+/// A quota entry as it may be kept: for a `User:<name>` principal (in
+/// that canonical form, so one principal has one entry), setting
+/// something (an entry of nothing is a removal).
+pub fn validate_quota(principal: &str, quota: &QuotaEntry) -> Result<(), SecurityError> {
+    let bad = |why: String| Err(SecurityError::InvalidQuota(why));
+    match principal_of(principal) {
+        Ok(p) if p == principal => {}
+        _ => return bad(format!("the principal {principal:?} is not User:<name>")),
+    }
+    if *quota == QuotaEntry::default() {
+        return bad("it sets nothing; remove it instead".into());
     }
     Ok(())
 }
@@ -163,6 +195,11 @@ impl Security {
 
     pub fn acls(&self) -> &BTreeSet<AclRule> {
         &self.acls
+    }
+
+    /// Every principal's quotas, in principal order.
+    pub fn quotas(&self) -> &BTreeMap<String, QuotaEntry> {
+        &self.quotas
     }
 
     /// Applies one change, or refuses it and changes nothing.
@@ -195,6 +232,18 @@ impl Security {
                     return Err(SecurityError::UnknownAcl(acl.to_string()));
                 }
             }
+            SecurityCommand::SetQuota { principal, quota } => {
+                validate_quota(principal, quota)?;
+                if !self.quotas.contains_key(principal) && self.quotas.len() >= MAX_QUOTAS {
+                    return Err(SecurityError::Full("quotas".into()));
+                }
+                self.quotas.insert(principal.clone(), *quota);
+            }
+            SecurityCommand::RemoveQuota { principal } => {
+                if self.quotas.remove(principal).is_none() {
+                    return Err(SecurityError::UnknownQuota(principal.clone()));
+                }
+            }
         }
         Ok(())
     }
@@ -209,6 +258,10 @@ impl Security {
             SecurityCommand::RemoveUser { name } => !self.users.contains_key(name),
             SecurityCommand::AddAcl { acl } => self.acls.contains(acl),
             SecurityCommand::RemoveAcl { acl } => !self.acls.contains(acl),
+            SecurityCommand::SetQuota { principal, quota } => {
+                self.quotas.get(principal) == Some(quota)
+            }
+            SecurityCommand::RemoveQuota { principal } => !self.quotas.contains_key(principal),
         }
     }
 }
@@ -221,7 +274,7 @@ pub enum StoreError {
         source: std::io::Error,
     },
     #[error(
-        "{path} is damaged: {source}; restore it or remove it to start with no users and ACLs"
+        "{path} is damaged: {source}; restore it or remove it to start with no users, ACLs and quotas"
     )]
     Parse {
         path: PathBuf,
@@ -234,7 +287,7 @@ pub enum StoreError {
     },
 }
 
-/// Reads a single node's users and ACLs; a missing file is none.
+/// Reads a single node's users, ACLs and quotas; a missing file is none.
 pub fn load(data_dir: &Path) -> Result<Security, StoreError> {
     let path = data_dir.join(FILE_NAME);
     let text = match std::fs::read(&path) {
@@ -344,6 +397,66 @@ mod tests {
         }
     }
 
+    fn noisy_quota() -> SecurityCommand {
+        SecurityCommand::SetQuota {
+            principal: "User:noisy".into(),
+            quota: QuotaEntry {
+                produce_bytes: Some(65_536),
+                fetch_bytes: Some(0),
+                requests: None,
+            },
+        }
+    }
+
+    #[test]
+    fn quota_commands_apply_and_refuse() {
+        let mut s = Security::default();
+        s.apply(&noisy_quota()).unwrap();
+        assert!(s.reflects(&noisy_quota()));
+        assert_eq!(s.quotas().len(), 1);
+        let before = s.clone();
+        for bad in [
+            SecurityCommand::SetQuota {
+                principal: "noisy".into(),
+                quota: QuotaEntry {
+                    requests: Some(1),
+                    ..QuotaEntry::default()
+                },
+            },
+            SecurityCommand::SetQuota {
+                principal: "User:has space".into(),
+                quota: QuotaEntry {
+                    requests: Some(1),
+                    ..QuotaEntry::default()
+                },
+            },
+            SecurityCommand::SetQuota {
+                principal: "User:quiet".into(),
+                quota: QuotaEntry::default(),
+            },
+            SecurityCommand::RemoveQuota {
+                principal: "User:quiet".into(),
+            },
+        ] {
+            assert!(s.apply(&bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(s, before, "a refused command changes nothing");
+        let remove = SecurityCommand::RemoveQuota {
+            principal: "User:noisy".into(),
+        };
+        s.apply(&remove).unwrap();
+        assert!(s.reflects(&remove));
+        assert_eq!(s, Security::default());
+        let json = serde_json::to_string(&noisy_quota()).unwrap();
+        assert_eq!(
+            serde_json::from_str::<SecurityCommand>(&json).unwrap(),
+            noisy_quota()
+        );
+        // A state written before quotas existed still reads.
+        let old: Security = serde_json::from_str(r#"{"users":{},"acls":[]}"#).unwrap();
+        assert_eq!(old, Security::default());
+    }
+
     #[test]
     fn the_file_round_trips() {
         let dir = tempfile::tempdir().unwrap();
@@ -351,6 +464,7 @@ mod tests {
         let mut s = Security::default();
         s.apply(&alice()).unwrap();
         s.apply(&SecurityCommand::AddAcl { acl: rule() }).unwrap();
+        s.apply(&noisy_quota()).unwrap();
         store(dir.path(), &s).unwrap();
         assert_eq!(load(dir.path()).unwrap(), s);
         use std::os::unix::fs::PermissionsExt;

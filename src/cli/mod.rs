@@ -7,6 +7,7 @@ mod connect;
 mod consume;
 mod group;
 mod produce;
+mod quota;
 mod security;
 mod serve;
 mod topic;
@@ -46,6 +47,9 @@ enum Command {
     /// Add, remove or list ACLs (allow rules).
     #[command(subcommand)]
     Acl(security::AclCommand),
+    /// Set, remove or list per-principal quotas (over the configured ones).
+    #[command(subcommand)]
+    Quota(quota::QuotaCommand),
 }
 
 /// Parses the command line, runs the command and returns the exit code.
@@ -61,6 +65,7 @@ pub fn main() -> i32 {
         Command::Cluster(cmd) => cluster::run(cmd),
         Command::User(cmd) => security::run_user(cmd),
         Command::Acl(cmd) => security::run_acl(cmd),
+        Command::Quota(cmd) => quota::run_quota(cmd),
     };
     match result {
         Ok(()) => 0,

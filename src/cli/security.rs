@@ -71,7 +71,7 @@ pub struct AclArgs {
     /// A group id; `billing-*` means every group starting with `billing-`.
     #[arg(long, group = "resource")]
     group: Option<String>,
-    /// The cluster itself (operation `alter`: manage users and ACLs).
+    /// The cluster itself (operation `alter`: manage users, ACLs and quotas).
     #[arg(long, group = "resource")]
     cluster: bool,
     /// Match names starting with the given one.

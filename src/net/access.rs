@@ -55,7 +55,9 @@ fn needs(req: &Request) -> Vec<(ResourceType, &str, Operation)> {
         | Request::DeleteUser(_)
         | Request::ListUsers(_)
         | Request::AlterAcl(_)
-        | Request::ListAcls(_) => vec![(Cluster, "", Alter)],
+        | Request::ListAcls(_)
+        | Request::AlterQuota(_)
+        | Request::ListQuotas(_) => vec![(Cluster, "", Alter)],
         // Filtered afterwards, or open to every principal: ApiVersions,
         // Metadata, ListTopics, ListGroups, InitProducerId, and the node and
         // SASL apis (which check their own origin).

@@ -84,6 +84,8 @@ pub async fn handle(
         Request::ListUsers(_) => Ok(security::list_users(s)),
         Request::AlterAcl(r) => security::alter_acl(s, r, from).await,
         Request::ListAcls(_) => Ok(security::list_acls(s)),
+        Request::AlterQuota(r) => security::alter_quota(s, r, from).await,
+        Request::ListQuotas(_) => Ok(security::list_quotas(s)),
         // Answered by the connection's reader (`session.rs`) before dispatch.
         Request::SaslHandshake(_) | Request::SaslAuthenticate(_) => Err(Failure::new(
             ErrorCode::InvalidRequest,

@@ -9,11 +9,26 @@ use std::time::{Duration, Instant};
 use crate::auth::ANONYMOUS;
 use crate::quota::{Quota, Usage};
 
-/// The principal charged (`None`: anonymous) and its buckets, if any.
+/// The principal charged (`None`: anonymous) and its buckets, if any, as
+/// of the quotas' `generation`.
 #[derive(Debug)]
 struct Charged {
     principal: Option<Rc<str>>,
     quota: Option<Arc<Quota>>,
+    generation: u64,
+}
+
+impl Charged {
+    fn look_up(principal: Option<Rc<str>>) -> Charged {
+        // The generation first: a change racing the look-up is seen next time.
+        let generation = crate::quota::generation();
+        let quota = crate::quota::of(principal.as_deref().unwrap_or(ANONYMOUS));
+        Charged {
+            principal,
+            quota,
+            generation,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -25,9 +40,8 @@ pub struct Throttle {
 
 impl Throttle {
     pub fn new(principal: Option<Rc<str>>) -> Throttle {
-        let quota = crate::quota::of(principal.as_deref().unwrap_or(ANONYMOUS));
         Throttle {
-            charged: RefCell::new(Charged { principal, quota }),
+            charged: RefCell::new(Charged::look_up(principal)),
             until: Cell::new(None),
         }
     }
@@ -37,14 +51,19 @@ impl Throttle {
     pub fn follow(&self, principal: Option<Rc<str>>) {
         let mut charged = self.charged.borrow_mut();
         if charged.principal != principal {
-            let quota = crate::quota::of(principal.as_deref().unwrap_or(ANONYMOUS));
-            *charged = Charged { principal, quota };
+            *charged = Charged::look_up(principal);
         }
     }
 
     /// Charges a served request; returns how long the connection is muted
     /// for it (zero within quota).
     pub fn charge(&self, usage: Usage) -> Duration {
+        // The limits changed (`ringmq quota set`): the principal may have
+        // gained or lost its buckets. Live buckets were updated in place.
+        if self.charged.borrow().generation != crate::quota::generation() {
+            let mut charged = self.charged.borrow_mut();
+            *charged = Charged::look_up(charged.principal.take());
+        }
         let Some(quota) = self.charged.borrow().quota.clone() else {
             return Duration::ZERO;
         };

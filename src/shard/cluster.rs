@@ -364,7 +364,7 @@ impl Shard {
     /// every partition its role, close the copies it no longer holds.
     pub(super) async fn take_view(&self, view: Arc<ClusterView>) {
         let Some(c) = &self.cluster else { return };
-        *self.security.borrow_mut() = view.security.clone();
+        self.install_security(view.security.clone());
         *c.view.borrow_mut() = Some(view);
         self.open_hosted().await;
         let parts: Vec<(String, u32, Rc<Partition>)> = self

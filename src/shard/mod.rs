@@ -109,6 +109,7 @@ impl Shard {
             Some(_) => crate::auth::Security::default(),
             None => crate::auth::store::load(&config.data_dir).map_err(Failure::internal)?,
         };
+        crate::quota::set_metadata(security.quotas());
         let shard = Rc::new_cyclic(|me| Shard {
             me: me.clone(),
             groups,
@@ -558,7 +559,7 @@ impl Shard {
                 let _ = reply.send(self.change_security_here(cmd).await);
             }
             ShardMsg::Security { state, reply } => {
-                *self.security.borrow_mut() = state;
+                self.install_security(state);
                 let _ = reply.send(Ok(()));
             }
         }

@@ -1,4 +1,4 @@
-//! Users and ACLs on a shard: every core holds the same `Arc<Security>`,
+//! Users, ACLs and quotas on a shard: every core holds the same `Arc<Security>`,
 //! read by dispatch without a message. Changes go through the cluster's
 //! Raft log (forwarded to the controller leader like a topic change) or,
 //! on a single node, through shard 0, which rewrites `security.json` and
@@ -56,14 +56,21 @@ impl Shard {
         blocking(move || store::store(&dir, &saved))
             .await
             .map_err(Failure::internal)?;
-        *self.security.borrow_mut() = state.clone();
+        self.install_security(state.clone());
         self.broadcast(|reply| ShardMsg::Security {
             state: state.clone(),
             reply,
         })
         .await?;
-        tracing::info!(change = %describe(&cmd), "users and ACLs changed");
+        tracing::info!(change = %describe(&cmd), "users, ACLs or quotas changed");
         Ok(())
+    }
+
+    /// Makes `state` this core's, and its quotas the node's (every core
+    /// does; only the first to see a change touches the buckets).
+    pub(super) fn install_security(&self, state: Arc<Security>) {
+        crate::quota::set_metadata(state.quotas());
+        *self.security.borrow_mut() = state;
     }
 }
 
@@ -79,5 +86,9 @@ fn describe(cmd: &SecurityCommand) -> String {
         SecurityCommand::RemoveUser { name } => format!("user {name} removed"),
         SecurityCommand::AddAcl { acl } => format!("ACL added: {acl}"),
         SecurityCommand::RemoveAcl { acl } => format!("ACL removed: {acl}"),
+        SecurityCommand::SetQuota { principal, quota } => {
+            format!("quota of {principal} set: {quota:?}")
+        }
+        SecurityCommand::RemoveQuota { principal } => format!("quota of {principal} removed"),
     }
 }

@@ -1145,7 +1145,9 @@ fn handle(b: &mut Broker, req: Request) -> Result<ResponseBody, (ErrorCode, Stri
         | Request::DeleteUser(_)
         | Request::ListUsers(_)
         | Request::AlterAcl(_)
-        | Request::ListAcls(_) => {
+        | Request::ListAcls(_)
+        | Request::AlterQuota(_)
+        | Request::ListQuotas(_) => {
             return Err((
                 ErrorCode::UnknownApi,
                 "the fake broker has no security".into(),

@@ -12,7 +12,7 @@ use crate::frame::FrameError;
 pub enum ResourceType {
     Topic = 0,
     Group = 1,
-    /// The broker itself: `alter` manages users and ACLs.
+    /// The broker itself: `alter` manages users, ACLs and quotas.
     Cluster = 2,
 }
 

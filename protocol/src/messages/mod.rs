@@ -38,6 +38,7 @@ mod list_offsets;
 mod metadata;
 mod produce;
 mod producer_id;
+mod quotas;
 mod replica;
 mod sasl;
 mod topics;
@@ -65,6 +66,10 @@ pub use metadata::{
 };
 pub use produce::{Acks, ProduceRequest, ProduceResponse};
 pub use producer_id::{InitProducerIdRequest, InitProducerIdResponse};
+pub use quotas::{
+    AlterQuotaRequest, AlterQuotaResponse, ListQuotasRequest, ListQuotasResponse, QuotaBinding,
+    QUOTA_DEFAULT, QUOTA_UNLIMITED,
+};
 pub use replica::{EpochEnd, ReplicaFetchRequest, ReplicaFetchResponse};
 pub use sasl::{
     SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
@@ -184,6 +189,8 @@ apis! {
     ListUsers(ListUsersRequest, ListUsersResponse),
     AlterAcl(AlterAclRequest, AlterAclResponse),
     ListAcls(ListAclsRequest, ListAclsResponse),
+    AlterQuota(AlterQuotaRequest, AlterQuotaResponse),
+    ListQuotas(ListQuotasRequest, ListQuotasResponse),
 }
 
 impl Request {

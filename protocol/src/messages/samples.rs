@@ -201,6 +201,27 @@ pub fn sample_requests() -> Vec<Request> {
         }
         .into(),
         ListAclsRequest {}.into(),
+        AlterQuotaRequest {
+            quota: QuotaBinding {
+                principal: "User:noisy".into(),
+                produce_bytes: 65_536,
+                fetch_bytes: QUOTA_UNLIMITED,
+                requests: QUOTA_DEFAULT,
+            },
+            remove: false,
+        }
+        .into(),
+        AlterQuotaRequest {
+            quota: QuotaBinding {
+                principal: "User:noisy".into(),
+                produce_bytes: QUOTA_DEFAULT,
+                fetch_bytes: QUOTA_DEFAULT,
+                requests: QUOTA_DEFAULT,
+            },
+            remove: true,
+        }
+        .into(),
+        ListQuotasRequest {}.into(),
     ]
 }
 
@@ -380,6 +401,16 @@ pub fn sample_responses() -> Vec<ResponseBody> {
                 pattern: PatternType::Literal,
                 name: String::new(),
                 operation: Operation::Alter,
+            }],
+        }
+        .into(),
+        AlterQuotaResponse {}.into(),
+        ListQuotasResponse {
+            quotas: vec![QuotaBinding {
+                principal: "User:noisy".into(),
+                produce_bytes: 65_536,
+                fetch_bytes: QUOTA_UNLIMITED,
+                requests: QUOTA_DEFAULT,
             }],
         }
         .into(),
