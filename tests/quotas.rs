@@ -142,37 +142,17 @@ fn one_principal_over_its_quota_does_not_throttle_another() {
         let pw = d.join(format!("{user}.pw"));
         std::fs::write(&pw, format!("{user}-password-0123\n")).unwrap();
         let pw = pw.display().to_string();
-        let args = [
-            "user",
-            "add",
-            user,
-            "--new-password-file",
-            &pw,
-            "--user",
-            "admin",
-            "--password-file",
+        admin_cli(
+            &["user", "add", user, "--new-password-file", &pw],
             &admin_pw,
-            "--bootstrap",
             &b,
-        ];
-        let (st, _, err) = cli(&args, "");
-        assert!(st.success(), "user add {user}: {err}");
+        );
         let topic = format!("t-{user}");
-        let args = [
-            "topic",
-            "create",
-            &topic,
-            "--partitions",
-            "1",
-            "--user",
-            "admin",
-            "--password-file",
+        admin_cli(
+            &["topic", "create", &topic, "--partitions", "1"],
             &admin_pw,
-            "--bootstrap",
             &b,
-        ];
-        let (st, _, err) = cli(&args, "");
-        assert!(st.success(), "topic create {topic}: {err}");
+        );
     }
 
     // 256 records of 1000 bytes each: noisy's 64 KiB/s quota makes that
@@ -193,8 +173,8 @@ fn one_principal_over_its_quota_does_not_throttle_another() {
     assert_eq!(quiet_throttled, Duration::ZERO, "quiet was throttled");
 }
 
-/// Runs the CLI as admin against `bootstrap`; answers stdout.
-fn admin_cli(args: &[&str], admin_pw: &str, bootstrap: &str) -> String {
+/// Runs the CLI as admin against `bootstrap`: (success, stdout, stderr).
+fn cli_as_admin(args: &[&str], admin_pw: &str, bootstrap: &str) -> (bool, String, String) {
     let mut all = args.to_vec();
     all.extend([
         "--user",
@@ -205,7 +185,13 @@ fn admin_cli(args: &[&str], admin_pw: &str, bootstrap: &str) -> String {
         bootstrap,
     ]);
     let (st, out, err) = cli(&all, "");
-    assert!(st.success(), "{args:?}: {err}");
+    (st.success(), out, err)
+}
+
+/// Runs the CLI as admin, which must succeed; answers stdout.
+fn admin_cli(args: &[&str], admin_pw: &str, bootstrap: &str) -> String {
+    let (ok, out, err) = cli_as_admin(args, admin_pw, bootstrap);
+    assert!(ok, "{args:?}: {err}");
     out
 }
 
@@ -289,36 +275,10 @@ fn a_quota_set_at_run_time_takes_effect_and_its_removal_lifts_it() {
     });
 
     // Bad input is refused with a clear error, not a crash.
-    let (st, _, err) = cli(
-        &[
-            "quota",
-            "set",
-            "User:noisy",
-            "--produce-bytes",
-            "0",
-            "--user",
-            "admin",
-            "--password-file",
-            &admin_pw,
-            "--bootstrap",
-            &b,
-        ],
-        "",
-    );
-    assert!(!st.success() && err.contains("off"), "{err}");
-    let (st, _, err) = cli(
-        &[
-            "quota",
-            "remove",
-            "User:nobody",
-            "--user",
-            "admin",
-            "--password-file",
-            &admin_pw,
-            "--bootstrap",
-            &b,
-        ],
-        "",
-    );
-    assert!(!st.success() && err.contains("no quota"), "{err}");
+    let set_zero = ["quota", "set", "User:noisy", "--produce-bytes", "0"];
+    let (ok, _, err) = cli_as_admin(&set_zero, &admin_pw, &b);
+    assert!(!ok && err.contains("off"), "{err}");
+    let remove_none = ["quota", "remove", "User:nobody"];
+    let (ok, _, err) = cli_as_admin(&remove_none, &admin_pw, &b);
+    assert!(!ok && err.contains("no quota"), "{err}");
 }
