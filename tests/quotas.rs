@@ -119,24 +119,13 @@ async fn produce_as(addr: &str, user: &str, topic: &str, n: u32) -> (Duration, D
 fn one_principal_over_its_quota_does_not_throttle_another() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::write(d.join("admin.pw"), "admin-password-0123\n").unwrap();
     std::fs::write(
         d.join("ringmq.toml"),
         "[quotas.\"User:noisy\"]\nproduce_bytes = \"64KiB\"\n",
     )
     .unwrap();
     let config = d.join("ringmq.toml").display().to_string();
-    let admin_pw = d.join("admin.pw").display().to_string();
-    let broker = Broker::start(&[
-        "--config",
-        &config,
-        "--authentication",
-        "true",
-        "--admin-user",
-        "admin",
-        "--admin-password-file",
-        &admin_pw,
-    ]);
+    let (broker, admin_pw) = start_with_admin(d, &["--config", &config]);
     let b = broker.bootstrap();
     for user in ["noisy", "quiet"] {
         let pw = d.join(format!("{user}.pw"));
@@ -173,6 +162,24 @@ fn one_principal_over_its_quota_does_not_throttle_another() {
     assert_eq!(quiet_throttled, Duration::ZERO, "quiet was throttled");
 }
 
+/// A broker requiring authentication, whose bootstrap `admin` has its
+/// password in a file under `dir`: (broker, that file).
+fn start_with_admin(dir: &std::path::Path, extra: &[&str]) -> (Broker, String) {
+    let admin_pw = dir.join("admin.pw");
+    std::fs::write(&admin_pw, "admin-password-0123\n").unwrap();
+    let admin_pw = admin_pw.display().to_string();
+    let mut args = vec![
+        "--authentication",
+        "true",
+        "--admin-user",
+        "admin",
+        "--admin-password-file",
+        &admin_pw,
+    ];
+    args.extend_from_slice(extra);
+    (Broker::start(&args), admin_pw)
+}
+
 /// Runs the CLI as admin against `bootstrap`: (success, stdout, stderr).
 fn cli_as_admin(args: &[&str], admin_pw: &str, bootstrap: &str) -> (bool, String, String) {
     let mut all = args.to_vec();
@@ -199,16 +206,7 @@ fn admin_cli(args: &[&str], admin_pw: &str, bootstrap: &str) -> String {
 fn a_quota_set_at_run_time_takes_effect_and_its_removal_lifts_it() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::write(d.join("admin.pw"), "admin-password-0123\n").unwrap();
-    let admin_pw = d.join("admin.pw").display().to_string();
-    let broker = Broker::start(&[
-        "--authentication",
-        "true",
-        "--admin-user",
-        "admin",
-        "--admin-password-file",
-        &admin_pw,
-    ]);
+    let (broker, admin_pw) = start_with_admin(d, &[]);
     let b = broker.bootstrap();
     let pw = d.join("noisy.pw");
     std::fs::write(&pw, "noisy-password-0123\n").unwrap();
