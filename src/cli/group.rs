@@ -13,16 +13,10 @@ use super::connect::{block_on, describe_group_error, BootstrapArgs};
 #[derive(Debug, Subcommand)]
 pub enum GroupCommand {
     /// List groups: `GROUP STATE GENERATION MEMBERS`, one per line.
-    List(ListArgs),
+    List(BootstrapArgs),
     /// A group's members and, per partition, holder, committed offset,
     /// end offset and lag.
     Describe(DescribeArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct ListArgs {
-    #[command(flatten)]
-    bootstrap: BootstrapArgs,
 }
 
 #[derive(Debug, Args)]
@@ -37,7 +31,7 @@ pub fn run(cmd: GroupCommand) -> Result<(), Box<dyn Error>> {
     block_on(async move {
         match cmd {
             GroupCommand::List(a) => {
-                let client = a.bootstrap.connect().await?;
+                let client = a.connect().await?;
                 let groups = client
                     .admin()
                     .list_groups()

@@ -19,7 +19,7 @@ pub enum QuotaCommand {
     /// Remove a principal's quotas: the configured ones apply again.
     Remove(QuotaPrincipalArgs),
     /// List quotas: `PRINCIPAL PRODUCE_BYTES FETCH_BYTES REQUESTS`.
-    List(QuotaListArgs),
+    List(BootstrapArgs),
 }
 
 #[derive(Debug, Args)]
@@ -42,12 +42,6 @@ pub struct QuotaSetArgs {
 #[derive(Debug, Args)]
 pub struct QuotaPrincipalArgs {
     principal: String,
-    #[command(flatten)]
-    bootstrap: BootstrapArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct QuotaListArgs {
     #[command(flatten)]
     bootstrap: BootstrapArgs,
 }
@@ -128,7 +122,7 @@ pub fn run_quota(cmd: QuotaCommand) -> Result<(), Box<dyn Error>> {
                 println!("quota of {principal} removed");
             }
             QuotaCommand::List(a) => {
-                let client = a.bootstrap.connect().await?;
+                let client = a.connect().await?;
                 let quotas = client.admin().list_quotas().await?;
                 let rows: Vec<[String; 4]> = quotas
                     .into_iter()

@@ -19,7 +19,7 @@ pub enum UserCommand {
     /// Remove a user.
     Remove(UserNameArgs),
     /// List users: `NAME MECHANISM`.
-    List(ListArgs),
+    List(BootstrapArgs),
 }
 
 #[derive(Debug, Args)]
@@ -44,12 +44,6 @@ pub struct UserNameArgs {
     bootstrap: BootstrapArgs,
 }
 
-#[derive(Debug, Args)]
-pub struct ListArgs {
-    #[command(flatten)]
-    bootstrap: BootstrapArgs,
-}
-
 #[derive(Debug, Subcommand)]
 pub enum AclCommand {
     /// Allow a principal operations on a topic, a group or the cluster.
@@ -57,7 +51,7 @@ pub enum AclCommand {
     /// Remove rules added with the same arguments.
     Remove(AclArgs),
     /// List rules: `PRINCIPAL RESOURCE NAME PATTERN OPERATION`.
-    List(ListArgs),
+    List(BootstrapArgs),
 }
 
 #[derive(Debug, Args)]
@@ -140,7 +134,7 @@ pub fn run_user(cmd: UserCommand) -> Result<(), Box<dyn Error>> {
                 println!("user {} removed", a.name);
             }
             UserCommand::List(a) => {
-                let client = a.bootstrap.connect().await?;
+                let client = a.connect().await?;
                 for u in client.admin().list_users().await? {
                     println!("{} {}", u.name, u.mechanism);
                 }
@@ -156,7 +150,7 @@ pub fn run_acl(cmd: AclCommand) -> Result<(), Box<dyn Error>> {
             AclCommand::Add(a) => alter(a, true).await?,
             AclCommand::Remove(a) => alter(a, false).await?,
             AclCommand::List(a) => {
-                let client = a.bootstrap.connect().await?;
+                let client = a.connect().await?;
                 for b in client.admin().list_acls().await? {
                     let name = match b.name.as_str() {
                         "" => "-",

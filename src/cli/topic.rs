@@ -11,7 +11,7 @@ pub enum TopicCommand {
     /// Create a topic.
     Create(CreateArgs),
     /// List topics, one per line: `NAME partitions=N replication=R`.
-    List(ListArgs),
+    List(BootstrapArgs),
     /// Delete a topic and all its data.
     Delete(DeleteArgs),
 }
@@ -26,12 +26,6 @@ pub struct CreateArgs {
     /// Copies of each partition, at most the number of nodes [default: 1 on a single node, 3 in a cluster (fewer with fewer nodes)].
     #[arg(long, default_value_t = 0, hide_default_value = true)]
     replication: u16,
-    #[command(flatten)]
-    bootstrap: BootstrapArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct ListArgs {
     #[command(flatten)]
     bootstrap: BootstrapArgs,
 }
@@ -71,7 +65,7 @@ pub fn run(cmd: TopicCommand) -> Result<(), Box<dyn Error>> {
                 );
             }
             TopicCommand::List(a) => {
-                let client = a.bootstrap.connect().await?;
+                let client = a.connect().await?;
                 for t in client.admin().list_topics().await? {
                     println!(
                         "{} partitions={} replication={}",
