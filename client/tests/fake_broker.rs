@@ -152,11 +152,7 @@ fn a_consumer_outlasts_a_busy_broker() {
         ..Faults::default()
     });
     small_executor().run(async move {
-        let client = Client::connect(config(addr)).await.unwrap();
-        client.admin().create_topic("t", 1, 1).await.unwrap();
-        let producer = Producer::new(&client, "t", ProducerConfig::default())
-            .await
-            .unwrap();
+        let (client, producer) = producer_on_t(addr, 1).await;
         drop(producer.send(None, b"after the storm").await.unwrap());
         producer.flush().await.unwrap();
         let cfg = ConsumerConfig {
@@ -299,6 +295,21 @@ fn without_idempotence_a_lost_answer_duplicates() {
     });
 }
 
+/// A client of the fake at `addr`, topic `t` with `partitions`, and a
+/// producer to it with the default (idempotent) settings.
+async fn producer_on_t(addr: std::net::SocketAddr, partitions: u32) -> (Client, Producer) {
+    let client = Client::connect(config(addr)).await.unwrap();
+    client
+        .admin()
+        .create_topic("t", partitions, 1)
+        .await
+        .unwrap();
+    let producer = Producer::new(&client, "t", ProducerConfig::default())
+        .await
+        .unwrap();
+    (client, producer)
+}
+
 /// Sends one record to partition 0 and waits for its delivery.
 async fn send_one(
     producer: &Producer,
@@ -315,11 +326,7 @@ async fn send_one(
 fn a_throttled_connection_waits_before_sending_again() {
     let (addr, ctl) = start_fake_ctl(Faults::default());
     small_executor().run(async move {
-        let client = Client::connect(config(addr)).await.unwrap();
-        client.admin().create_topic("t", 1, 1).await.unwrap();
-        let producer = Producer::new(&client, "t", ProducerConfig::default())
-            .await
-            .unwrap();
+        let (client, producer) = producer_on_t(addr, 1).await;
         let conn = client.connection().await.unwrap();
         ctl.throttle_next_produce(400);
         send_one(&producer, "a").await.unwrap();
@@ -343,11 +350,7 @@ fn a_throttled_connection_waits_before_sending_again() {
 fn a_fenced_producer_stops() {
     let (addr, ctl) = start_fake_ctl(Faults::default());
     small_executor().run(async move {
-        let client = Client::connect(config(addr)).await.unwrap();
-        client.admin().create_topic("t", 2, 1).await.unwrap();
-        let producer = Producer::new(&client, "t", ProducerConfig::default())
-            .await
-            .unwrap();
+        let (_client, producer) = producer_on_t(addr, 2).await;
         let id = producer.producer_id().expect("idempotent by default");
         send_one(&producer, "a").await.unwrap();
         ctl.fence_producers();
@@ -371,11 +374,7 @@ fn a_fenced_producer_stops() {
 fn a_lost_acknowledged_batch_is_reported_and_the_partition_starts_over() {
     let (addr, ctl) = start_fake_ctl(Faults::default());
     small_executor().run(async move {
-        let client = Client::connect(config(addr)).await.unwrap();
-        client.admin().create_topic("t", 1, 1).await.unwrap();
-        let producer = Producer::new(&client, "t", ProducerConfig::default())
-            .await
-            .unwrap();
+        let (client, producer) = producer_on_t(addr, 1).await;
         assert_eq!(send_one(&producer, "a").await.unwrap().offset, Some(0));
         // Acknowledged, then lost (acks=1 and a failover, say).
         ctl.forget_next_produces(1);
