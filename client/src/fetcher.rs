@@ -25,6 +25,11 @@
 //! a lost connection to a leader or a leader refusing connections has the
 //! map refreshed, and the retry follows it.
 //!
+//! `OFFSET_OUT_OF_RANGE` is reported like any other error, unless the
+//! fetcher [parks](Fetcher::park_out_of_range) such partitions instead: a
+//! parked partition is not fetched until its owner (a group member, which
+//! resets it by its policy) seeks it elsewhere.
+//!
 //! Removing a partition drops its Fetch in flight and its buffered records,
 //! so nothing of it is yielded afterwards: what a group member needs to hand
 //! a partition over without two members consuming it at once.
@@ -60,6 +65,8 @@ pub(crate) struct Fetcher {
     /// after a failed poll). Every record here belongs to a partition in
     /// `parts`.
     buffered: VecDeque<ConsumedRecord>,
+    /// Park partitions answered `OFFSET_OUT_OF_RANGE` rather than report it.
+    park_out_of_range: bool,
 }
 
 struct ConnSlot {
@@ -92,6 +99,9 @@ struct PartFetch {
     failing_since: Option<Instant>,
     /// After a failure: no Fetch before this instant.
     not_before: Option<Instant>,
+    /// Answered `OFFSET_OUT_OF_RANGE` (when parking): no Fetch until a
+    /// seek.
+    out_of_range: bool,
 }
 
 impl Fetcher {
@@ -108,7 +118,24 @@ impl Fetcher {
             parts: Vec::new(),
             conns: Vec::new(),
             buffered: VecDeque::new(),
+            park_out_of_range: false,
         }
+    }
+
+    /// From now on a partition answered `OFFSET_OUT_OF_RANGE` waits, not
+    /// fetched, until [`add`](Self::add) moves it, instead of failing the
+    /// poll; [`out_of_range`](Self::out_of_range) lists it.
+    pub(crate) fn park_out_of_range(&mut self) {
+        self.park_out_of_range = true;
+    }
+
+    /// A parked partition (see [`park_out_of_range`](Self::park_out_of_range))
+    /// and the offset it was refused at.
+    pub(crate) fn out_of_range(&self) -> Option<(Arc<str>, u32, u64)> {
+        self.parts
+            .iter()
+            .find(|p| p.out_of_range)
+            .map(|p| (p.topic.clone(), p.partition, p.position))
     }
 
     fn find(&self, topic: &str, partition: u32) -> Option<usize> {
@@ -136,6 +163,7 @@ impl Fetcher {
             failures: 0,
             failing_since: None,
             not_before: None,
+            out_of_range: false,
         });
     }
 
@@ -199,6 +227,7 @@ impl Fetcher {
     /// elsewhere.
     fn seek(&mut self, i: usize, position: u64) {
         let p = &mut self.parts[i];
+        p.out_of_range = false;
         if p.position == position {
             return;
         }
@@ -254,7 +283,7 @@ impl Fetcher {
         let mut backoff_until: Option<Instant> = None;
         for i in 0..self.parts.len() {
             let p = &self.parts[i];
-            if p.inflight.is_some() {
+            if p.inflight.is_some() || p.out_of_range {
                 continue;
             }
             if let Some(t) = p.not_before.filter(|t| *t > now) {
@@ -270,6 +299,10 @@ impl Fetcher {
                     backoff_until = Some(backoff_until.map_or(t, |b| b.min(t)));
                 }
             }
+        }
+        // The owner moves a parked partition before anything else.
+        if self.parts.iter().any(|p| p.out_of_range) {
+            return Ok(Vec::new());
         }
         // A partition in backoff: come back (with no records) when it ends,
         // so the next poll sends its Fetch.
@@ -407,12 +440,17 @@ impl Fetcher {
     }
 
     /// Counts a failed Fetch of partition `i`: `None` if it will simply be
-    /// sent again by the next [`poll`](Self::poll) (after a backoff), else
-    /// the error to report: one that cannot succeed if sent again, or a
-    /// retriable one that has lasted `retry_timeout`.
+    /// sent again by the next [`poll`](Self::poll) (after a backoff) or was
+    /// parked, else the error to report: one that cannot succeed if sent
+    /// again, or a retriable one that has lasted `retry_timeout`.
     fn failed(&mut self, i: usize, e: ClientError) -> Option<ClientError> {
         let p = &mut self.parts[i];
         self.client.report_failure(p.via, p.map_version, &e);
+        if self.park_out_of_range && e.code() == Some(ErrorCode::OffsetOutOfRange) {
+            tracing::debug!(topic = %p.topic, partition = p.partition, position = p.position, "fetch out of range, parked");
+            p.out_of_range = true;
+            return None;
+        }
         let now = Instant::now();
         // A broker that is busy or throttling is healthy and asks to slow
         // down: back off as long as it says so, without giving up.

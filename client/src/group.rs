@@ -72,7 +72,8 @@ pub struct GroupConfig {
     /// How long the coordinator waits for a sign of life before it removes
     /// the member and hands its partitions to the others.
     pub session_timeout: Duration,
-    /// Where to start in a partition the group has no committed offset for.
+    /// Where to start in a partition the group has no committed offset for,
+    /// or where its offset is out of range.
     pub auto_offset_reset: OffsetReset,
     /// Commit the processed positions this often (from `poll`); `None`
     /// commits only on [`GroupConsumer::commit`], on a release and on close.
@@ -111,11 +112,21 @@ impl GroupConfig {
     }
 }
 
-/// Where a member starts in a partition with no committed offset.
+/// Where a member starts in a partition with no committed offset, or
+/// whose offset is out of range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OffsetReset {
     Earliest,
     Latest,
+}
+
+impl OffsetReset {
+    fn spec(self) -> OffsetSpec {
+        match self {
+            OffsetReset::Earliest => OffsetSpec::Earliest,
+            OffsetReset::Latest => OffsetSpec::Latest,
+        }
+    }
 }
 
 /// A partition of a topic; prints as `topic/partition`.
@@ -179,13 +190,14 @@ pub enum GroupEvent {
         instance_id: String,
         message: String,
     },
-    /// The group's committed offset of a partition lies outside what the
-    /// partition holds (the topic was deleted and created again, or its
-    /// records expired): the member starts at `position`, as its
-    /// `auto_offset_reset` says, instead.
-    CommittedOutOfRange {
+    /// The offset the member was to fetch next lies outside what the
+    /// partition holds (`OFFSET_OUT_OF_RANGE`): a committed offset that
+    /// outlived its records (they expired, or the topic was deleted and
+    /// created again), or records lost with a leader (acks=1). The member
+    /// goes on at `position`, as its `auto_offset_reset` says.
+    OutOfRange {
         partition: TopicPartition,
-        committed: u64,
+        offset: u64,
         earliest: u64,
         latest: u64,
         position: u64,
@@ -400,6 +412,7 @@ impl GroupConsumer {
             closed: false,
             stopped: None,
         };
+        c.fetcher.park_out_of_range();
         c.join_group().await?;
         Ok(c)
     }
@@ -470,6 +483,7 @@ impl GroupConsumer {
             }
         });
         let fetched = future::or(async { Some(self.fetcher.poll().await) }, changed).await;
+        self.reset_out_of_range().await?;
         let records = match fetched {
             Some(r) => r?,
             None => {
@@ -853,44 +867,18 @@ impl GroupConsumer {
             .into_iter()
             .map(|o| (TopicPartition::new(&o.topic, o.partition), o.offset))
             .collect();
-        let spec = match self.config.auto_offset_reset {
-            OffsetReset::Earliest => OffsetSpec::Earliest,
-            OffsetReset::Latest => OffsetSpec::Latest,
-        };
+        let spec = self.config.auto_offset_reset.spec();
         for tp in parts {
+            // A committed offset the partition no longer holds (records
+            // expired, the topic made anew, an acks=1 write lost with its
+            // leader) is found by the Fetch, and reset then: checking it
+            // here against the high watermark would wrongly reset one just
+            // past a new leader's watermark, which lags for a moment
+            // after a failover.
             let position = match committed.get(tp) {
                 Some(&o) => {
                     self.committed.insert(tp.clone(), o);
-                    // A commit outlives its topic's deletion, and records
-                    // expire: outside the partition's range, fetching from
-                    // it could only fail, so start as for no commit.
-                    let earliest = self
-                        .with_retries(|| {
-                            admin.list_offsets(&tp.topic, tp.partition, OffsetSpec::Earliest)
-                        })
-                        .await?;
-                    let latest = self
-                        .with_retries(|| {
-                            admin.list_offsets(&tp.topic, tp.partition, OffsetSpec::Latest)
-                        })
-                        .await?;
-                    if (earliest..=latest).contains(&o) {
-                        o
-                    } else {
-                        let position = match self.config.auto_offset_reset {
-                            OffsetReset::Earliest => earliest,
-                            OffsetReset::Latest => latest,
-                        };
-                        tracing::debug!(group = %self.config.group, partition = %tp, committed = o, earliest, latest, position, "committed offset out of range; starting per the reset policy");
-                        self.push_event(GroupEvent::CommittedOutOfRange {
-                            partition: tp.clone(),
-                            committed: o,
-                            earliest,
-                            latest,
-                            position,
-                        });
-                        position
-                    }
+                    o
                 }
                 None => {
                     self.with_retries(|| admin.list_offsets(&tp.topic, tp.partition, spec))
@@ -900,6 +888,40 @@ impl GroupConsumer {
             tracing::debug!(group = %self.config.group, partition = %tp, position, "starting");
             self.fetcher.add(&tp.topic, tp.partition, position);
             self.unstarted.remove(tp);
+        }
+        Ok(())
+    }
+
+    /// Moves each partition the fetcher parked on `OFFSET_OUT_OF_RANGE` to
+    /// where the reset policy says, and tells the application.
+    async fn reset_out_of_range(&mut self) -> Result<(), ClientError> {
+        let admin = self.client.admin();
+        while let Some((topic, partition, offset)) = self.fetcher.out_of_range() {
+            let (earliest, latest) = self
+                .with_retries(|| async {
+                    let earliest = admin
+                        .list_offsets(&topic, partition, OffsetSpec::Earliest)
+                        .await?;
+                    let latest = admin
+                        .list_offsets(&topic, partition, OffsetSpec::Latest)
+                        .await?;
+                    Ok((earliest, latest))
+                })
+                .await?;
+            let position = match self.config.auto_offset_reset {
+                OffsetReset::Earliest => earliest,
+                OffsetReset::Latest => latest,
+            };
+            let tp = TopicPartition::new(&topic, partition);
+            tracing::debug!(group = %self.config.group, partition = %tp, offset, earliest, latest, position, "offset out of range; going on per the reset policy");
+            self.fetcher.add(&topic, partition, position);
+            self.push_event(GroupEvent::OutOfRange {
+                partition: tp,
+                offset,
+                earliest,
+                latest,
+                position,
+            });
         }
         Ok(())
     }

@@ -324,25 +324,74 @@ fn a_committed_offset_beyond_a_recreated_topic_starts_per_the_reset_policy() {
             .unwrap();
         let seen = Seen::default();
         consume_until(&mut b, &seen, "b", deadline, |_, s| s.borrow().len() == 4).await;
-        let resets: Vec<(u32, u64, u64, u64)> = b
+        let mut resets: Vec<(u32, u64, u64, u64)> = b
             .take_events()
             .into_iter()
             .filter_map(|e| match e {
-                GroupEvent::CommittedOutOfRange {
+                GroupEvent::OutOfRange {
                     partition,
-                    committed,
+                    offset,
                     latest,
                     position,
                     ..
-                } => Some((partition.partition, committed, latest, position)),
+                } => Some((partition.partition, offset, latest, position)),
                 _ => None,
             })
             .collect();
+        resets.sort_unstable();
         assert_eq!(resets, [(0, 10, 2, 0), (1, 10, 2, 0)]);
         b.mark_batch_processed();
         b.close().await.unwrap();
         let offsets = admin.fetch_offsets("g", &[]).await.unwrap();
         assert!(offsets.iter().all(|o| o.offset == 2), "{offsets:?}");
+    });
+}
+
+#[test]
+fn a_committed_offset_past_a_lagging_high_watermark_is_kept() {
+    let (addr, ctl) = start_fake_ctl(Faults::default());
+    small_executor().run(async move {
+        let client = Client::connect(config(addr)).await.unwrap();
+        client.admin().create_topic("t", 2, 1).await.unwrap();
+        produce(&client, "t", 0..20).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut a = GroupConsumer::join(&client, group_config("g", "t"))
+            .await
+            .unwrap();
+        consume_until(&mut a, &Seen::default(), "a", deadline, |_, s| {
+            s.borrow().len() == 20
+        })
+        .await;
+        a.mark_batch_processed();
+        a.close().await.unwrap();
+
+        // A new leader's watermark lags below the commits (10 per
+        // partition) for a moment: the next member waits there rather
+        // than starting over.
+        ctl.lag_watermark(5);
+        let mut b = GroupConsumer::join(&client, group_config("g", "t"))
+            .await
+            .unwrap();
+        for _ in 0..5 {
+            assert_eq!(b.poll().await.unwrap(), Vec::new());
+        }
+        ctl.lag_watermark(0);
+        produce(&client, "t", 20..24).await;
+        let seen = Seen::default();
+        consume_until(&mut b, &seen, "b", deadline, |_, s| s.borrow().len() == 4).await;
+        let offsets: BTreeSet<(u32, u64)> = seen.borrow().keys().copied().collect();
+        assert_eq!(
+            offsets,
+            BTreeSet::from([(0, 10), (0, 11), (1, 10), (1, 11)])
+        );
+        let events = b.take_events();
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, GroupEvent::OutOfRange { .. })),
+            "{events:?}"
+        );
+        b.close().await.unwrap();
     });
 }
 

@@ -67,7 +67,7 @@ error_codes! {
     UnknownApi = 8, "UNKNOWN_API", false;
     /// A frame or a batch exceeds its size limit.
     MessageTooLarge = 9, "MESSAGE_TOO_LARGE", false;
-    /// A Fetch offset outside [log start offset, high watermark].
+    /// A Fetch offset outside [log start offset, log end].
     OffsetOutOfRange = 10, "OFFSET_OUT_OF_RANGE", false;
     /// This broker does not lead the partition; refresh metadata and retry.
     NotLeader = 11, "NOT_LEADER", true;

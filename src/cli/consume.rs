@@ -279,7 +279,7 @@ fn print_events(consumer: &mut GroupConsumer) {
 /// - `group G: member M fenced: CODE (message); rejoining`
 /// - `group G: member M replaced by another consumer with instance id I;
 ///   stopping` (not printed by `consume`, whose error says it)
-/// - `group G: committed offset C of T/P is outside [E, L]; starting at X`
+/// - `group G: offset O of T/P is out of range [E, L]; going on at X`
 /// - `group G: member M left`
 pub fn event_line(group: &str, e: &GroupEvent) -> String {
     fn list(parts: &[TopicPartition], empty: &str) -> String {
@@ -329,15 +329,15 @@ pub fn event_line(group: &str, e: &GroupEvent) -> String {
             "group {group}: member {member_id} replaced by another consumer with instance id \
              {instance_id}; stopping"
         ),
-        GroupEvent::CommittedOutOfRange {
+        GroupEvent::OutOfRange {
             partition,
-            committed,
+            offset,
             earliest,
             latest,
             position,
         } => format!(
-            "group {group}: committed offset {committed} of {partition} is outside \
-             [{earliest}, {latest}]; starting at {position}"
+            "group {group}: offset {offset} of {partition} is out of range \
+             [{earliest}, {latest}]; going on at {position}"
         ),
         GroupEvent::Left { member_id } => format!("group {group}: member {member_id} left"),
     }
@@ -432,16 +432,16 @@ mod tests {
             event_line("g", &fenced),
             "group g: member m-1 fenced: UNKNOWN_MEMBER (no member m-1); rejoining"
         );
-        let reset = GroupEvent::CommittedOutOfRange {
+        let reset = GroupEvent::OutOfRange {
             partition: tp(2),
-            committed: 5075,
+            offset: 5075,
             earliest: 0,
             latest: 3,
             position: 0,
         };
         assert_eq!(
             event_line("g", &reset),
-            "group g: committed offset 5075 of tasks/2 is outside [0, 3]; starting at 0"
+            "group g: offset 5075 of tasks/2 is out of range [0, 3]; going on at 0"
         );
     }
 }

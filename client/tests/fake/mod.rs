@@ -25,7 +25,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -69,6 +69,7 @@ pub struct Control {
     fenced: Arc<AtomicBool>,
     forget_next: Arc<AtomicU32>,
     throttle_ms: Arc<AtomicU32>,
+    watermark_lag: Arc<AtomicU64>,
 }
 
 impl Control {
@@ -96,15 +97,23 @@ impl Control {
         self.fenced.store(true, Ordering::SeqCst);
     }
 
-    /// Acknowledges the next `n` Produces without keeping them, as a
-    /// leader that acked with `acks = 1` and then lost the batch in a
-    /// failover.
     /// Answers the next Produce with this `throttle_ms`, as a broker whose
     /// quota the client went over.
     pub fn throttle_next_produce(&self, ms: u32) {
         self.throttle_ms.store(ms, Ordering::SeqCst);
     }
 
+    /// Keeps every partition's high watermark `n` records behind its log
+    /// end, as a new leader's is for a moment after a failover: Fetch and
+    /// ListOffsets see only up to it, and a Fetch between it and the log
+    /// end is answered with nothing (not `OFFSET_OUT_OF_RANGE`).
+    pub fn lag_watermark(&self, n: u64) {
+        self.watermark_lag.store(n, Ordering::SeqCst);
+    }
+
+    /// Acknowledges the next `n` Produces without keeping them, as a
+    /// leader that acked with `acks = 1` and then lost the batch in a
+    /// failover.
     pub fn forget_next_produces(&self, n: u32) {
         self.forget_next.store(n, Ordering::SeqCst);
     }
@@ -732,7 +741,7 @@ async fn serve_as(broker: Rc<RefCell<Broker>>, mut s: TcpStream, node: u32) {
         if let Request::Fetch(f) = &req {
             // A crude long poll: wait a little when there is nothing new.
             let hw = hwm(&broker.borrow(), &f.topic, f.partition);
-            if hw == Some(f.offset) {
+            if hw.is_some_and(|hw| hw <= f.offset) {
                 glommio::timer::sleep(Duration::from_millis(f.max_wait_ms.min(20).into())).await;
             }
         }
@@ -764,11 +773,25 @@ async fn serve_as(broker: Rc<RefCell<Broker>>, mut s: TcpStream, node: u32) {
     }
 }
 
-fn hwm(b: &Broker, topic: &str, p: u32) -> Option<u64> {
+fn log_end(b: &Broker, topic: &str, p: u32) -> Option<u64> {
     let log = b.topics.get(topic)?.get(p as usize)?;
     Some(
         log.last()
             .map_or(0, |l| BatchHeader::parse(l).unwrap().next_offset()),
+    )
+}
+
+/// The log end, less the lag the test set (but never inside a batch).
+fn hwm(b: &Broker, topic: &str, p: u32) -> Option<u64> {
+    let end = log_end(b, topic, p)?;
+    let upto = end.saturating_sub(b.control.watermark_lag.load(Ordering::SeqCst));
+    Some(
+        b.topics[topic][p as usize]
+            .iter()
+            .map(|l| BatchHeader::parse(l).unwrap().next_offset())
+            .take_while(|&next| next <= upto)
+            .last()
+            .unwrap_or(0),
     )
 }
 
@@ -841,7 +864,7 @@ fn handle(b: &mut Broker, req: Request) -> Result<ResponseBody, (ErrorCode, Stri
             if b.faults.busy_every.is_some_and(|n| b.produces % n == 0) {
                 return Err((ErrorCode::Busy, "busy, try again".into()));
             }
-            let base = hwm(b, &p.topic, p.partition).ok_or_else(|| unknown(&p.topic))?;
+            let base = log_end(b, &p.topic, p.partition).ok_or_else(|| unknown(&p.topic))?;
             p.verify_batch()
                 .map_err(|e| (ErrorCode::CorruptBatch, e.to_string()))?;
             let h = BatchHeader::parse(&p.batch).unwrap();
@@ -882,15 +905,19 @@ fn handle(b: &mut Broker, req: Request) -> Result<ResponseBody, (ErrorCode, Stri
             if b.fetches <= b.faults.busy_fetches {
                 return Err((ErrorCode::Busy, "busy, try again".into()));
             }
-            let hw = hwm(b, &f.topic, f.partition).ok_or_else(|| unknown(&f.topic))?;
-            if f.offset > hw {
-                return Err((ErrorCode::OffsetOutOfRange, format!("{} > {hw}", f.offset)));
+            let end = log_end(b, &f.topic, f.partition).ok_or_else(|| unknown(&f.topic))?;
+            if f.offset > end {
+                return Err((ErrorCode::OffsetOutOfRange, format!("{} > {end}", f.offset)));
             }
+            let hw = hwm(b, &f.topic, f.partition).unwrap_or(0);
             let mut records = BytesMut::new();
             for batch in &b.topics[&f.topic][f.partition as usize] {
                 let h = BatchHeader::parse(batch).unwrap();
                 if h.next_offset() <= f.offset {
                     continue;
+                }
+                if h.next_offset() > hw {
+                    break;
                 }
                 if !records.is_empty() && records.len() + batch.len() > f.max_bytes as usize {
                     break;
