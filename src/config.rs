@@ -460,7 +460,7 @@ pub struct Settings {
     #[arg(long, value_parser = parse_size)]
     #[serde(deserialize_with = "de::size")]
     pub index_interval_bytes: Option<u64>,
-    /// Disk reserved and pages pre-faulted ahead of the write position [default: 64MiB].
+    /// Disk reserved (fallocate) ahead of the write position [default: 64MiB].
     #[arg(long, value_parser = parse_size)]
     #[serde(deserialize_with = "de::size")]
     pub reserve_ahead_bytes: Option<u64>,

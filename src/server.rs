@@ -149,10 +149,10 @@ pub fn serve(mut config: Config) -> Result<(), ServeError> {
             .io_memory(config.io_memory)
             .ring_depth(256)
             .preempt_timer(Duration::from_millis(5))
-            // Blocking work (segment pre-faulting, fdatasync, recovery)
-            // must not share the executor's CPU: by default glommio pins
-            // each executor's blocking thread to the executor's own CPU,
-            // where a 64 MiB MADV_POPULATE_WRITE took the CPU away from
+            // Blocking work (fallocate, segment creation and sealing,
+            // recovery) must not share the executor's CPU: by default
+            // glommio pins each executor's blocking thread to the
+            // executor's own CPU, where a long job took the CPU away from
             // the executor for milliseconds at a time (e2e p99 in the tens
             // of ms). Unbound, the scheduler runs it on an idle CPU.
             .blocking_thread_pool_placement(PoolPlacement::Unbound(cores))

@@ -199,6 +199,10 @@ pub fn verify_one(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     }
 }
 
+/// The broker-assigned fields that [`stamp`] writes lie within a batch's
+/// first `STAMPED_LEN` bytes.
+pub const STAMPED_LEN: usize = OFF_LEADER_EPOCH + 4;
+
 /// Writes the broker-assigned fields. Neither is covered by the CRC, so the
 /// batch stays valid.
 pub fn stamp(batch: &mut [u8], base_offset: u64, leader_epoch: u32) {

@@ -35,10 +35,11 @@ pub struct LogConfig {
     /// Delete whole segments whose newest record is older than this.
     pub retention_ms: Option<u64>,
     pub flush: FlushPolicy,
-    /// Disk blocks are reserved (fallocate) and pages pre-faulted this far
-    /// ahead of the write position, off the executor thread. A full disk then
-    /// shows up as `StorageFull` on an append instead of a SIGBUS, and appends
-    /// do not page-fault. Also the disk space an idle partition holds.
+    /// Disk blocks are reserved (fallocate) this far ahead of the write
+    /// position, off the executor thread, leaving the file system a margin:
+    /// a full disk shows up as `StorageFull` on an append while the broker's
+    /// own small files can still be written. Also the disk space an idle
+    /// partition holds.
     pub reserve_ahead_bytes: u64,
     /// What reads of sealed segments may hold at once; shared by every log
     /// given a clone of it.
@@ -50,9 +51,8 @@ impl Default for LogConfig {
     /// the executor) happens every ~0.2 s at full speed, small enough that
     /// retention is fine-grained and an unclean restart rescans at most
     /// 256 MiB of the active segment (~0.1-0.3 s). 64 MiB reserved ahead is
-    /// ~40 ms of appends at 1.5 GB/s: with 16 MiB the appender caught up with
-    /// the off-thread populate on this VM (first touch of fresh guest memory
-    /// faults on the host) and faulted on the executor thread.
+    /// ~40 ms of appends at 1.5 GB/s, so the off-thread fallocate keeps
+    /// ahead of the appends.
     fn default() -> Self {
         LogConfig {
             segment_bytes: 256 << 20,

@@ -1,10 +1,21 @@
 //! One segment: a data file named by the offset of its first batch, sized to
 //! `segment_bytes` while it is active so the whole mapping is valid, with
-//! disk blocks reserved and pages pre-faulted in a window ahead of the write
-//! position. Appends copy batches into the shared mapping. Reads of the
-//! active segment are `Bytes` over the mapping (zero copy); reads of a sealed
-//! segment go through io_uring file reads, so a cold page never stalls the
-//! executor. This file is the log's only glommio file handle.
+//! disk blocks reserved (fallocate) in a window ahead of the write position.
+//! Appends write batches into the page cache with `pwritev` (the broker's
+//! base offset and epoch stamped into a copy of the header); reads of the
+//! active segment are `Bytes` over a shared mapping of the same pages (zero
+//! copy); reads of a sealed segment go through io_uring file reads, so a
+//! cold page never stalls the executor. This file is the log's only glommio
+//! file handle.
+//!
+//! Why not memcpy into the mapping: a written mapped page must be faulted in
+//! writable first, and writeback write-protects it again (a TLB shootdown)
+//! so the next write faults once more. Pre-faulting a window ahead
+//! (MADV_POPULATE_WRITE) cost the broker two thirds of its CPU at 1 KiB
+//! messages, made each fdatasync write the zeroed window ahead too, and held
+//! the process's mmap lock for tens of milliseconds, stalling the executor
+//! whenever the allocator mapped memory. A buffered write has none of that,
+//! and a full disk is an `ENOSPC` from it rather than a SIGBUS.
 
 use std::cell::{Cell, RefCell};
 use std::fs::{File, OpenOptions};
@@ -17,8 +28,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use glommio::io::BufferedFile;
 use glommio::task::JoinHandle;
-use memmap2::{Advice, MmapOptions, MmapRaw};
-use ringmq_protocol::batch::{stamp, BatchHeader};
+use memmap2::{MmapOptions, MmapRaw};
+use ringmq_protocol::batch::{stamp, BatchHeader, STAMPED_LEN};
 
 use super::disk;
 use super::error::{LogError, Result};
@@ -47,10 +58,9 @@ pub(crate) fn spare_path(dir: &Path) -> PathBuf {
 }
 
 /// An empty segment file made ahead of a roll, off the executor thread,
-/// under a temporary name: sized, mapped, and its first window reserved and
-/// pre-faulted, so the appends right after the roll neither fallocate nor
-/// fault. A roll renames it to the new segment's name. It holds at most one
-/// window of pre-faulted pages (bounded memory).
+/// under a temporary name: sized, mapped, and its first window reserved, so
+/// the appends right after the roll do not fallocate. A roll renames it to
+/// the new segment's name.
 pub(crate) struct Spare {
     path: PathBuf,
     file: File,
@@ -77,7 +87,6 @@ impl Spare {
                     .len(segment_bytes as usize)
                     .map_raw(&file)?,
             );
-            populate_write(&map, 0, reserved)?;
             Ok((map, reserved))
         })();
         match made {
@@ -381,9 +390,10 @@ impl Segment {
             || !self.dir_synced.get()
     }
 
-    /// Copies a verified batch to the write position and stamps it with its
-    /// base offset and leader epoch. Synchronous: the pages are reserved and
-    /// pre-faulted ahead, so this is a memcpy.
+    /// Writes a verified batch at the write position, stamped with its base
+    /// offset and leader epoch. Synchronous: a buffered write into the page
+    /// cache over blocks reserved ahead, so it does not wait for the disk
+    /// (unless the kernel throttles a writer far ahead of writeback).
     pub fn append(
         &self,
         batch: &[u8],
@@ -394,22 +404,19 @@ impl Segment {
         let pos = self.size.get();
         let len = batch.len() as u64;
         self.ensure_reserved(pos + len)?;
-        let map = self.map.borrow();
-        let Some(map) = map.as_ref() else {
+        if self.map.borrow().is_none() {
             return Err(LogError::Closed);
-        };
-        // SAFETY: pos + len <= capacity <= mapping length (has_room was
-        // checked by the caller); only this thread writes the mapping and no
-        // reader was handed bytes at or after `pos`.
-        unsafe {
-            let dst = map.as_mut_ptr().add(pos as usize);
-            std::ptr::copy_nonoverlapping(batch.as_ptr(), dst, batch.len());
-            stamp(
-                std::slice::from_raw_parts_mut(dst, batch.len()),
-                base_offset,
-                epoch,
-            );
         }
+        let mut head = [0u8; STAMPED_LEN];
+        head.copy_from_slice(&batch[..STAMPED_LEN]);
+        stamp(&mut head, base_offset, epoch);
+        write_all_at(&self.file, &head, &batch[STAMPED_LEN..], pos).map_err(|e| {
+            if out_of_space(&e) {
+                LogError::StorageFull
+            } else {
+                LogError::io(io_ctx("write", &self.paths().0), e)
+            }
+        })?;
         self.index
             .borrow_mut()
             .on_append((base_offset - self.base) as u32, pos as u32);
@@ -422,20 +429,13 @@ impl Segment {
     }
 
     /// Fallback when the background reservation did not keep up: fallocate
-    /// and pre-fault on the executor thread. Running out of space, in
-    /// either, becomes `StorageFull`.
+    /// on the executor thread. Running out of space becomes `StorageFull`.
     fn ensure_reserved(&self, end: u64) -> Result<()> {
         let reserved = self.reserved.load(Ordering::Acquire);
         if end <= reserved {
             return Ok(());
         }
-        let map = self.map.borrow().clone();
-        let result =
-            disk::reserve(&self.file, reserved, end - reserved).and_then(|()| match &map {
-                Some(map) => populate_write(map, reserved, end),
-                None => Ok(()),
-            });
-        match result {
+        match disk::reserve(&self.file, reserved, end - reserved) {
             Ok(()) => {
                 self.reserved.fetch_max(end, Ordering::AcqRel);
                 Ok(())
@@ -445,10 +445,9 @@ impl Segment {
         }
     }
 
-    /// Keeps `window` bytes reserved and pre-faulted ahead of the write
-    /// position: when less than half of it is left, a blocking-pool job
-    /// fallocates the next stretch and populates its pages writable
-    /// (MADV_POPULATE_WRITE), so the memcpy of later appends does not fault.
+    /// Keeps `window` bytes reserved ahead of the write position: when less
+    /// than half of it is left, a blocking-pool job fallocates the next
+    /// stretch, so appends neither fallocate nor find the disk full late.
     pub fn reserve_ahead(self: &Rc<Self>, window: u64) {
         if self.reserving.get() || self.state.get() != SegState::Active {
             return;
@@ -459,9 +458,6 @@ impl Segment {
         if reserved >= cap || reserved.saturating_sub(size) >= window / 2 {
             return;
         }
-        let Some(map) = self.map.borrow().clone() else {
-            return;
-        };
         let from = reserved.max(size);
         let to = (size + window).min(cap);
         let file = self.file.clone();
@@ -471,7 +467,6 @@ impl Segment {
         let task = glommio::spawn_local(async move {
             let job = glommio::executor().spawn_blocking(move || -> std::io::Result<()> {
                 disk::reserve(&file, from, to - from)?;
-                populate_write(&map, from, to)?;
                 shared.fetch_max(to, Ordering::AcqRel);
                 Ok(())
             });
@@ -721,24 +716,47 @@ impl Segment {
     }
 }
 
-/// Faults `[from, to)` of the mapping in writable (MADV_POPULATE_WRITE).
-/// Reserved blocks are not enough: on ext4 the first write to a fallocated
-/// (unwritten) extent may need metadata blocks of its own, and a write
-/// fault that finds the disk full kills the process with SIGBUS. Faulted in
-/// here, running out of space is an error the caller turns into
-/// `STORAGE_FULL`. Kernels without MADV_POPULATE_WRITE (before 5.14) skip it.
-fn populate_write(map: &MmapRaw, from: u64, to: u64) -> std::io::Result<()> {
-    match map.advise_range(Advice::PopulateWrite, from as usize, (to - from) as usize) {
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
-        other => other,
+/// `head` then `rest` at `pos` of `file`: one pwritev, more only if the
+/// kernel wrote part of it.
+fn write_all_at(file: &File, head: &[u8], rest: &[u8], pos: u64) -> std::io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    let total = head.len() + rest.len();
+    let mut done = 0;
+    while done < total {
+        let (h, r) = if done < head.len() {
+            (&head[done..], rest)
+        } else {
+            (&[][..], &rest[done - head.len()..])
+        };
+        let iov = [
+            libc::iovec {
+                iov_base: h.as_ptr() as *mut libc::c_void,
+                iov_len: h.len(),
+            },
+            libc::iovec {
+                iov_base: r.as_ptr() as *mut libc::c_void,
+                iov_len: r.len(),
+            },
+        ];
+        let at = libc::off_t::try_from(pos + done as u64)
+            .map_err(|_| std::io::Error::from_raw_os_error(libc::EFBIG))?;
+        // SAFETY: both iovecs point into live slices of the given lengths.
+        let n = unsafe { libc::pwritev(file.as_raw_fd(), iov.as_ptr(), 2, at) };
+        match n {
+            n if n > 0 => done += n as usize,
+            0 => return Err(std::io::ErrorKind::WriteZero.into()),
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
     }
+    Ok(())
 }
 
-/// Whether `e` means the file system is out of space: ENOSPC from
-/// fallocate, or the SIGBUS-that-was-not (EFAULT) of a populate.
+/// Whether `e` means the file system is out of space (fallocate or write).
 fn out_of_space(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::ENOSPC | libc::EFAULT | libc::ENOMEM)
-    )
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
