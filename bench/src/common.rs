@@ -78,7 +78,9 @@ pub struct Common {
     /// (coordinated omission).
     #[arg(long)]
     pub rate: Option<u64>,
-    /// Batches in flight per producer connection.
+    /// Batches in flight per producer, in all and per partition (the
+    /// client's own default caps a partition at 5, as Kafka's does, which
+    /// bounds one partition to 5 batches per round trip).
     #[arg(long, default_value_t = 256)]
     pub max_in_flight: usize,
     /// Print the summary as one JSON object on stdout.
@@ -147,6 +149,7 @@ impl Common {
             batch_bytes: self.batch_bytes as usize,
             linger: self.linger,
             max_in_flight: self.max_in_flight,
+            max_in_flight_per_partition: self.max_in_flight,
             // The numbers here were measured with several batches per
             // partition in flight, which idempotence (now on by default)
             // rules out: keep them comparable.
