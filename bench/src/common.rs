@@ -36,6 +36,10 @@ pub struct Common {
     /// `--cores` of the embedded broker.
     #[arg(long, default_value_t = 1)]
     pub broker_cores: usize,
+    /// `--retention-bytes` of the embedded broker (checked every second),
+    /// so a long run does not fill the disk; unset keeps everything.
+    #[arg(long, value_parser = ringmq::config::parse_size)]
+    pub retention_bytes: Option<u64>,
     /// Executors (threads) of the load generator. The default of 1 leaves
     /// the other core of a 2-core machine to the broker.
     #[arg(long, default_value_t = 1)]
@@ -202,6 +206,14 @@ impl Broker {
             .arg(c.broker_cores.to_string())
             .arg("--flush")
             .arg(&c.flush)
+            .args(c.retention_bytes.iter().flat_map(|r| {
+                [
+                    "--retention-bytes".to_owned(),
+                    r.to_string(),
+                    "--retention-check-interval".to_owned(),
+                    "1s".to_owned(),
+                ]
+            }))
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
