@@ -160,19 +160,6 @@ pub(crate) fn remove_if_exists(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Asks the kernel to drop the clean, unmapped page-cache pages of `file`
-/// (POSIX_FADV_DONTNEED), so they go back to the free lists and are reused
-/// by the next pages the log allocates instead of fresh memory. Only a hint:
-/// dirty or still-mapped pages stay.
-pub(crate) fn drop_cache(file: &File) -> io::Result<()> {
-    // SAFETY: plain syscall on an fd we own.
-    let r = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    if r != 0 {
-        return Err(io::Error::from_raw_os_error(r));
-    }
-    Ok(())
-}
-
 /// Replaces `dir/name` atomically and durably with `bytes`: a temporary
 /// file is written and synced, renamed over the old one, and the directory
 /// synced. A crash leaves the old file or the new one, never a mix.
