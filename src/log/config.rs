@@ -38,8 +38,9 @@ pub struct LogConfig {
     /// Disk blocks are reserved (fallocate) this far ahead of the write
     /// position, off the executor thread, leaving the file system a margin:
     /// a full disk shows up as `StorageFull` on an append while the broker's
-    /// own small files can still be written. Also the disk space an idle
-    /// partition holds.
+    /// own small files can still be written. Under `every-batch` it is
+    /// zero-filled too, so group commits sync data only. Also the disk space
+    /// an idle partition holds.
     pub reserve_ahead_bytes: u64,
     /// What reads of sealed segments may hold at once; shared by every log
     /// given a clone of it.
@@ -67,6 +68,12 @@ impl Default for LogConfig {
 }
 
 impl LogConfig {
+    /// Whether space reserved ahead is also zero-filled: only when each
+    /// append waits for its sync (see `segment::Reservation`).
+    pub(crate) fn zero_fill(&self) -> bool {
+        self.flush == FlushPolicy::EveryBatch
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         if self.segment_bytes < 4096 || self.segment_bytes > u64::from(u32::MAX) {
             return Err(LogError::Config(format!(

@@ -172,7 +172,7 @@ impl PartitionLog {
             "{}",
             if rec.clean { "partition log opened after a clean shutdown" } else { "partition log recovered" }
         );
-        active.reserve_ahead(cfg.reserve_ahead_bytes);
+        active.reserve_ahead(cfg.reserve_ahead_bytes, cfg.zero_fill());
         let flush = cfg.flush;
         let inner = Rc::new(Inner {
             dir: dir.to_path_buf(),
@@ -273,7 +273,7 @@ impl PartitionLog {
         inner.next_offset.set(next);
         inner.epochs.borrow_mut().observe(leader_epoch, base);
         inner.producers.borrow_mut().record(h, base);
-        active.reserve_ahead(inner.cfg.reserve_ahead_bytes);
+        active.reserve_ahead(inner.cfg.reserve_ahead_bytes, inner.cfg.zero_fill());
         self.prepare_spare(&active);
         Ok(Appended {
             base_offset: base,
@@ -343,9 +343,10 @@ impl PartitionLog {
         let weak = Rc::downgrade(&self.inner);
         let path = spare_path(&inner.dir);
         let (bytes, base) = (inner.cfg.segment_bytes, active.base);
+        let zero_fill = inner.cfg.zero_fill();
         glommio::spawn_local(async move {
             let made = glommio::executor()
-                .spawn_blocking(move || Spare::create(path, bytes, window))
+                .spawn_blocking(move || Spare::create(path, bytes, window, zero_fill))
                 .await;
             let leftover = match weak.upgrade() {
                 Some(inner) => {
@@ -892,7 +893,7 @@ impl Inner {
         res?;
         self.next_offset.set(offset);
         self.commit.lower(offset);
-        new.reserve_ahead(self.cfg.reserve_ahead_bytes);
+        new.reserve_ahead(self.cfg.reserve_ahead_bytes, self.cfg.zero_fill());
         Ok(())
     }
 
@@ -914,7 +915,7 @@ impl Inner {
         target.truncate(offset).await?;
         self.next_offset.set(target.next_offset());
         self.commit.lower(target.next_offset());
-        target.reserve_ahead(self.cfg.reserve_ahead_bytes);
+        target.reserve_ahead(self.cfg.reserve_ahead_bytes, self.cfg.zero_fill());
         Ok(())
     }
 

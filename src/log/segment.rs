@@ -1,6 +1,7 @@
 //! One segment: a data file named by the offset of its first batch, sized to
 //! `segment_bytes` while it is active so the whole mapping is valid, with
-//! disk blocks reserved (fallocate) in a window ahead of the write position.
+//! disk blocks reserved (fallocate; zero-filled too under `every-batch`, see
+//! [`Reservation`]) in a window ahead of the write position.
 //! Appends write batches into the page cache with `pwritev` (the broker's
 //! base offset and epoch stamped into a copy of the header); reads of the
 //! active segment are `Bytes` over a shared mapping of the same pages (zero
@@ -23,7 +24,7 @@ use std::os::unix::io::{FromRawFd, IntoRawFd};
 use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use glommio::io::BufferedFile;
@@ -71,7 +72,13 @@ pub(crate) struct Spare {
 
 impl Spare {
     /// Blocking: run on the blocking pool. Removes the file again on error.
-    pub fn create(path: PathBuf, segment_bytes: u64, window: u64) -> std::io::Result<Spare> {
+    /// `zero_fill`: see [`Reservation`].
+    pub fn create(
+        path: PathBuf,
+        segment_bytes: u64,
+        window: u64,
+        zero_fill: bool,
+    ) -> std::io::Result<Spare> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -82,6 +89,11 @@ impl Spare {
             file.set_len(segment_bytes)?;
             let reserved = window.min(segment_bytes);
             disk::reserve(&file, 0, reserved)?;
+            if zero_fill {
+                // Nothing reads or writes the spare yet.
+                write_zeros(&file, 0, reserved)?;
+                file.sync_data()?;
+            }
             let map = Arc::new(
                 MmapOptions::new()
                     .len(segment_bytes as usize)
@@ -144,6 +156,79 @@ impl AsRef<[u8]> for MapSlice {
     }
 }
 
+/// How far the file has disk blocks (`[0, upto)`), shared by the executor
+/// and the blocking-pool job that extends it.
+///
+/// Under `every-batch` the job also writes zeros over what it reserves and
+/// syncs them, so that each group commit's fdatasync writes the appended
+/// data alone: on ext4 the first write over a fallocated (unwritten) extent
+/// makes that sync write the extent tree too (measured here: ~500 µs per
+/// group commit of 8 × 16 KiB against ~360 µs over written zeros). Zeros
+/// must never land on appended data, so the job writes them only above
+/// `upto`, and the executor raises `upto` before it writes above it, each
+/// under `lock`. The executor only takes the lock when it outran the job.
+struct Reservation {
+    upto: AtomicU64,
+    lock: Mutex<()>,
+}
+
+impl Reservation {
+    fn new(upto: u64) -> Arc<Reservation> {
+        Arc::new(Reservation {
+            upto: AtomicU64::new(upto),
+            lock: Mutex::new(()),
+        })
+    }
+
+    fn upto(&self) -> u64 {
+        self.upto.load(Ordering::Acquire)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        // The guarded state is `upto` itself, valid whatever a panicking
+        // holder was doing.
+        self.lock.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Blocking: reserves `[from, to)` (`from` at or past the write
+    /// position when the job started), zero-filled if asked.
+    fn extend(&self, file: &File, from: u64, to: u64, zero_fill: bool) -> std::io::Result<()> {
+        disk::reserve(file, from, to - from)?;
+        if zero_fill {
+            let mut at = from;
+            while at < to {
+                let end = (at + ZERO_CHUNK).min(to);
+                let _held = self.lock();
+                let start = at.max(self.upto());
+                if start < end {
+                    write_zeros(file, start, end)?;
+                }
+                at = end;
+            }
+            file.sync_data()?;
+        }
+        self.upto.fetch_max(to, Ordering::AcqRel);
+        Ok(())
+    }
+}
+
+/// Bytes of zeros written per hold of [`Reservation::lock`]: a fraction of
+/// a millisecond, the longest an executor that outran the job waits.
+const ZERO_CHUNK: u64 = 1 << 20;
+
+/// Blocking: writes zeros over `[from, to)` of `file`.
+fn write_zeros(file: &File, from: u64, to: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    static ZEROS: [u8; ZERO_CHUNK as usize] = [0; ZERO_CHUNK as usize];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(ZERO_CHUNK);
+        file.write_all_at(&ZEROS[..n as usize], at)?;
+        at += n;
+    }
+    Ok(())
+}
+
 /// One segment file and what is known about its contents.
 pub(crate) struct Segment {
     pub base: u64,
@@ -166,9 +251,8 @@ pub(crate) struct Segment {
     synced: Cell<u64>,
     /// The directory entry of this file is known to be on disk.
     dir_synced: Cell<bool>,
-    /// Disk blocks are reserved for `[0, reserved)`. Written by the blocking
-    /// pool, hence atomic.
-    reserved: Arc<AtomicU64>,
+    /// How much of the file has disk blocks; shared with the blocking pool.
+    reserved: Arc<Reservation>,
     reserve_task: RefCell<Option<JoinHandle<()>>>,
     reserving: Cell<bool>,
 }
@@ -235,7 +319,7 @@ impl Segment {
             state: Cell::new(SegState::Active),
             synced: Cell::new(0),
             dir_synced: Cell::new(false),
-            reserved: Arc::new(AtomicU64::new(0)),
+            reserved: Reservation::new(0),
             reserve_task: RefCell::new(None),
             reserving: Cell::new(false),
         }))
@@ -267,7 +351,7 @@ impl Segment {
             state: Cell::new(SegState::Active),
             synced: Cell::new(0),
             dir_synced: Cell::new(false),
-            reserved: Arc::new(AtomicU64::new(spare.reserved)),
+            reserved: Reservation::new(spare.reserved),
             reserve_task: RefCell::new(None),
             reserving: Cell::new(false),
         }))
@@ -297,7 +381,7 @@ impl Segment {
             state: Cell::new(SegState::Finalized),
             synced: Cell::new(r.size),
             dir_synced: Cell::new(true),
-            reserved: Arc::new(AtomicU64::new(r.size)),
+            reserved: Reservation::new(r.size),
             reserve_task: RefCell::new(None),
             reserving: Cell::new(false),
         }))
@@ -431,13 +515,18 @@ impl Segment {
     /// Fallback when the background reservation did not keep up: fallocate
     /// on the executor thread. Running out of space becomes `StorageFull`.
     fn ensure_reserved(&self, end: u64) -> Result<()> {
-        let reserved = self.reserved.load(Ordering::Acquire);
+        let r = &*self.reserved;
+        if end <= r.upto() {
+            return Ok(());
+        }
+        let _held = r.lock();
+        let reserved = r.upto();
         if end <= reserved {
             return Ok(());
         }
         match disk::reserve(&self.file, reserved, end - reserved) {
             Ok(()) => {
-                self.reserved.fetch_max(end, Ordering::AcqRel);
+                r.upto.fetch_max(end, Ordering::AcqRel);
                 Ok(())
             }
             Err(e) if out_of_space(&e) => Err(LogError::StorageFull),
@@ -447,12 +536,13 @@ impl Segment {
 
     /// Keeps `window` bytes reserved ahead of the write position: when less
     /// than half of it is left, a blocking-pool job fallocates the next
-    /// stretch, so appends neither fallocate nor find the disk full late.
-    pub fn reserve_ahead(self: &Rc<Self>, window: u64) {
+    /// stretch (and zero-fills it, with `zero_fill`: see [`Reservation`]),
+    /// so appends neither fallocate nor find the disk full late.
+    pub fn reserve_ahead(self: &Rc<Self>, window: u64, zero_fill: bool) {
         if self.reserving.get() || self.state.get() != SegState::Active {
             return;
         }
-        let reserved = self.reserved.load(Ordering::Acquire);
+        let reserved = self.reserved.upto();
         let cap = self.capacity.get();
         let size = self.size.get();
         if reserved >= cap || reserved.saturating_sub(size) >= window / 2 {
@@ -465,11 +555,8 @@ impl Segment {
         let me: Weak<Segment> = Rc::downgrade(self);
         self.reserving.set(true);
         let task = glommio::spawn_local(async move {
-            let job = glommio::executor().spawn_blocking(move || -> std::io::Result<()> {
-                disk::reserve(&file, from, to - from)?;
-                shared.fetch_max(to, Ordering::AcqRel);
-                Ok(())
-            });
+            let job = glommio::executor()
+                .spawn_blocking(move || shared.extend(&file, from, to, zero_fill));
             if let Err(e) = job.await {
                 tracing::debug!(error = %e, "reserving segment space ahead failed; appends will retry");
             }
@@ -551,7 +638,7 @@ impl Segment {
             .await
             .map_err(|e| LogError::io(io_ctx("finalize", &log), e))?;
         self.capacity.set(size);
-        self.reserved.store(size, Ordering::Release);
+        self.reserved.upto.store(size, Ordering::Release);
         self.state.set(SegState::Finalized);
         Ok(())
     }
