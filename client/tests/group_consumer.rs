@@ -296,6 +296,20 @@ fn a_bad_instance_id_is_named_as_such() {
     });
 }
 
+/// A member of group `g` that consumes all `n` records of topic `t`,
+/// commits them and leaves.
+async fn drain_and_commit(client: &Client, n: usize, deadline: Instant) {
+    let mut a = GroupConsumer::join(client, group_config("g", "t"))
+        .await
+        .unwrap();
+    consume_until(&mut a, &Seen::default(), "a", deadline, |_, s| {
+        s.borrow().len() == n
+    })
+    .await;
+    a.mark_batch_processed();
+    a.close().await.unwrap();
+}
+
 #[test]
 fn a_committed_offset_beyond_a_recreated_topic_starts_per_the_reset_policy() {
     let addr = start_fake(Faults::default());
@@ -305,15 +319,7 @@ fn a_committed_offset_beyond_a_recreated_topic_starts_per_the_reset_policy() {
         admin.create_topic("t", 2, 1).await.unwrap();
         produce(&client, "t", 0..20).await;
         let deadline = Instant::now() + Duration::from_secs(10);
-        let mut a = GroupConsumer::join(&client, group_config("g", "t"))
-            .await
-            .unwrap();
-        consume_until(&mut a, &Seen::default(), "a", deadline, |_, s| {
-            s.borrow().len() == 20
-        })
-        .await;
-        a.mark_batch_processed();
-        a.close().await.unwrap();
+        drain_and_commit(&client, 20, deadline).await;
 
         // The commits (10 per partition) outlive the topic.
         admin.delete_topic("t").await.unwrap();
@@ -355,15 +361,7 @@ fn a_committed_offset_past_a_lagging_high_watermark_is_kept() {
         client.admin().create_topic("t", 2, 1).await.unwrap();
         produce(&client, "t", 0..20).await;
         let deadline = Instant::now() + Duration::from_secs(10);
-        let mut a = GroupConsumer::join(&client, group_config("g", "t"))
-            .await
-            .unwrap();
-        consume_until(&mut a, &Seen::default(), "a", deadline, |_, s| {
-            s.borrow().len() == 20
-        })
-        .await;
-        a.mark_batch_processed();
-        a.close().await.unwrap();
+        drain_and_commit(&client, 20, deadline).await;
 
         // A new leader's watermark lags below the commits (10 per
         // partition) for a moment: the next member waits there rather
