@@ -465,6 +465,8 @@ impl GroupConsumer {
         }
         self.mark_batch_processed();
         self.catch_up().await?;
+        // Before fetching, so that a failure here loses no fetched records.
+        self.reset_out_of_range().await?;
         if self
             .config
             .auto_commit_interval
@@ -483,7 +485,6 @@ impl GroupConsumer {
             }
         });
         let fetched = future::or(async { Some(self.fetcher.poll().await) }, changed).await;
-        self.reset_out_of_range().await?;
         let records = match fetched {
             Some(r) => r?,
             None => {
