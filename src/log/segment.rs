@@ -67,7 +67,7 @@ pub(crate) struct Spare {
     file: File,
     map: Arc<MmapRaw>,
     capacity: u64,
-    reserved: u64,
+    reserved: Arc<Reservation>,
 }
 
 impl Spare {
@@ -85,15 +85,10 @@ impl Spare {
             .create(true)
             .truncate(true)
             .open(&path)?;
-        let made = (|| -> std::io::Result<(Arc<MmapRaw>, u64)> {
+        let made = (|| -> std::io::Result<(Arc<MmapRaw>, Arc<Reservation>)> {
             file.set_len(segment_bytes)?;
-            let reserved = window.min(segment_bytes);
-            disk::reserve(&file, 0, reserved)?;
-            if zero_fill {
-                // Nothing reads or writes the spare yet.
-                write_zeros(&file, 0, reserved)?;
-                file.sync_data()?;
-            }
+            let reserved = Reservation::new(0);
+            reserved.extend(&file, 0, window.min(segment_bytes), zero_fill)?;
             let map = Arc::new(
                 MmapOptions::new()
                     .len(segment_bytes as usize)
@@ -351,7 +346,7 @@ impl Segment {
             state: Cell::new(SegState::Active),
             synced: Cell::new(0),
             dir_synced: Cell::new(false),
-            reserved: Reservation::new(spare.reserved),
+            reserved: spare.reserved,
             reserve_task: RefCell::new(None),
             reserving: Cell::new(false),
         }))
