@@ -97,7 +97,15 @@ impl ClusterNode {
 
 impl Drop for ClusterNode {
     fn drop(&mut self) {
+        let died = self
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten());
         self.kill();
+        if std::thread::panicking() {
+            let who = format!("node {} ({})", self.id, self.client);
+            super::print_log_tail(&who, died, &self.log);
+        }
     }
 }
 

@@ -14,7 +14,7 @@ pub mod raw;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -147,11 +147,31 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
+        // Whether the broker died on its own (a crash, a signal) before the
+        // test ended.
+        let mut died = None;
         if let Some(mut child) = self.child.take() {
+            died = child.try_wait().ok().flatten();
             let _ = child.kill();
             let _ = child.wait();
         }
+        if std::thread::panicking() {
+            print_log_tail(&format!("broker {}", self.addr), died, &self.log);
+        }
     }
+}
+
+/// For a failing test: the last lines `who` logged, and whether it had
+/// exited on its own (CI keeps only the test output).
+pub fn print_log_tail(who: &str, died: Option<ExitStatus>, log: &Mutex<Vec<String>>) {
+    let log = log.lock().map(|l| l.clone()).unwrap_or_default();
+    let tail = &log[log.len().saturating_sub(200)..];
+    let end = died.map_or("still running".to_string(), |s| format!("had exited: {s}"));
+    eprintln!(
+        "--- {who} ({end}), last {} log lines:\n{}",
+        tail.len(),
+        tail.join("\n")
+    );
 }
 
 fn spawn(
