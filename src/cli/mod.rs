@@ -86,5 +86,8 @@ fn init_tracing() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_thread_names(true)
+        // A closed stderr (a reader gone) loses log lines; reporting that
+        // on stderr itself would panic.
+        .log_internal_errors(false)
         .try_init();
 }

@@ -29,6 +29,7 @@ impl ServeArgs {
 }
 
 pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    abort_on_panic();
     let served = args
         .into_config()
         .map_err(crate::server::ServeError::from)
@@ -37,4 +38,16 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         crate::service::systemd::status(&format!("failed: {e}"));
     }
     Ok(served?)
+}
+
+/// A panic on one shard's thread would leave the others serving without it
+/// (its partitions and cross-core replies gone, shutdown waiting on it
+/// forever): the process reports the panic and aborts instead, so a
+/// supervisor restarts it and recovery runs.
+fn abort_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::abort();
+    }));
 }

@@ -8,10 +8,9 @@
 //! starts one more node that is not a controller (not in `--peers`), which
 //! joins the running cluster.
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ringmq::cluster::admin::ClusterStatus;
@@ -310,23 +309,22 @@ fn spawn(
     let stderr = child.stderr.take().ok_or("no stderr")?;
     let (tx, rx) = mpsc::channel();
     let sink = log.clone();
-    std::thread::spawn(move || {
-        let addr_after = |line: &str, marker: &str| {
-            line.split(marker)
-                .nth(1)
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|a| a.parse::<SocketAddr>().ok())
-        };
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Some(a) = addr_after(&line, "serving metrics on ") {
-                let _ = tx.send(("metrics", a));
-            }
-            if let Some(a) = addr_after(&line, "listening on ") {
-                let _ = tx.send(("client", a));
-            }
-            sink.lock().unwrap().push(line);
+    let addr_after = |line: &str, marker: &str| {
+        line.split(marker)
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse::<SocketAddr>().ok())
+    };
+    super::read_lines(stderr, move |line| {
+        if let Some(a) = addr_after(&line, "serving metrics on ") {
+            let _ = tx.send(("metrics", a));
         }
+        if let Some(a) = addr_after(&line, "listening on ") {
+            let _ = tx.send(("client", a));
+        }
+        sink.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(line);
     });
     let deadline = Instant::now() + START_TIMEOUT;
     let (mut client, mut metrics) = (None, None);

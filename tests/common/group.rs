@@ -3,9 +3,8 @@
 //! they arrive, and one-shot group requests to a broker through the client.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ringmq_client::{Client, ClientConfig, ClientError};
@@ -42,19 +41,16 @@ impl GroupConsumer {
         let events = Arc::new(Mutex::new(Vec::new()));
         let stdout = child.stdout.take().expect("piped stdout");
         let sink = values.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line);
-            }
+        super::read_lines(stdout, move |line| {
+            sink.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(line)
         });
         let stderr = child.stderr.take().expect("piped stderr");
         let sink = events.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push((Instant::now(), line));
-            }
+        super::read_lines(stderr, move |line| {
+            let mut events = sink.lock().unwrap_or_else(PoisonError::into_inner);
+            events.push((Instant::now(), line));
         });
         GroupConsumer {
             child: Some(child),

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ringmq");
@@ -161,6 +161,24 @@ impl Drop for Broker {
     }
 }
 
+/// Hands each line of `stream` to `each` on a thread of its own, until EOF.
+/// It never stops reading early (a bad UTF-8 byte is replaced, not an end):
+/// a process whose stderr pipe closes loses its log, and may die of it.
+pub fn read_lines(
+    stream: impl std::io::Read + Send + 'static,
+    mut each: impl FnMut(String) + Send + 'static,
+) {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stream);
+        let mut buf = Vec::new();
+        while matches!(reader.read_until(b'\n', &mut buf), Ok(n) if n > 0) {
+            let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
+            each(String::from_utf8_lossy(line).into_owned());
+            buf.clear();
+        }
+    });
+}
+
 /// For a failing test: the last lines `who` logged, and whether it had
 /// exited on its own (CI keeps only the test output).
 pub fn print_log_tail(who: &str, died: Option<ExitStatus>, log: &Mutex<Vec<String>>) {
@@ -199,19 +217,18 @@ fn spawn(
     let stderr = child.stderr.take().expect("piped stderr");
     let (tx, rx) = mpsc::channel();
     let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Some(addr) = line
-                .split("listening on ")
-                .nth(1)
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|a| a.parse::<SocketAddr>().ok())
-            {
-                let _ = tx.send(addr);
-            }
-            sink.lock().unwrap().push(line);
+    read_lines(stderr, move |line| {
+        if let Some(addr) = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse::<SocketAddr>().ok())
+        {
+            let _ = tx.send(addr);
         }
+        sink.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(line);
     });
     match rx.recv_timeout(START_TIMEOUT) {
         Ok(addr) => (child, addr),
