@@ -11,7 +11,7 @@ use std::path::Path;
 
 use super::index::{self, IndexEntry, Trailer};
 
-const PAGE: u64 = 4096;
+pub(crate) const PAGE: u64 = 4096;
 
 /// Reserves disk blocks for `[offset, offset + len)` without changing the
 /// file size. Blocks already allocated stay as they are.
@@ -24,6 +24,22 @@ pub(crate) fn fallocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
     };
     // SAFETY: plain syscall on an fd we own.
     let r = unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, off, l) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Starts writeback of the dirty pages of `[offset, offset + len)` and
+/// returns (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`): nothing is
+/// made durable, no metadata is written, and pages already under writeback
+/// are skipped.
+pub(crate) fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let (Ok(off), Ok(l)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return Err(io::ErrorKind::InvalidInput.into());
+    };
+    // SAFETY: plain syscall on an fd we own.
+    let r = unsafe { libc::sync_file_range(file.as_raw_fd(), off, l, libc::SYNC_FILE_RANGE_WRITE) };
     if r != 0 {
         return Err(io::Error::last_os_error());
     }

@@ -274,6 +274,7 @@ impl PartitionLog {
         inner.epochs.borrow_mut().observe(leader_epoch, base);
         inner.producers.borrow_mut().record(h, base);
         active.reserve_ahead(inner.cfg.reserve_ahead_bytes, inner.cfg.zero_fill());
+        active.write_behind();
         self.prepare_spare(&active);
         Ok(Appended {
             base_offset: base,

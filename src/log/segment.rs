@@ -207,6 +207,10 @@ impl Reservation {
     }
 }
 
+/// Dirty whole pages behind the write position that start a writeback
+/// (see [`Segment::write_behind`]): a few milliseconds of the disk's time.
+pub(crate) const WRITE_BEHIND: u64 = 4 << 20;
+
 /// Bytes of zeros written per hold of [`Reservation::lock`]: a fraction of
 /// a millisecond, the longest an executor that outran the job waits.
 const ZERO_CHUNK: u64 = 1 << 20;
@@ -250,6 +254,10 @@ pub(crate) struct Segment {
     reserved: Arc<Reservation>,
     reserve_task: RefCell<Option<JoinHandle<()>>>,
     reserving: Cell<bool>,
+    /// Bytes from the start whose writeback has been started (see
+    /// [`Segment::write_behind`]).
+    written_back: Cell<u64>,
+    writeback_task: RefCell<Option<JoinHandle<()>>>,
 }
 
 /// What recovery found out about a segment.
@@ -317,6 +325,8 @@ impl Segment {
             reserved: Reservation::new(0),
             reserve_task: RefCell::new(None),
             reserving: Cell::new(false),
+            written_back: Cell::new(0),
+            writeback_task: RefCell::new(None),
         }))
     }
 
@@ -349,6 +359,8 @@ impl Segment {
             reserved: spare.reserved,
             reserve_task: RefCell::new(None),
             reserving: Cell::new(false),
+            written_back: Cell::new(0),
+            writeback_task: RefCell::new(None),
         }))
     }
 
@@ -379,6 +391,8 @@ impl Segment {
             reserved: Reservation::new(r.size),
             reserve_task: RefCell::new(None),
             reserving: Cell::new(false),
+            written_back: Cell::new(r.size),
+            writeback_task: RefCell::new(None),
         }))
     }
 
@@ -563,9 +577,48 @@ impl Segment {
         *self.reserve_task.borrow_mut() = Some(task);
     }
 
-    /// Waits until no reservation job touches this segment.
+    /// Starts writeback (not a sync: no wait, no durability) of the whole
+    /// pages behind the write position once `WRITE_BEHIND` bytes of them are
+    /// dirty, on the blocking pool. The interval flush then finds little left
+    /// to write. Without it, one fdatasync wrote back a whole interval's
+    /// pages (tens of MB), holding page and inode locks that the appends on
+    /// the executor waited for (e2e p99 at 1.3M msgs/s: ~1 ms with no
+    /// flush, ~2.6 ms with the 100 ms flush, 1.1-2.0 ms with this). The page
+    /// the appends are filling is left alone, so writeback never locks it
+    /// under them.
+    pub fn write_behind(self: &Rc<Self>) {
+        if self.writeback_task.borrow().is_some() || self.state.get() != SegState::Active {
+            return;
+        }
+        let from = self.written_back.get();
+        let to = self.size.get() / disk::PAGE * disk::PAGE;
+        if to < from + WRITE_BEHIND {
+            return;
+        }
+        self.written_back.set(to);
+        let file = self.file.clone();
+        let me: Weak<Segment> = Rc::downgrade(self);
+        let task = glommio::spawn_local(async move {
+            let job = glommio::executor()
+                .spawn_blocking(move || disk::start_writeback(&file, from, to - from));
+            if let Err(e) = job.await {
+                tracing::debug!(error = %e, "starting writeback failed; the flush writes these pages");
+            }
+            if let Some(me) = me.upgrade() {
+                me.writeback_task.borrow_mut().take();
+            }
+        })
+        .detach();
+        *self.writeback_task.borrow_mut() = Some(task);
+    }
+
+    /// Waits until no reservation or writeback job touches this segment.
     pub async fn quiesce(&self) {
         let task = self.reserve_task.borrow_mut().take();
+        if let Some(t) = task {
+            t.await;
+        }
+        let task = self.writeback_task.borrow_mut().take();
         if let Some(t) = task {
             t.await;
         }
@@ -650,6 +703,7 @@ impl Segment {
         self.size.set(pos);
         self.next_offset.set(new_next);
         self.synced.set(self.synced.get().min(pos));
+        self.written_back.set(self.written_back.get().min(pos));
         let file = self.file.clone();
         let entries = self.index.borrow().entries().to_vec();
         let trailer = self.trailer(IndexState::Open);

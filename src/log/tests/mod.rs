@@ -238,6 +238,83 @@ fn zeros_reserved_ahead_never_land_on_appended_batches() {
 }
 
 #[test]
+fn pages_behind_the_appends_go_to_writeback_before_the_flush() {
+    // Under an interval flush, whole pages behind the write position are
+    // handed to writeback as the log grows, so the flush is left with at
+    // most a few MiB (the kernel alone would keep them dirty for 30 s).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let c = LogConfig {
+            flush: FlushPolicy::Interval(Duration::from_secs(3600)),
+            ..cfg(64 << 20)
+        };
+        let log = open_in(&path, &c).await;
+        let ts = now_ms();
+        // ~9.7 MB in bursts, with pauses in which the jobs finish.
+        for _ in 0..20 {
+            for _ in 0..50 {
+                log.append(&batch(8, 1200, ts, None), 0).unwrap();
+            }
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+        let file = std::fs::File::open(path.join(format!("{:020}.log", 0))).unwrap();
+        let most = super::segment::WRITE_BEHIND / 4096 + 1;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let Some(dirty) = dirty_pages(&file) else {
+                eprintln!("SKIPPED: this kernel has no cachestat(2) (Linux 6.5+)");
+                break;
+            };
+            if dirty <= most {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{dirty} pages still dirty, more than {most}"
+            );
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+        }
+        log.close().await.unwrap();
+    });
+}
+
+/// Dirty page-cache pages of `file` (cachestat(2)); `None` where the
+/// kernel lacks it.
+fn dirty_pages(file: &std::fs::File) -> Option<u64> {
+    use std::os::unix::io::AsRawFd;
+    #[repr(C)]
+    struct Range {
+        off: u64,
+        len: u64, // 0: to the end of the file
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct Stat {
+        cache: u64,
+        dirty: u64,
+        writeback: u64,
+        evicted: u64,
+        recently_evicted: u64,
+    }
+    const SYS_CACHESTAT: libc::c_long = 451; // the same on every architecture
+    let range = Range { off: 0, len: 0 };
+    let mut st = Stat::default();
+    // SAFETY: cachestat(2) reads `range` and fills `st`, both ours and
+    // laid out as the kernel's structs.
+    let r = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            file.as_raw_fd(),
+            &range as *const Range,
+            &mut st as *mut Stat,
+            0,
+        )
+    };
+    (r == 0).then_some(st.dirty)
+}
+
+#[test]
 fn replica_appends_refuse_gaps_and_bad_batches_and_write_nothing_of_them() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
