@@ -259,7 +259,7 @@ fn pages_behind_the_appends_go_to_writeback_before_the_flush() {
             glommio::timer::sleep(Duration::from_millis(10)).await;
         }
         let file = std::fs::File::open(path.join(format!("{:020}.log", 0))).unwrap();
-        let most = super::segment::WRITE_BEHIND / 4096 + 1;
+        let most = super::segment::WRITE_BEHIND / super::disk::PAGE + 1;
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             let Some(dirty) = dirty_pages(&file) else {
