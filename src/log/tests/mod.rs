@@ -279,6 +279,36 @@ fn pages_behind_the_appends_go_to_writeback_before_the_flush() {
     });
 }
 
+#[test]
+fn a_hot_read_held_across_finalize_reads_the_same_bytes() {
+    // Reads of the active segment are slices of its mapping. Finalizing the
+    // segment trims its file and drops the mapping's page tables under a
+    // slice still held (a response being written, say): the slice must
+    // read the same bytes afterwards.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let c = cfg(1 << 20);
+        let log = open_in(&path, &c).await;
+        let ts = now_ms();
+        let mut first = Vec::new();
+        for _ in 0..40 {
+            let b = batch(4, 250, ts, None);
+            let base = log.append(&b, 0).unwrap().base_offset;
+            first.extend_from_slice(&stored(&b, base, 0));
+        }
+        let held = log.read(0, 1 << 20, log.next_offset()).await.unwrap();
+        assert_eq!(held, first);
+        while log.segment_count() < 2 {
+            log.append(&batch(4, 1000, ts, None), 0).unwrap();
+        }
+        log.sync().await.unwrap(); // finalizes the first segment
+        assert_eq!(held, first);
+        log.close().await.unwrap();
+        assert_eq!(held, first);
+    });
+}
+
 /// Dirty page-cache pages of `file` (cachestat(2)); `None` where the
 /// kernel lacks it.
 fn dirty_pages(file: &std::fs::File) -> Option<u64> {
