@@ -22,7 +22,7 @@ use std::cell::{Cell, RefCell};
 use std::fs::{File, OpenOptions};
 use std::os::unix::io::{FromRawFd, IntoRawFd};
 use std::path::{Path, PathBuf};
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -253,12 +253,51 @@ pub(crate) struct Segment {
     dir_synced: Cell<bool>,
     /// How much of the file has disk blocks; shared with the blocking pool.
     reserved: Arc<Reservation>,
-    reserve_task: RefCell<Option<JoinHandle<()>>>,
-    reserving: Cell<bool>,
+    reserving: Background,
     /// Bytes from the start whose writeback has been started (see
     /// [`Segment::write_behind`]).
     written_back: Cell<u64>,
-    writeback_task: RefCell<Option<JoinHandle<()>>>,
+    writing_back: Background,
+}
+
+/// A blocking-pool job a segment runs behind the appends, one at a time;
+/// a failure is only logged, as what it prepares has a fallback.
+#[derive(Default)]
+struct Background {
+    busy: Rc<Cell<bool>>,
+    task: RefCell<Option<JoinHandle<()>>>,
+}
+
+impl Background {
+    fn busy(&self) -> bool {
+        self.busy.get()
+    }
+
+    /// Runs `job`; `failed` says what happens instead if it fails.
+    fn start(
+        &self,
+        failed: &'static str,
+        job: impl FnOnce() -> std::io::Result<()> + Send + 'static,
+    ) {
+        self.busy.set(true);
+        let busy = self.busy.clone();
+        let task = glommio::spawn_local(async move {
+            if let Err(e) = glommio::executor().spawn_blocking(job).await {
+                tracing::debug!(error = %e, "{failed}");
+            }
+            busy.set(false);
+        })
+        .detach();
+        *self.task.borrow_mut() = Some(task);
+    }
+
+    /// Waits for the last job started.
+    async fn finish(&self) {
+        let task = self.task.borrow_mut().take();
+        if let Some(t) = task {
+            t.await;
+        }
+    }
 }
 
 /// What recovery found out about a segment.
@@ -344,10 +383,9 @@ impl Segment {
             synced: Cell::new(0),
             dir_synced: Cell::new(false),
             reserved: Reservation::new(0),
-            reserve_task: RefCell::new(None),
-            reserving: Cell::new(false),
+            reserving: Background::default(),
             written_back: Cell::new(0),
-            writeback_task: RefCell::new(None),
+            writing_back: Background::default(),
         }))
     }
 
@@ -378,10 +416,9 @@ impl Segment {
             synced: Cell::new(0),
             dir_synced: Cell::new(false),
             reserved: spare.reserved,
-            reserve_task: RefCell::new(None),
-            reserving: Cell::new(false),
+            reserving: Background::default(),
             written_back: Cell::new(0),
-            writeback_task: RefCell::new(None),
+            writing_back: Background::default(),
         }))
     }
 
@@ -410,10 +447,9 @@ impl Segment {
             synced: Cell::new(r.size),
             dir_synced: Cell::new(true),
             reserved: Reservation::new(r.size),
-            reserve_task: RefCell::new(None),
-            reserving: Cell::new(false),
+            reserving: Background::default(),
             written_back: Cell::new(r.size),
-            writeback_task: RefCell::new(None),
+            writing_back: Background::default(),
         }))
     }
 
@@ -568,8 +604,8 @@ impl Segment {
     /// than half of it is left, a blocking-pool job fallocates the next
     /// stretch (and zero-fills it, with `zero_fill`: see [`Reservation`]),
     /// so appends neither fallocate nor find the disk full late.
-    pub fn reserve_ahead(self: &Rc<Self>, window: u64, zero_fill: bool) {
-        if self.reserving.get() || self.state.get() != SegState::Active {
+    pub fn reserve_ahead(&self, window: u64, zero_fill: bool) {
+        if self.reserving.busy() || self.state.get() != SegState::Active {
             return;
         }
         let reserved = self.reserved.upto();
@@ -582,20 +618,10 @@ impl Segment {
         let to = (size + window).min(cap);
         let file = self.file.clone();
         let shared = self.reserved.clone();
-        let me: Weak<Segment> = Rc::downgrade(self);
-        self.reserving.set(true);
-        let task = glommio::spawn_local(async move {
-            let job = glommio::executor()
-                .spawn_blocking(move || shared.extend(&file, from, to, zero_fill));
-            if let Err(e) = job.await {
-                tracing::debug!(error = %e, "reserving segment space ahead failed; appends will retry");
-            }
-            if let Some(me) = me.upgrade() {
-                me.reserving.set(false);
-            }
-        })
-        .detach();
-        *self.reserve_task.borrow_mut() = Some(task);
+        self.reserving.start(
+            "reserving segment space ahead failed; appends will retry",
+            move || shared.extend(&file, from, to, zero_fill),
+        );
     }
 
     /// Starts writeback (not a sync: no wait, no durability) of the whole
@@ -607,8 +633,8 @@ impl Segment {
     /// flush, ~2.6 ms with the 100 ms flush, 1.1-2.0 ms with this). The page
     /// the appends are filling is left alone, so writeback never locks it
     /// under them.
-    pub fn write_behind(self: &Rc<Self>) {
-        if self.writeback_task.borrow().is_some() || self.state.get() != SegState::Active {
+    pub fn write_behind(&self) {
+        if self.writing_back.busy() || self.state.get() != SegState::Active {
             return;
         }
         let from = self.written_back.get();
@@ -618,31 +644,16 @@ impl Segment {
         }
         self.written_back.set(to);
         let file = self.file.clone();
-        let me: Weak<Segment> = Rc::downgrade(self);
-        let task = glommio::spawn_local(async move {
-            let job = glommio::executor()
-                .spawn_blocking(move || disk::start_writeback(&file, from, to - from));
-            if let Err(e) = job.await {
-                tracing::debug!(error = %e, "starting writeback failed; the flush writes these pages");
-            }
-            if let Some(me) = me.upgrade() {
-                me.writeback_task.borrow_mut().take();
-            }
-        })
-        .detach();
-        *self.writeback_task.borrow_mut() = Some(task);
+        self.writing_back.start(
+            "starting writeback failed; the flush writes these pages",
+            move || disk::start_writeback(&file, from, to - from),
+        );
     }
 
     /// Waits until no reservation or writeback job touches this segment.
     pub async fn quiesce(&self) {
-        let task = self.reserve_task.borrow_mut().take();
-        if let Some(t) = task {
-            t.await;
-        }
-        let task = self.writeback_task.borrow_mut().take();
-        if let Some(t) = task {
-            t.await;
-        }
+        self.reserving.finish().await;
+        self.writing_back.finish().await;
     }
 
     /// fdatasync through io_uring. Covers the pages written through the
